@@ -1,0 +1,100 @@
+//! The default lock: an abstract AF_UNIX socket name. The kernel grants a
+//! name to one socket at a time and frees it when the last descriptor closes.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use socket2::{Domain, SockAddr, Type};
+
+use super::{Attempt, Backend, Holder, bind_and_listen, new_socket};
+use crate::error::Error;
+
+/// The longest abstract name: sun_path (108 bytes) less the leading NUL.
+pub const MAX_NAME_LEN: usize = 107;
+
+pub struct AbstractLock {
+    name: String,
+    address: SockAddr,
+}
+
+impl AbstractLock {
+    pub fn parse(lock: &OsStr) -> Result<AbstractLock, Error> {
+        let name = lock.to_string_lossy().into_owned();
+        let bytes = lock.as_bytes();
+        if bytes.is_empty() {
+            // An empty abstract name would make the kernel autobind a random
+            // one: a "lock" that every instance gets.
+            return Err(Error::Usage("the lock name is empty".into()));
+        }
+        if bytes.len() > MAX_NAME_LEN {
+            return Err(Error::Usage(format!(
+                "{name}: lock name is {} bytes, longer than the {MAX_NAME_LEN} the kernel allows",
+                bytes.len()
+            )));
+        }
+        let mut abstract_path = Vec::with_capacity(bytes.len() + 1);
+        abstract_path.push(0);
+        abstract_path.extend_from_slice(bytes);
+        let address = SockAddr::unix(OsStr::from_bytes(&abstract_path))
+            .map_err(|err| Error::Usage(format!("{name}: not a valid lock name: {err}")))?;
+        Ok(AbstractLock { name, address })
+    }
+}
+
+impl Backend for AbstractLock {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn try_acquire(&self) -> Result<Attempt, Error> {
+        let socket = new_socket(&self.name, Domain::UNIX, Type::STREAM)?;
+        bind_and_listen(&self.name, socket, &self.address)
+    }
+
+    /// Connects to the holder's listening socket: its peer credentials are
+    /// those of the process that called listen(), which is the command.
+    /// Non-blocking, so a full backlog means "unknown", never a hang.
+    fn holder(&self) -> Option<Holder> {
+        let probe = new_socket(&self.name, Domain::UNIX, Type::STREAM.nonblocking()).ok()?;
+        probe.connect(&self.address).ok()?;
+        let credentials = getsockopt(&probe, PeerCredentials).ok()?;
+        Some(Holder {
+            pid: credentials.pid(),
+            uid: Some(credentials.uid()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage_message(lock: &[u8]) -> String {
+        match AbstractLock::parse(OsStr::from_bytes(lock)) {
+            Err(Error::Usage(message)) => message,
+            Err(other) => panic!("expected a usage error, got {other:?}"),
+            Ok(_) => panic!("{lock:?} must be refused"),
+        }
+    }
+
+    #[test]
+    fn the_longest_name_the_kernel_allows_is_accepted() {
+        let lock = AbstractLock::parse(OsStr::from_bytes(&[b'x'; MAX_NAME_LEN])).unwrap();
+        assert_eq!(
+            lock.address.as_abstract_namespace(),
+            Some(&[b'x'; MAX_NAME_LEN][..])
+        );
+    }
+
+    #[test]
+    fn one_byte_more_is_refused_not_truncated() {
+        let message = usage_message(&[b'x'; MAX_NAME_LEN + 1]);
+        assert!(message.contains("108 bytes"), "{message}");
+    }
+
+    #[test]
+    fn an_empty_name_is_refused() {
+        assert!(usage_message(b"").contains("empty"));
+    }
+}

@@ -1,0 +1,136 @@
+//! `--tcp`: a loopback TCP port as the lock, compatible with Perl's
+//! Lock::Socket, so that the two tools contend for the same lock.
+
+use std::ffi::OsStr;
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use socket2::{Domain, SockAddr, Type};
+
+use super::{Attempt, Backend, Holder, bind_and_listen, new_socket};
+use crate::error::Error;
+
+pub struct TcpLock {
+    name: String,
+    address: SockAddr,
+}
+
+impl TcpLock {
+    /// LOCK is `PORT` (on the caller's own address) or `ADDR:PORT`.
+    pub fn parse(lock: &OsStr) -> Result<TcpLock, Error> {
+        let text = lock.to_str().ok_or_else(|| {
+            Error::Usage(format!(
+                "{}: not a port or ADDR:PORT",
+                lock.to_string_lossy()
+            ))
+        })?;
+        let (ip, port) = match text.rsplit_once(':') {
+            Some((ip, port)) => (parse_loopback(text, ip)?, port),
+            None => (default_address(nix::unistd::getuid().as_raw()), text),
+        };
+        let port = parse_port(text, port)?;
+        let address = SocketAddrV4::new(ip, port);
+        Ok(TcpLock {
+            name: address.to_string(),
+            address: address.into(),
+        })
+    }
+}
+
+/// 127.H.L.1, H.L the low two bytes of the uid: the Lock::Socket scheme, which
+/// gives each user a lock space of their own.
+pub fn default_address(uid: u32) -> Ipv4Addr {
+    let [_, _, high, low] = uid.to_be_bytes();
+    Ipv4Addr::new(127, high, low, 1)
+}
+
+fn parse_loopback(lock: &str, ip: &str) -> Result<Ipv4Addr, Error> {
+    match ip.parse::<Ipv4Addr>() {
+        Ok(ip) if ip.is_loopback() => Ok(ip),
+        _ => Err(Error::Usage(format!(
+            "{lock}: '{ip}' is not an IPv4 loopback address (127.0.0.0/8)"
+        ))),
+    }
+}
+
+fn parse_port(lock: &str, port: &str) -> Result<u16, Error> {
+    match port.parse::<u16>() {
+        Ok(port) if port != 0 => Ok(port),
+        _ => Err(Error::Usage(format!(
+            "{lock}: '{port}' is not a port number (1-65535)"
+        ))),
+    }
+}
+
+impl Backend for TcpLock {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// SO_REUSEADDR lets the lock be taken again while connections of the
+    /// last holder linger in TIME_WAIT. It also lets two sockets bind the same
+    /// port, but only one can then listen: listen() is where the lock is won.
+    fn try_acquire(&self) -> Result<Attempt, Error> {
+        let socket = new_socket(&self.name, Domain::IPV4, Type::STREAM)?;
+        socket
+            .set_reuse_address(true)
+            .map_err(|err| Error::lock(&self.name, "set SO_REUSEADDR", &err))?;
+        bind_and_listen(&self.name, socket, &self.address)
+    }
+
+    fn holder(&self) -> Option<Holder> {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage_message(lock: &str) -> String {
+        match TcpLock::parse(OsStr::new(lock)) {
+            Err(Error::Usage(message)) => message,
+            Err(other) => panic!("expected a usage error, got {other:?}"),
+            Ok(_) => panic!("{lock:?} must be refused"),
+        }
+    }
+
+    #[test]
+    fn default_address_is_lock_socket_scheme() {
+        assert_eq!(default_address(0), Ipv4Addr::new(127, 0, 0, 1));
+        assert_eq!(default_address(1000), Ipv4Addr::new(127, 3, 232, 1));
+        // Only the low 16 bits of the uid count.
+        assert_eq!(
+            default_address(0x0012_3456),
+            Ipv4Addr::new(127, 0x34, 0x56, 1)
+        );
+    }
+
+    #[test]
+    fn explicit_loopback_address_is_kept() {
+        let lock = TcpLock::parse(OsStr::new("127.9.8.7:65535")).unwrap();
+        assert_eq!(lock.name(), "127.9.8.7:65535");
+    }
+
+    #[test]
+    fn bad_ports_are_usage_errors() {
+        for lock in ["0", "65536", "http", "", "127.0.0.1:", "-1", "127.0.0.1:0"] {
+            assert!(usage_message(lock).contains("not a port number"), "{lock}");
+        }
+    }
+
+    #[test]
+    fn non_loopback_addresses_are_usage_errors() {
+        for lock in [
+            "10.0.0.1:80",
+            "0.0.0.0:80",
+            "localhost:80",
+            "::1:80",
+            "[::1]:80",
+        ] {
+            assert!(
+                usage_message(lock).contains("not an IPv4 loopback"),
+                "{lock}"
+            );
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! The command line: what me-only accepts, and the usage errors it rejects.
+
+use std::ffi::OsString;
+
+use clap::Parser;
+
+use crate::error::Error;
+
+const AFTER_LONG_HELP: &str = "\
+EXIT STATUS:
+  the command's own  the lock was taken and COMMAND ran (me-only became it)
+  1                  COMMAND not found, not executable, or exec failed
+  2                  invalid usage: bad arguments, lock name too long, bad port
+  3                  lock error: the lock could not be set up (socket, bind, listen)
+  4                  the lock is held by another instance (change it with -E)
+
+ENVIRONMENT:
+  ME_ONLY_LOCK  set for COMMAND: the LOCK it holds
+  ME_ONLY_FD    set for COMMAND: the descriptor number that holds the lock
+  RUST_LOG      diagnostics on stderr (env_logger syntax), as with --verbose
+
+EXAMPLES:
+  me-only /tmp/backup /usr/local/bin/backup --full || exit 1
+  */5 * * * * me-only -q /run/sync /usr/local/bin/sync
+  me-only --tcp 127.0.0.1:7000 ./server";
+
+/// Run COMMAND only if no other instance holding LOCK is running.
+///
+/// The lock is a kernel object: an abstract AF_UNIX socket named LOCK (nothing
+/// is created on disk), or with --tcp a loopback TCP port. me-only takes it and
+/// execs COMMAND, which keeps me-only's pid and holds the lock until it and
+/// every process that inherited the lock descriptor are gone.
+#[derive(Debug, Parser)]
+#[command(
+    name = "me-only",
+    version,
+    after_long_help = AFTER_LONG_HELP,
+    // Usage errors are reported by main as one line, uncoloured.
+    color = clap::ColorChoice::Never,
+)]
+pub struct Cli {
+    /// Lock a loopback TCP port: LOCK is PORT or ADDR:PORT (ADDR in
+    /// 127.0.0.0/8; default 127.H.L.1, H.L the low two bytes of the real uid)
+    #[arg(long)]
+    pub tcp: bool,
+
+    /// Exit with N instead of 4 when the lock is held
+    #[arg(short = 'E', long, value_name = "N", default_value_t = 4)]
+    pub conflict_exit_code: u8,
+
+    /// Say nothing when the lock is held (other errors are still reported)
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// Print diagnostics on stderr (RUST_LOG refines them)
+    #[arg(short, long)]
+    pub verbose: bool,
+
+    /// The lock: an abstract socket name (at most 107 bytes), or with --tcp a
+    /// port
+    #[arg(value_name = "LOCK")]
+    pub lock: OsString,
+
+    /// The command to run, and its arguments, passed on untouched
+    #[arg(
+        value_name = "COMMAND",
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<OsString>,
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Request {
+    /// Take the lock and run the command.
+    Run(Cli),
+    /// --help or --version, already printed.
+    Done,
+}
+
+/// Parses the command line; a usage error becomes one line, not clap's page.
+pub fn parse<I>(args: I) -> Result<Request, Error>
+where
+    I: IntoIterator<Item = OsString>,
+{
+    match Cli::try_parse_from(args) {
+        Ok(cli) => Ok(Request::Run(cli)),
+        Err(err) if !err.use_stderr() => {
+            // --help or --version: a closed stdout is not worth a complaint.
+            let _ = err.print();
+            Ok(Request::Done)
+        }
+        Err(err) => Err(Error::Usage(one_line(&err.to_string()))),
+    }
+}
+
+/// Folds clap's message (which may list missing arguments on later lines and
+/// ends with a usage block) into one line.
+fn one_line(clap_message: &str) -> String {
+    let first_paragraph = clap_message.split("\n\n").next().unwrap_or_default();
+    let words: Vec<&str> = first_paragraph.split_whitespace().collect();
+    let message = words.join(" ");
+    let message = message.strip_prefix("error: ").unwrap_or(&message);
+    format!("{message} (try 'me-only --help')")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_words(words: &[&str]) -> Result<Request, Error> {
+        parse(words.iter().map(OsString::from))
+    }
+
+    fn run_request(words: &[&str]) -> Cli {
+        match parse_words(words) {
+            Ok(Request::Run(cli)) => cli,
+            other => panic!("{words:?} did not parse to a run: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn options_after_command_belong_to_the_command() {
+        let cli = run_request(&["me-only", "-q", "/tmp/a", "ls", "-q", "--tcp", "-E", "9"]);
+        assert!(cli.quiet);
+        assert!(!cli.tcp);
+        assert_eq!(cli.conflict_exit_code, 4);
+        assert_eq!(cli.command, ["ls", "-q", "--tcp", "-E", "9"]);
+    }
+
+    #[test]
+    fn options_between_lock_and_command_are_me_onlys() {
+        let cli = run_request(&["me-only", "/tmp/a", "-v", "-E", "9", "x", "-v"]);
+        assert!(cli.verbose);
+        assert_eq!(cli.conflict_exit_code, 9);
+        assert_eq!(cli.command, ["x", "-v"]);
+    }
+
+    #[test]
+    fn double_dash_lets_a_command_start_with_a_dash() {
+        let cli = run_request(&["me-only", "/tmp/a", "--", "-v", "x"]);
+        assert!(!cli.verbose);
+        assert_eq!(cli.command, ["-v", "x"]);
+    }
+
+    #[test]
+    fn double_dash_lets_a_lock_start_with_a_dash() {
+        let cli = run_request(&["me-only", "--", "-lock", "true"]);
+        assert_eq!(cli.lock, "-lock");
+        assert_eq!(cli.command, ["true"]);
+    }
+
+    #[test]
+    fn missing_command_is_one_line_naming_it() {
+        let Err(Error::Usage(message)) = parse_words(&["me-only", "/tmp/a"]) else {
+            panic!("a lock without a command must be a usage error");
+        };
+        assert!(!message.contains('\n'), "{message}");
+        assert!(message.contains("<COMMAND>"), "{message}");
+    }
+}

@@ -1,0 +1,157 @@
+//! Everything that can go wrong, and the one place that turns it into
+//! me-only's exit codes and its one line on stderr.
+
+use std::fmt;
+use std::io;
+use std::process::ExitCode;
+
+use nix::errno::Errno;
+
+use crate::backend::Holder;
+
+/// Exit code for COMMAND not found, not executable, or exec failed.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code for invalid usage.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code for a lock that could not be set up.
+pub const EXIT_LOCK_ERROR: u8 = 3;
+/// Default exit code for a lock held by another instance.
+pub const EXIT_CONFLICT: u8 = 4;
+
+#[derive(Debug)]
+pub enum Error {
+    /// The command line is wrong; the message says how.
+    Usage(String),
+    /// Another process holds the lock.
+    Busy {
+        lock: String,
+        holder: Option<Holder>,
+    },
+    /// The lock could not be set up: a system call other than the contended
+    /// bind failed.
+    Lock {
+        lock: String,
+        action: &'static str,
+        errno: Errno,
+    },
+    /// The lock was taken but COMMAND could not be run.
+    Exec {
+        lock: String,
+        command: String,
+        errno: Errno,
+        is_directory: bool,
+    },
+}
+
+/// How a conflict is reported, as the command line asked.
+#[derive(Debug, Clone, Copy)]
+pub struct ConflictPolicy {
+    pub exit_code: u8,
+    pub quiet: bool,
+}
+
+impl Default for ConflictPolicy {
+    fn default() -> Self {
+        ConflictPolicy {
+            exit_code: EXIT_CONFLICT,
+            quiet: false,
+        }
+    }
+}
+
+impl Error {
+    pub fn exit_code(&self, conflict: ConflictPolicy) -> ExitCode {
+        ExitCode::from(match self {
+            Error::Usage(_) => EXIT_USAGE,
+            Error::Busy { .. } => conflict.exit_code,
+            Error::Lock { .. } => EXIT_LOCK_ERROR,
+            Error::Exec { .. } => EXIT_FAILURE,
+        })
+    }
+
+    /// Whether the line on stderr is wanted; `--quiet` silences conflicts only.
+    pub fn is_reported(&self, conflict: ConflictPolicy) -> bool {
+        !(conflict.quiet && matches!(self, Error::Busy { .. }))
+    }
+
+    /// A lock error from a failed system call.
+    pub fn lock(lock: &str, action: &'static str, err: &io::Error) -> Error {
+        Error::Lock {
+            lock: lock.to_owned(),
+            action,
+            errno: errno_of(err),
+        }
+    }
+}
+
+/// The errno behind an I/O error, so that messages read "Permission denied"
+/// rather than std's "Permission denied (os error 13)".
+pub fn errno_of(err: &io::Error) -> Errno {
+    Errno::from_raw(err.raw_os_error().unwrap_or(0))
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Usage(message) => write!(f, "{message}"),
+            Error::Busy { lock, holder } => match holder {
+                Some(holder) => write!(f, "{lock}: already held by {holder}"),
+                None => write!(f, "{lock}: already held by another process"),
+            },
+            Error::Lock {
+                lock,
+                action,
+                errno,
+            } => write!(f, "{lock}: cannot {action}: {}", errno.desc()),
+            Error::Exec {
+                lock,
+                command,
+                errno,
+                is_directory,
+            } => match (errno, is_directory) {
+                (_, true) => write!(f, "{lock}: {command}: is a directory"),
+                (Errno::ENOENT, false) => write!(f, "{lock}: {command}: command not found"),
+                _ => write!(f, "{lock}: cannot run {command}: {}", errno.desc()),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conflict_code_follows_the_policy_and_nothing_else_does() {
+        let policy = ConflictPolicy {
+            exit_code: 75,
+            quiet: true,
+        };
+        let busy = Error::Busy {
+            lock: "/tmp/a".into(),
+            holder: None,
+        };
+        let usage = Error::Usage("bad".into());
+        assert_eq!(busy.exit_code(policy), ExitCode::from(75));
+        assert_eq!(usage.exit_code(policy), ExitCode::from(EXIT_USAGE));
+        assert!(!busy.is_reported(policy));
+        assert!(usage.is_reported(policy));
+    }
+
+    #[test]
+    fn messages_name_the_lock_and_the_holder() {
+        let busy = Error::Busy {
+            lock: "/tmp/a".into(),
+            holder: Some(Holder {
+                pid: 4242,
+                uid: Some(0),
+            }),
+        };
+        assert_eq!(busy.to_string(), "/tmp/a: already held by pid 4242 (uid 0)");
+        let lock = Error::lock("127.0.0.1:80", "bind", &io::Error::from_raw_os_error(13));
+        assert_eq!(
+            lock.to_string(),
+            "127.0.0.1:80: cannot bind: Permission denied"
+        );
+    }
+}

@@ -1,0 +1,75 @@
+//! me-only: run a command only if no other instance holding the same lock is
+//! running.
+
+mod backend;
+mod cli;
+mod error;
+mod inherited;
+mod launch;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use cli::{Cli, Request};
+use error::{ConflictPolicy, Error};
+
+fn main() -> ExitCode {
+    let mut policy = ConflictPolicy::default();
+    let result = cli::parse(std::env::args_os()).and_then(|request| match request {
+        Request::Done => Ok(ExitCode::SUCCESS),
+        Request::Run(cli) => {
+            policy = ConflictPolicy {
+                exit_code: cli.conflict_exit_code,
+                quiet: cli.quiet,
+            };
+            run(cli)
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            if err.is_reported(policy) {
+                // A closed or broken stderr must not turn into a panic.
+                let _ = writeln!(std::io::stderr(), "me-only: {err}");
+            }
+            err.exit_code(policy)
+        }
+    }
+}
+
+/// Takes the lock and becomes COMMAND; returns only on failure.
+fn run(cli: Cli) -> Result<ExitCode, Error> {
+    if cli.verbose || std::env::var_os("RUST_LOG").is_some() {
+        init_logging(cli.verbose);
+    }
+    let lock = backend::from_cli(&cli.lock, cli.tcp)?;
+    match lock.try_acquire()? {
+        backend::Attempt::Acquired(fd) => {
+            Err(launch::exec(lock.name(), &cli.lock, fd, &cli.command))
+        }
+        backend::Attempt::Busy => Err(Error::Busy {
+            lock: lock.name().to_owned(),
+            holder: if cli.quiet { None } else { lock.holder() },
+        }),
+    }
+}
+
+/// Diagnostics go to stderr, and only when asked for: a launch that nobody
+/// watches pays nothing for them.
+fn init_logging(verbose: bool) {
+    let mut builder = env_logger::Builder::new();
+    if verbose {
+        builder.filter_level(log::LevelFilter::Debug);
+    }
+    builder
+        .parse_env("RUST_LOG")
+        .format(|out, record| {
+            writeln!(
+                out,
+                "me-only: {}: {}",
+                record.level().as_str().to_lowercase(),
+                record.args()
+            )
+        })
+        .init();
+}
