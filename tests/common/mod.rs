@@ -1,0 +1,142 @@
+//! Helpers shared by the end-to-end tests: they drive the built binary the
+//! way a user's shell would.
+#![allow(dead_code)] // each test crate uses its own subset
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub const ME_ONLY: &str = env!("CARGO_BIN_EXE_me-only");
+
+/// A command that runs the built me-only.
+pub fn me_only() -> Command {
+    Command::new(ME_ONLY)
+}
+
+/// An abstract lock name no other test (or test run) uses.
+pub fn unique_lock(tag: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("/me-only-test/{}/{tag}/{n}", std::process::id())
+}
+
+/// A loopback port that was free a moment ago (the kernel picked it).
+pub fn free_port(ip: Ipv4Addr) -> u16 {
+    let listener = TcpListener::bind(SocketAddrV4::new(ip, 0)).expect("bind an ephemeral port");
+    listener.local_addr().unwrap().port()
+}
+
+/// A me-only that holds a lock: its command announces itself on stdout, then
+/// waits for its stdin to close. Killed on drop, so a failing test leaves no
+/// holder behind.
+pub struct Holding {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    pub pid: u32,
+}
+
+impl Holding {
+    /// Starts `me-only <options...> sh -c ...` and returns once the command
+    /// runs, which is when the lock is held.
+    pub fn start<I, S>(options: I) -> Holding
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        Holding::with_script(options, "echo ready; exec cat")
+    }
+
+    /// Starts `me-only <options...> sh -c SCRIPT`; SCRIPT prints `ready` once
+    /// it holds what the test needs.
+    pub fn with_script<I, S>(options: I, script: &str) -> Holding
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut child = me_only()
+            .args(options)
+            .args(["sh", "-c", script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn the holder");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        if line != "ready\n" {
+            let status = child.wait().unwrap();
+            panic!("the holder did not start: it said {line:?} and exited with {status}");
+        }
+        let pid = child.id();
+        Holding {
+            stdin: child.stdin.take(),
+            child,
+            pid,
+        }
+    }
+
+    /// Lets the command finish normally.
+    pub fn release(mut self) -> ExitStatus {
+        drop(self.stdin.take());
+        self.child.wait().unwrap()
+    }
+
+    /// kill -9, and reaps it: when this returns, the holder is gone.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// stderr as text, for messages in assertions.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Asserts that stderr is exactly one line, `me-only: ...`, and returns it.
+pub fn one_error_line(stderr: &[u8]) -> String {
+    let stderr = text(stderr);
+    assert!(
+        stderr.starts_with("me-only: ") && stderr.ends_with('\n') && stderr.lines().count() == 1,
+        "expected one line 'me-only: ...' on stderr, got {stderr:?}"
+    );
+    stderr
+}
+
+/// Blocks until process `pid` (not necessarily our child) has exited, which
+/// is after the kernel closed its descriptors. Event-driven: a pidfd becomes
+/// readable when the process exits.
+pub fn wait_until_gone(pid: i32) {
+    use nix::libc;
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::{FromRawFd, OwnedFd};
+
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        let err = std::io::Error::last_os_error();
+        assert_eq!(
+            err.raw_os_error(),
+            Some(libc::ESRCH),
+            "pidfd_open({pid}): {err}"
+        );
+        return; // already gone
+    }
+    // SAFETY: the syscall just returned this descriptor to us alone.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let mut fds = [PollFd::new(
+        std::os::fd::AsFd::as_fd(&pidfd),
+        PollFlags::POLLIN,
+    )];
+    poll(&mut fds, PollTimeout::NONE).expect("poll the pidfd");
+}

@@ -1,0 +1,262 @@
+//! The launcher end to end: the lock is taken, held by the command, and
+//! refused to others with the conflict code.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+
+use assert_cmd::prelude::*;
+use common::{Holding, me_only, one_error_line, text, unique_lock, wait_until_gone};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+#[test]
+fn command_runs_and_its_exit_status_is_mine() {
+    let lock = unique_lock("status");
+    me_only()
+        .args([&lock, "sh", "-c", "echo out; echo err >&2; exit 7"])
+        .assert()
+        .code(7)
+        .stdout("out\n")
+        .stderr("err\n");
+}
+
+#[test]
+fn held_lock_exits_4_naming_the_holder_and_runs_nothing() {
+    let lock = unique_lock("busy");
+    let holder = Holding::start([&lock]);
+    let witness = tempfile::tempdir().unwrap();
+    let ran = witness.path().join("ran");
+    let output = me_only()
+        .arg(&lock)
+        .arg("touch")
+        .arg(&ran)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(4), "{output:?}");
+    let uid = nix::unistd::getuid();
+    assert_eq!(
+        one_error_line(&output.stderr),
+        format!(
+            "me-only: {lock}: already held by pid {} (uid {uid})\n",
+            holder.pid
+        )
+    );
+    assert!(output.stdout.is_empty());
+    assert!(!ran.exists(), "the command ran without the lock");
+    assert!(holder.release().success());
+}
+
+#[test]
+fn conflict_exit_code_option_changes_only_the_conflict_code() {
+    let lock = unique_lock("conflict-code");
+    let _holder = Holding::start([&lock]);
+    me_only()
+        .args(["-E", "75", &lock, "true"])
+        .assert()
+        .code(75);
+    me_only()
+        .args(["--conflict-exit-code", "0", &lock, "true"])
+        .assert()
+        .code(0);
+    let free = unique_lock("conflict-code-free");
+    me_only()
+        .args(["-E", "75", &free, "sh", "-c", "exit 3"])
+        .assert()
+        .code(3);
+}
+
+#[test]
+fn quiet_says_nothing_when_held_but_still_exits_4() {
+    let lock = unique_lock("quiet");
+    let _holder = Holding::start([&lock]);
+    me_only()
+        .args(["-q", &lock, "true"])
+        .assert()
+        .code(4)
+        .stdout("")
+        .stderr("");
+    me_only()
+        .args(["--quiet", &lock, "true"])
+        .assert()
+        .code(4)
+        .stderr("");
+}
+
+#[test]
+fn quiet_still_reports_errors_other_than_conflict() {
+    let lock = unique_lock("quiet-errors");
+    let output = me_only()
+        .args(["-q", &lock, "/nonexistent/command"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    one_error_line(&output.stderr);
+}
+
+#[test]
+fn lock_is_free_again_once_the_holder_exits() {
+    let lock = unique_lock("release");
+    let holder = Holding::start([&lock]);
+    me_only().args([&lock, "true"]).assert().code(4);
+    assert!(holder.release().success());
+    me_only().args([&lock, "true"]).assert().code(0);
+}
+
+#[test]
+fn kill_9_of_the_holder_frees_the_lock_at_once() {
+    let lock = unique_lock("kill-9");
+    let holder = Holding::start([&lock]);
+    me_only().args([&lock, "true"]).assert().code(4);
+    holder.kill();
+    me_only().args([&lock, "true"]).assert().code(0);
+}
+
+#[test]
+fn command_keeps_me_onlys_pid() {
+    let lock = unique_lock("pid");
+    let child = me_only()
+        .args([&lock, "sh", "-c", "echo $$"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        format!("{pid}\n")
+    );
+}
+
+/// The descriptor named by ME_ONLY_FD is open in the command and is the
+/// listening socket bound to the lock's abstract name.
+#[test]
+fn command_holds_the_listening_lock_socket_on_me_only_fd() {
+    let lock = unique_lock("fd");
+    let output = me_only()
+        .args([
+            &lock,
+            "sh",
+            "-c",
+            "echo \"$ME_ONLY_FD\"; readlink /proc/$$/fd/$ME_ONLY_FD; cat /proc/net/unix",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let mut lines = stdout.lines();
+    let fd: u32 = lines
+        .next()
+        .unwrap()
+        .parse()
+        .expect("ME_ONLY_FD is a number");
+    assert!(fd > 2, "the lock must not take a standard descriptor: {fd}");
+    let link = lines.next().unwrap();
+    let inode = link
+        .strip_prefix("socket:[")
+        .and_then(|rest| rest.strip_suffix(']'))
+        .unwrap_or_else(|| panic!("fd {fd} is not a socket: {link}"));
+    // /proc/net/unix: Num RefCount Protocol Flags Type St Inode Path;
+    // flags 00010000 is a listening socket, abstract paths start with '@'.
+    let entry = lines
+        .find(|line| line.split_whitespace().nth(6) == Some(inode))
+        .unwrap_or_else(|| panic!("socket {inode} is not in /proc/net/unix"));
+    let fields: Vec<&str> = entry.split_whitespace().collect();
+    assert_eq!(fields[3], "00010000", "not listening: {entry}");
+    assert_eq!(
+        fields[7],
+        format!("@{lock}"),
+        "bound to the wrong name: {entry}"
+    );
+}
+
+#[test]
+fn command_learns_the_lock_from_me_only_lock() {
+    let lock = unique_lock("env");
+    me_only()
+        .args([&lock, "sh", "-c", "printf %s \"$ME_ONLY_LOCK\""])
+        .assert()
+        .success()
+        .stdout(lock);
+}
+
+#[test]
+fn arguments_after_command_pass_untouched() {
+    let lock = unique_lock("args");
+    me_only()
+        .args([
+            &lock, "printf", "%s\\n", "-l", "--all", "--", "-x", "-E", "9", "-q",
+        ])
+        .assert()
+        .success()
+        .stdout("-l\n--all\n--\n-x\n-E\n9\n-q\n");
+}
+
+#[test]
+fn non_utf8_arguments_and_lock_names_pass_byte_for_byte() {
+    let mut lock = unique_lock("bytes").into_bytes();
+    lock.extend_from_slice(b"/\xff\xfe");
+    let lock = OsStr::from_bytes(&lock);
+    let argument = OsStr::from_bytes(b"caf\xe9\x80 \xff");
+    let output = me_only()
+        .arg(lock)
+        .args(["sh", "-c", "printf '%s|%s' \"$1\" \"$ME_ONLY_LOCK\"", "sh"])
+        .arg(argument)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let mut expected = argument.as_bytes().to_vec();
+    expected.push(b'|');
+    expected.extend_from_slice(lock.as_bytes());
+    assert_eq!(output.stdout, expected);
+}
+
+#[test]
+fn command_without_a_slash_is_found_on_path() {
+    let lock = unique_lock("path");
+    let bin = tempfile::tempdir().unwrap();
+    let job = bin.path().join("nightly-job");
+    fs::write(&job, "#!/bin/sh\necho \"job ran with $1\"\n").unwrap();
+    fs::set_permissions(&job, fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:/usr/bin:/bin", bin.path().display());
+    me_only()
+        .env("PATH", path)
+        .args([&lock, "nightly-job", "--full"])
+        .assert()
+        .success()
+        .stdout("job ran with --full\n");
+}
+
+/// Caveat: every process that inherits the descriptor keeps the lock, so a
+/// command that leaves a child behind keeps it held after it exits itself.
+#[test]
+fn a_background_child_that_inherited_the_fd_keeps_the_lock() {
+    let lock = unique_lock("inherited");
+    let output = me_only()
+        .args([&lock, "sh", "-c", "sleep 1000 >/dev/null 2>&1 & echo $!"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let background: i32 = text(&output.stdout).trim().parse().unwrap();
+    me_only().args([&lock, "true"]).assert().code(4);
+    kill(Pid::from_raw(background), Signal::SIGKILL).unwrap();
+    wait_until_gone(background);
+    me_only().args([&lock, "true"]).assert().code(0);
+}
+
+/// Caveat: a command that closes the lock descriptor loses the lock while
+/// it still runs.
+#[test]
+fn a_command_that_closes_the_fd_loses_the_lock() {
+    let lock = unique_lock("closed");
+    let holder = Holding::with_script(
+        [&lock],
+        "eval \"exec $ME_ONLY_FD>&-\"; echo ready; exec cat",
+    );
+    me_only().args([&lock, "true"]).assert().code(0);
+    assert!(holder.release().success());
+}
