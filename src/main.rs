@@ -29,8 +29,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             if err.is_reported(policy) {
-                // A closed or broken stderr must not turn into a panic.
-                let _ = writeln!(std::io::stderr(), "me-only: {err}");
+                // One write, so that lines of instances sharing a stderr
+                // (a cron log, a journal) never interleave; and a closed or
+                // broken stderr must not turn into a panic.
+                let line = format!("me-only: {err}\n");
+                let _ = std::io::stderr().write_all(line.as_bytes());
             }
             err.exit_code(policy)
         }

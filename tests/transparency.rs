@@ -213,7 +213,7 @@ fn environment_is_kept_plus_lock_variables() {
 /// command, and usable.
 #[test]
 fn inherited_descriptors_are_kept() {
-    let (read_end, write_end) = nix::unistd::pipe().unwrap();
+    let (mut read_end, write_end) = std::io::pipe().unwrap();
     let write_fd = write_end.as_raw_fd();
     let mut command = me_only();
     command.args([&unique_lock("fds"), "sh", "-c", "echo through-fd-7 >&7"]);
@@ -230,9 +230,7 @@ fn inherited_descriptors_are_kept() {
     assert!(status.success());
     drop(write_end);
     let mut received = String::new();
-    std::fs::File::from(read_end)
-        .read_to_string(&mut received)
-        .unwrap();
+    read_end.read_to_string(&mut received).unwrap();
     assert_eq!(received, "through-fd-7\n");
 }
 
