@@ -5,7 +5,6 @@ mod common;
 
 use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Output;
 
@@ -217,14 +216,15 @@ fn privileged_port_as_unprivileged_user_is_lock_error_3() {
     }
     let witness = Witness::new();
     std::fs::set_permissions(witness.dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let mut command = me_only();
+    // Root may bind anything: run as nobody to see the refusal.
+    let (_copy, mut command) = if nix::unistd::geteuid().is_root() {
+        common::me_only_as_user(65534)
+    } else {
+        (tempfile::tempdir().unwrap(), me_only())
+    };
     command
         .args(["--tcp", &format!("127.0.0.1:{port}")])
         .args(witness.command());
-    if nix::unistd::geteuid().is_root() {
-        // Root may bind anything: drop to nobody to see the refusal.
-        command.uid(65534).gid(65534);
-    }
     let line = assert_refused(&command.output().unwrap(), 3);
     assert_eq!(
         line,

@@ -260,3 +260,24 @@ fn a_command_that_closes_the_fd_loses_the_lock() {
     me_only().args([&lock, "true"]).assert().code(0);
     assert!(holder.release().success());
 }
+
+#[test]
+fn verbose_and_rust_log_print_diagnostics_on_stderr_only_when_asked() {
+    let lock = unique_lock("verbose");
+    let diagnostics = |options: &[&str], rust_log: Option<&str>| {
+        let mut command = me_only();
+        command.env_remove("RUST_LOG").args(options).args([&lock, "true"]);
+        if let Some(filter) = rust_log {
+            command.env("RUST_LOG", filter);
+        }
+        let output = command.output().unwrap();
+        assert!(output.status.success(), "{output:?}");
+        text(&output.stderr)
+    };
+    let expected = format!("me-only: debug: {lock}: lock held on fd ");
+    assert!(diagnostics(&["-v"], None).starts_with(&expected));
+    assert!(diagnostics(&["--verbose"], None).starts_with(&expected));
+    assert!(diagnostics(&[], Some("debug")).starts_with(&expected));
+    assert_eq!(diagnostics(&[], None), "");
+    assert_eq!(diagnostics(&["-v"], Some("warn")), "", "RUST_LOG refines -v");
+}

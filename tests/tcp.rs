@@ -4,7 +4,6 @@ mod common;
 
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
 
 use assert_cmd::prelude::*;
 use common::{Holding, free_port, me_only, one_error_line, text};
@@ -151,11 +150,12 @@ fn port_alone_binds_the_users_own_loopback_address() {
         let [_, _, high, low] = user.to_be_bytes();
         let ip = Ipv4Addr::new(127, high, low, 1);
         let port = free_port(ip);
-        let mut command = me_only();
+        let (_copy, mut command) = if user == uid {
+            (tempfile::tempdir().unwrap(), me_only())
+        } else {
+            common::me_only_as_user(user)
+        };
         command.args(["--tcp", &port.to_string()]);
-        if user != uid {
-            command.uid(user);
-        }
         assert_eq!(
             lock_address_seen_by_command(&mut command),
             SocketAddrV4::new(ip, port),

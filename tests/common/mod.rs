@@ -15,6 +15,22 @@ pub fn me_only() -> Command {
     Command::new(ME_ONLY)
 }
 
+/// A command that runs me-only as another user (the tests run as root). The
+/// binary is copied where that user can reach it: the build tree may sit in
+/// a directory only root may enter. Keep the returned directory alive.
+pub fn me_only_as_user(uid: u32) -> (tempfile::TempDir, Command) {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let binary = dir.path().join("me-only");
+    std::fs::copy(ME_ONLY, &binary).unwrap();
+    let mut command = Command::new(binary);
+    command.uid(uid).gid(uid).current_dir("/");
+    (dir, command)
+}
+
 /// An abstract lock name no other test (or test run) uses.
 pub fn unique_lock(tag: &str) -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
