@@ -266,7 +266,10 @@ fn verbose_and_rust_log_print_diagnostics_on_stderr_only_when_asked() {
     let lock = unique_lock("verbose");
     let diagnostics = |options: &[&str], rust_log: Option<&str>| {
         let mut command = me_only();
-        command.env_remove("RUST_LOG").args(options).args([&lock, "true"]);
+        command
+            .env_remove("RUST_LOG")
+            .args(options)
+            .args([&lock, "true"]);
         if let Some(filter) = rust_log {
             command.env("RUST_LOG", filter);
         }
@@ -279,5 +282,9 @@ fn verbose_and_rust_log_print_diagnostics_on_stderr_only_when_asked() {
     assert!(diagnostics(&["--verbose"], None).starts_with(&expected));
     assert!(diagnostics(&[], Some("debug")).starts_with(&expected));
     assert_eq!(diagnostics(&[], None), "");
-    assert_eq!(diagnostics(&["-v"], Some("warn")), "", "RUST_LOG refines -v");
+    assert_eq!(
+        diagnostics(&["-v"], Some("warn")),
+        "",
+        "RUST_LOG refines -v"
+    );
 }

@@ -10,13 +10,11 @@ mod common;
 use std::io::{PipeReader, PipeWriter, Read, Write};
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{ME_ONLY, free_port, unique_lock};
-use nix::libc;
+use common::{ME_ONLY, free_port, inherit_fd_as, unique_lock};
 
 const LAUNCHES: usize = 200;
 const ROUNDS: usize = 5;
@@ -127,15 +125,7 @@ fn spawn_launcher(launch_script: &str, lock_args: &[String], pipes: &LauncherPip
         .stdin(Stdio::from(pipes.release_read.try_clone().unwrap()))
         .stdout(Stdio::from(pipes.ran_write.try_clone().unwrap()))
         .stderr(Stdio::from(pipes.errors_write.try_clone().unwrap()));
-    // SAFETY: dup2 is async-signal-safe; it leaves START_FD open across exec.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::dup2(start_fd, START_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    inherit_fd_as(&mut command, start_fd, START_FD);
     command.spawn().unwrap()
 }
 

@@ -217,15 +217,7 @@ fn inherited_descriptors_are_kept() {
     let write_fd = write_end.as_raw_fd();
     let mut command = me_only();
     command.args([&unique_lock("fds"), "sh", "-c", "echo through-fd-7 >&7"]);
-    // SAFETY: dup2 is async-signal-safe; it clears close-on-exec on fd 7.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::dup2(write_fd, 7) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    common::inherit_fd_as(&mut command, write_fd, 7);
     let status = command.status().unwrap();
     assert!(status.success());
     drop(write_end);

@@ -31,6 +31,29 @@ pub fn me_only_as_user(uid: u32) -> (tempfile::TempDir, Command) {
     (dir, command)
 }
 
+/// Makes the child inherit `fd` as descriptor number `target`, open across
+/// exec (the parent's copy stays close-on-exec).
+pub fn inherit_fd_as(command: &mut Command, fd: std::os::fd::RawFd, target: std::os::fd::RawFd) {
+    use nix::libc;
+    use std::os::unix::process::CommandExt;
+
+    // SAFETY: dup2 and fcntl are async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            // dup2 onto itself would leave close-on-exec set.
+            let done = if fd == target {
+                libc::fcntl(fd, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, target)
+            };
+            if done < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// An abstract lock name no other test (or test run) uses.
 pub fn unique_lock(tag: &str) -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
