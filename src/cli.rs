@@ -1,9 +1,11 @@
 //! The command line: what me-only accepts, and the usage errors it rejects.
 
 use std::ffi::OsString;
+use std::time::Duration;
 
 use clap::Parser;
 
+use crate::acquire::Patience;
 use crate::error::Error;
 
 const AFTER_LONG_HELP: &str = "\
@@ -19,9 +21,15 @@ ENVIRONMENT:
   ME_ONLY_FD    set for COMMAND: the descriptor number that holds the lock
   RUST_LOG      diagnostics on stderr (env_logger syntax), as with --verbose
 
+  With --test: 0 when the lock is free, 4 (or -E) when held, and the
+  holder's pid alone on the first line of stdout when known.
+
 EXAMPLES:
   me-only /tmp/backup /usr/local/bin/backup --full || exit 1
   */5 * * * * me-only -q /run/sync /usr/local/bin/sync
+  me-only --wait --timeout 30 /tmp/deploy ./deploy.sh
+  pid=$(me-only --test /tmp/backup) || echo \"backup running as $pid\"
+  me-only --fork /run/daemon /usr/sbin/some-daemon --background
   me-only --tcp 127.0.0.1:7000 ./server";
 
 /// Run COMMAND only if no other instance holding LOCK is running.
@@ -44,6 +52,27 @@ pub struct Cli {
     #[arg(long)]
     pub tcp: bool,
 
+    /// Wait for the lock instead of failing when it is held
+    #[arg(short, long)]
+    pub wait: bool,
+
+    /// Wait at most SECS (fractions allowed; implies --wait), then exit as
+    /// when held; 0 does not wait
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub timeout: Option<Duration>,
+
+    /// Run nothing: exit 0 if the lock is free, 4 (or -E) if held, and print
+    /// the holder's pid on stdout
+    #[arg(short, long, conflicts_with_all = ["wait", "timeout", "fork"])]
+    pub test: bool,
+
+    /// Keep the lock in me-only and run COMMAND as its child, forwarding
+    /// TERM, INT, HUP, QUIT, USR1, USR2 and WINCH; exit with its status
+    /// (128+N if killed by signal N). For commands that close all their
+    /// descriptors or daemonize
+    #[arg(short, long)]
+    pub fork: bool,
+
     /// Exit with N instead of 4 when the lock is held
     #[arg(short = 'E', long, value_name = "N", default_value_t = 4)]
     pub conflict_exit_code: u8,
@@ -61,15 +90,36 @@ pub struct Cli {
     #[arg(value_name = "LOCK")]
     pub lock: OsString,
 
-    /// The command to run, and its arguments, passed on untouched
+    /// The command to run, and its arguments, passed on untouched (none with
+    /// --test)
     #[arg(
         value_name = "COMMAND",
-        required = true,
+        required_unless_present = "test",
         num_args = 1..,
         trailing_var_arg = true,
         allow_hyphen_values = true
     )]
     pub command: Vec<OsString>,
+}
+
+impl Cli {
+    pub fn patience(&self) -> Patience {
+        match (self.timeout, self.wait) {
+            (Some(Duration::ZERO), _) => Patience::None,
+            (Some(limit), _) => Patience::For(limit),
+            (None, true) => Patience::Forever,
+            (None, false) => Patience::None,
+        }
+    }
+}
+
+/// A number of seconds, fractions allowed.
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("'{text}' is not a number of seconds"))?;
+    Duration::try_from_secs_f64(seconds)
+        .map_err(|_| format!("'{text}' is not a number of seconds from 0 up"))
 }
 
 /// What the command line asks for.
@@ -151,6 +201,46 @@ mod tests {
         let cli = run_request(&["me-only", "--", "-lock", "true"]);
         assert_eq!(cli.lock, "-lock");
         assert_eq!(cli.command, ["true"]);
+    }
+
+    #[test]
+    fn timeout_implies_wait_and_zero_means_no_wait() {
+        let patience = |words: &[&str]| run_request(words).patience();
+        assert_eq!(patience(&["me-only", "/l", "x"]), Patience::None);
+        assert_eq!(patience(&["me-only", "-w", "/l", "x"]), Patience::Forever);
+        assert_eq!(
+            patience(&["me-only", "--timeout", "0.5", "/l", "x"]),
+            Patience::For(Duration::from_millis(500))
+        );
+        assert_eq!(
+            patience(&["me-only", "-w", "--timeout", "0", "/l", "x"]),
+            Patience::None
+        );
+    }
+
+    #[test]
+    fn bad_timeouts_are_usage_errors() {
+        for bad in ["-1", "NaN", "inf", "soon", ""] {
+            assert!(
+                matches!(
+                    parse_words(&["me-only", "--timeout", bad, "/l", "x"]),
+                    Err(Error::Usage(_))
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn test_needs_no_command_and_excludes_fork_and_wait() {
+        let cli = run_request(&["me-only", "--test", "/l"]);
+        assert!(cli.test && cli.command.is_empty());
+        for other in ["--fork", "--wait", "--timeout=1"] {
+            let Err(Error::Usage(message)) = parse_words(&["me-only", "-t", other, "/l"]) else {
+                panic!("--test with {other} must be refused");
+            };
+            assert!(message.contains("cannot be used with"), "{message}");
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::io;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use nix::errno::Errno;
 
@@ -22,10 +23,11 @@ pub const EXIT_CONFLICT: u8 = 4;
 pub enum Error {
     /// The command line is wrong; the message says how.
     Usage(String),
-    /// Another process holds the lock.
+    /// Another process holds the lock (still, after `waited`).
     Busy {
         lock: String,
-        holder: Option<Holder>,
+        holder: Holder,
+        waited: Option<Duration>,
     },
     /// The lock could not be set up: a system call other than the contended
     /// bind failed.
@@ -94,10 +96,20 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Usage(message) => write!(f, "{message}"),
-            Error::Busy { lock, holder } => match holder {
-                Some(holder) => write!(f, "{lock}: already held by {holder}"),
-                None => write!(f, "{lock}: already held by another process"),
-            },
+            Error::Busy {
+                lock,
+                holder,
+                waited: None,
+            } => write!(f, "{lock}: already held by {holder}"),
+            Error::Busy {
+                lock,
+                holder,
+                waited: Some(waited),
+            } => write!(
+                f,
+                "{lock}: still held by {holder} after {:.1} s",
+                waited.as_secs_f64()
+            ),
             Error::Lock {
                 lock,
                 action,
@@ -129,7 +141,11 @@ mod tests {
         };
         let busy = Error::Busy {
             lock: "/tmp/a".into(),
-            holder: None,
+            holder: Holder {
+                pid: None,
+                uid: None,
+            },
+            waited: None,
         };
         let usage = Error::Usage("bad".into());
         assert_eq!(busy.exit_code(policy), ExitCode::from(75));
@@ -140,14 +156,25 @@ mod tests {
 
     #[test]
     fn messages_name_the_lock_and_the_holder() {
+        let holder = Holder {
+            pid: Some(4242),
+            uid: Some(0),
+        };
         let busy = Error::Busy {
             lock: "/tmp/a".into(),
-            holder: Some(Holder {
-                pid: 4242,
-                uid: Some(0),
-            }),
+            holder: holder.clone(),
+            waited: None,
         };
         assert_eq!(busy.to_string(), "/tmp/a: already held by pid 4242 (uid 0)");
+        let timed_out = Error::Busy {
+            lock: "/tmp/a".into(),
+            holder,
+            waited: Some(Duration::from_millis(500)),
+        };
+        assert_eq!(
+            timed_out.to_string(),
+            "/tmp/a: still held by pid 4242 (uid 0) after 0.5 s"
+        );
         let lock = Error::lock("127.0.0.1:80", "bind", &io::Error::from_raw_os_error(13));
         assert_eq!(
             lock.to_string(),

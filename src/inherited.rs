@@ -37,13 +37,17 @@ extern "C" fn capture() {
     CLOSED_STANDARD_FDS.store(closed, Ordering::Relaxed);
 }
 
-/// Puts back what std changed, just before exec.
+/// Puts back what std changed, just before exec. Async-signal-safe: it
+/// also runs between fork and exec.
 pub fn restore() {
-    if !SIGPIPE_IGNORED.load(Ordering::Relaxed) {
-        // SAFETY: setting SIG_DFL installs no handler; nothing else in this
-        // single-threaded process depends on SIGPIPE being ignored now.
-        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    }
+    let sigpipe = if SIGPIPE_IGNORED.load(Ordering::Relaxed) {
+        libc::SIG_IGN
+    } else {
+        libc::SIG_DFL
+    };
+    // SAFETY: SIG_IGN and SIG_DFL install no handler; nothing in me-only
+    // depends on SIGPIPE once COMMAND is about to run.
+    unsafe { libc::signal(libc::SIGPIPE, sigpipe) };
     let closed = CLOSED_STANDARD_FDS.load(Ordering::Relaxed);
     for fd in 0..3 {
         if closed & (1 << fd) != 0 {

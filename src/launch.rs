@@ -23,12 +23,6 @@ pub const ENV_FD: &str = "ME_ONLY_FD";
 /// would reset the signal mask and SIGPIPE: COMMAND must see what me-only
 /// was started with.
 pub fn exec(lock_name: &str, lock: &OsStr, lock_fd: OwnedFd, command: &[OsString]) -> Error {
-    let exec_error = |errno: Errno| Error::Exec {
-        lock: lock_name.to_owned(),
-        command: command[0].to_string_lossy().into_owned(),
-        errno,
-        is_directory: errno == Errno::EACCES && names_a_directory(&command[0]),
-    };
     if let Err(errno) = fcntl(&lock_fd, FcntlArg::F_SETFD(FdFlag::empty())) {
         return Error::Lock {
             lock: lock_name.to_owned(),
@@ -43,8 +37,18 @@ pub fn exec(lock_name: &str, lock: &OsStr, lock_fd: OwnedFd, command: &[OsString
     debug!("{lock_name}: lock held on fd {fd}; exec {:?}", command);
     inherited::restore();
     match nix::unistd::execvpe(&argv[0], &argv, &env) {
-        Err(errno) => exec_error(errno),
+        Err(errno) => exec_error(lock_name, &command[0], errno),
         Ok(never) => match never {},
+    }
+}
+
+/// COMMAND could not be started.
+pub fn exec_error(lock_name: &str, program: &OsStr, errno: Errno) -> Error {
+    Error::Exec {
+        lock: lock_name.to_owned(),
+        command: program.to_string_lossy().into_owned(),
+        errno,
+        is_directory: errno == Errno::EACCES && names_a_directory(program),
     }
 }
 

@@ -1,11 +1,15 @@
 //! me-only: run a command only if no other instance holding the same lock is
 //! running.
 
+mod acquire;
 mod backend;
 mod cli;
 mod error;
 mod inherited;
 mod launch;
+mod procfs;
+mod supervise;
+mod test_mode;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -40,20 +44,21 @@ fn main() -> ExitCode {
     }
 }
 
-/// Takes the lock and becomes COMMAND; returns only on failure.
+/// Takes the lock and runs COMMAND: as me-only itself (exec, returning only
+/// on failure) or as its child with --fork.
 fn run(cli: Cli) -> Result<ExitCode, Error> {
     if cli.verbose || std::env::var_os("RUST_LOG").is_some() {
         init_logging(cli.verbose);
     }
     let lock = backend::from_cli(&cli.lock, cli.tcp)?;
-    match lock.try_acquire()? {
-        backend::Attempt::Acquired(fd) => {
-            Err(launch::exec(lock.name(), &cli.lock, fd, &cli.command))
-        }
-        backend::Attempt::Busy => Err(Error::Busy {
-            lock: lock.name().to_owned(),
-            holder: if cli.quiet { None } else { lock.holder() },
-        }),
+    if cli.test {
+        return test_mode::report(lock.as_ref(), cli.conflict_exit_code);
+    }
+    let fd = acquire::acquire(lock.as_ref(), cli.patience(), !cli.quiet)?;
+    if cli.fork {
+        supervise::run(lock.name(), &cli.lock, fd, &cli.command)
+    } else {
+        Err(launch::exec(lock.name(), &cli.lock, fd, &cli.command))
     }
 }
 

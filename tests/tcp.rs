@@ -23,7 +23,11 @@ fn held_port_exits_4_and_names_the_lock() {
     assert_eq!(output.status.code(), Some(4), "{output:?}");
     assert_eq!(
         one_error_line(&output.stderr),
-        format!("me-only: {address}: already held by another process\n")
+        format!(
+            "me-only: {address}: already held by pid {} (uid {})\n",
+            holder.pid,
+            nix::unistd::getuid()
+        )
     );
     assert!(holder.release().success());
     me_only()

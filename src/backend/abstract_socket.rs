@@ -3,18 +3,25 @@
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
+use std::time::Instant;
 
+use nix::errno::Errno;
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use socket2::{Domain, SockAddr, Type};
 
-use super::{Attempt, Backend, Holder, bind_and_listen, new_socket};
-use crate::error::Error;
+use super::{
+    Attempt, Backend, Holder, Probe, Waited, bind_and_listen, new_socket,
+    wait_for_listener_to_close,
+};
+use crate::error::{Error, errno_of};
+use crate::procfs;
 
 /// The longest abstract name: sun_path (108 bytes) less the leading NUL.
 pub const MAX_NAME_LEN: usize = 107;
 
 pub struct AbstractLock {
     name: String,
+    bytes: Vec<u8>,
     address: SockAddr,
 }
 
@@ -38,7 +45,11 @@ impl AbstractLock {
         abstract_path.extend_from_slice(bytes);
         let address = SockAddr::unix(OsStr::from_bytes(&abstract_path))
             .map_err(|err| Error::Usage(format!("{name}: not a valid lock name: {err}")))?;
-        Ok(AbstractLock { name, address })
+        Ok(AbstractLock {
+            name,
+            bytes: bytes.to_vec(),
+            address,
+        })
     }
 }
 
@@ -54,15 +65,38 @@ impl Backend for AbstractLock {
 
     /// Connects to the holder's listening socket: its peer credentials are
     /// those of the process that called listen(), which is the command.
-    /// Non-blocking, so a full backlog means "unknown", never a hang.
-    fn holder(&self) -> Option<Holder> {
-        let probe = new_socket(&self.name, Domain::UNIX, Type::STREAM.nonblocking()).ok()?;
-        probe.connect(&self.address).ok()?;
-        let credentials = getsockopt(&probe, PeerCredentials).ok()?;
-        Some(Holder {
-            pid: credentials.pid(),
-            uid: Some(credentials.uid()),
-        })
+    /// Non-blocking, so a full backlog means "held, by whom unknown", never a
+    /// hang. Binding to look would briefly hold the lock and could turn a
+    /// real launch away.
+    fn probe(&self) -> Result<Probe, Error> {
+        let probe = new_socket(&self.name, Domain::UNIX, Type::STREAM.nonblocking())?;
+        let unknown = Holder {
+            pid: None,
+            uid: None,
+        };
+        match probe.connect(&self.address) {
+            Ok(()) => Ok(Probe::Held(match getsockopt(&probe, PeerCredentials) {
+                Ok(credentials) => Holder {
+                    pid: Some(credentials.pid()),
+                    uid: Some(credentials.uid()),
+                },
+                Err(_) => unknown,
+            })),
+            Err(err) if errno_of(&err) == Errno::EAGAIN => Ok(Probe::Held(unknown)),
+            // Refused: nobody listens, but the name may still be bound.
+            Err(err) if errno_of(&err) == Errno::ECONNREFUSED => {
+                if procfs::abstract_name_is_bound(&self.bytes) {
+                    Ok(Probe::Held(unknown))
+                } else {
+                    Ok(Probe::Free)
+                }
+            }
+            Err(err) => Err(Error::lock(&self.name, "connect", &err)),
+        }
+    }
+
+    fn wait_for_release(&self, deadline: Option<Instant>) -> Result<Waited, Error> {
+        wait_for_listener_to_close(&self.name, Domain::UNIX, &self.address, deadline)
     }
 }
 

@@ -7,27 +7,46 @@ mod tcp;
 use std::ffi::OsStr;
 use std::fmt;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use crate::error::{Error, errno_of};
 
 /// Who holds a lock, as far as the kernel tells.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holder {
-    pub pid: i32,
+    pub pid: Option<i32>,
     pub uid: Option<u32>,
 }
 
 impl fmt::Display for Holder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "pid {}", self.pid)?;
-        if let Some(uid) = self.uid {
-            write!(f, " (uid {uid})")?;
+        match (self.pid, self.uid) {
+            (Some(pid), Some(uid)) => write!(f, "pid {pid} (uid {uid})"),
+            (Some(pid), None) => write!(f, "pid {pid}"),
+            (None, Some(uid)) => write!(f, "a process of uid {uid}"),
+            (None, None) => write!(f, "another process"),
         }
-        Ok(())
     }
+}
+
+/// What a look at the lock found, without taking it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Probe {
+    Free,
+    Held(Holder),
+}
+
+/// How a wait for the holder to let go ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Waited {
+    /// The holder may be gone (or it is time to look again): try again.
+    Event,
+    /// Nothing could be watched (no one listens on the lock): back off.
+    NothingToWatch,
 }
 
 /// One try at a lock.
@@ -47,8 +66,12 @@ pub trait Backend {
     /// Takes the lock if it is free, without waiting.
     fn try_acquire(&self) -> Result<Attempt, Error>;
 
-    /// Who holds the lock, where the kernel tells; `None` when it does not.
-    fn holder(&self) -> Option<Holder>;
+    /// Whether the lock is held and by whom, without taking it or getting in
+    /// the way of anyone taking it.
+    fn probe(&self) -> Result<Probe, Error>;
+
+    /// Blocks until the holder may have let go, or until `deadline`.
+    fn wait_for_release(&self, deadline: Option<Instant>) -> Result<Waited, Error>;
 }
 
 /// The backend that LOCK names, checked before anything is bound.
@@ -90,4 +113,42 @@ fn new_socket(
     ty: socket2::Type,
 ) -> Result<socket2::Socket, Error> {
     socket2::Socket::new(domain, ty, None).map_err(|err| Error::lock(lock, "create socket", &err))
+}
+
+/// Even an event-driven wait looks at the lock again this often, in case
+/// the holder is something other than a listener that just closes.
+const RECHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Connects to the holder's listening socket and waits for the hang-up that
+/// the kernel sends every queued connection when that socket is closed,
+/// which is when the last holder of the lock is gone.
+fn wait_for_listener_to_close(
+    lock: &str,
+    domain: socket2::Domain,
+    address: &socket2::SockAddr,
+    deadline: Option<Instant>,
+) -> Result<Waited, Error> {
+    let watcher = new_socket(lock, domain, socket2::Type::STREAM.nonblocking())?;
+    match watcher.connect(address) {
+        Ok(()) => {}
+        // TCP: the handshake completes, or is reset, while we poll.
+        Err(err) if errno_of(&err) == Errno::EINPROGRESS => {}
+        // Refused (bound but not listening, or just let go) or a full
+        // backlog: there is nothing to watch.
+        Err(_) => return Ok(Waited::NothingToWatch),
+    }
+    let mut wait = RECHECK_INTERVAL;
+    if let Some(deadline) = deadline {
+        wait = wait.min(deadline.saturating_duration_since(Instant::now()));
+    }
+    let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
+    let mut watched = [PollFd::new(watcher.as_fd(), PollFlags::POLLIN)];
+    match poll(&mut watched, timeout) {
+        Ok(_) | Err(Errno::EINTR) => Ok(Waited::Event),
+        Err(errno) => Err(Error::Lock {
+            lock: lock.to_owned(),
+            action: "wait for the holder",
+            errno,
+        }),
+    }
 }

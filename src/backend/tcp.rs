@@ -3,14 +3,21 @@
 
 use std::ffi::OsStr;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Instant;
 
-use socket2::{Domain, SockAddr, Type};
+use nix::errno::Errno;
+use socket2::{Domain, SockAddr, Socket, Type};
 
-use super::{Attempt, Backend, Holder, bind_and_listen, new_socket};
-use crate::error::Error;
+use super::{
+    Attempt, Backend, Holder, Probe, Waited, bind_and_listen, new_socket,
+    wait_for_listener_to_close,
+};
+use crate::error::{Error, errno_of};
+use crate::procfs;
 
 pub struct TcpLock {
     name: String,
+    ip_port: SocketAddrV4,
     address: SockAddr,
 }
 
@@ -31,6 +38,7 @@ impl TcpLock {
         let address = SocketAddrV4::new(ip, port);
         Ok(TcpLock {
             name: address.to_string(),
+            ip_port: address,
             address: address.into(),
         })
     }
@@ -70,15 +78,40 @@ impl Backend for TcpLock {
     /// last holder linger in TIME_WAIT. It also lets two sockets bind the same
     /// port, but only one can then listen: listen() is where the lock is won.
     fn try_acquire(&self) -> Result<Attempt, Error> {
+        bind_and_listen(&self.name, self.reusable_socket()?, &self.address)
+    }
+
+    /// Binds without listening: refused if anyone holds the port, while a
+    /// launcher that binds at the same moment (SO_REUSEADDR too) still wins
+    /// its listen(). The holder is named from /proc, where readable.
+    fn probe(&self) -> Result<Probe, Error> {
+        match self.reusable_socket()?.bind(&self.address) {
+            Ok(()) => Ok(Probe::Free),
+            Err(err) if errno_of(&err) == Errno::EADDRINUSE => {
+                let listener = procfs::tcp_listener(self.ip_port);
+                Ok(Probe::Held(Holder {
+                    pid: listener
+                        .as_ref()
+                        .and_then(|l| procfs::pid_holding_socket(l.inode, l.uid)),
+                    uid: listener.map(|l| l.uid),
+                }))
+            }
+            Err(err) => Err(Error::lock(&self.name, "bind", &err)),
+        }
+    }
+
+    fn wait_for_release(&self, deadline: Option<Instant>) -> Result<Waited, Error> {
+        wait_for_listener_to_close(&self.name, Domain::IPV4, &self.address, deadline)
+    }
+}
+
+impl TcpLock {
+    fn reusable_socket(&self) -> Result<Socket, Error> {
         let socket = new_socket(&self.name, Domain::IPV4, Type::STREAM)?;
         socket
             .set_reuse_address(true)
             .map_err(|err| Error::lock(&self.name, "set SO_REUSEADDR", &err))?;
-        bind_and_listen(&self.name, socket, &self.address)
-    }
-
-    fn holder(&self) -> Option<Holder> {
-        None
+        Ok(socket)
     }
 }
 

@@ -1,0 +1,87 @@
+//! Taking the lock: at once, or by waiting for the holder to let go.
+
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
+
+use log::debug;
+
+use crate::backend::{Attempt, Backend, Holder, Probe, Waited};
+use crate::error::Error;
+
+/// How long to wait for a held lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Patience {
+    /// Fail at once.
+    None,
+    Forever,
+    For(Duration),
+}
+
+/// Where nothing can be watched, waiters look again after this long,
+/// doubling up to the cap: quick to notice, never a busy spin.
+const FIRST_BACKOFF: Duration = Duration::from_millis(1);
+const MAX_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Takes the lock, waiting as `patience` allows. A waiter sleeps on the
+/// holder's hang-up, tries again when it comes, and goes back to sleep if
+/// another waiter won.
+pub fn acquire(
+    lock: &dyn Backend,
+    patience: Patience,
+    name_holder: bool,
+) -> Result<OwnedFd, Error> {
+    let started = Instant::now();
+    let deadline = match patience {
+        Patience::For(limit) => Some(started + limit),
+        Patience::None | Patience::Forever => None,
+    };
+    let mut backoff = Duration::ZERO;
+    loop {
+        if let Attempt::Acquired(fd) = lock.try_acquire()? {
+            return Ok(fd);
+        }
+        let out_of_time = deadline.is_some_and(|deadline| Instant::now() >= deadline);
+        if patience == Patience::None || out_of_time {
+            return Err(Error::Busy {
+                lock: lock.name().to_owned(),
+                holder: if name_holder { holder(lock) } else { unknown() },
+                waited: (patience != Patience::None).then(|| started.elapsed()),
+            });
+        }
+        match lock.wait_for_release(deadline)? {
+            Waited::Event => backoff = Duration::ZERO,
+            Waited::NothingToWatch => {
+                sleep_until_before(backoff, deadline);
+                backoff = (backoff * 2).clamp(FIRST_BACKOFF, MAX_BACKOFF);
+            }
+        }
+        debug!(
+            "{}: trying again after {:?}",
+            lock.name(),
+            started.elapsed()
+        );
+    }
+}
+
+fn sleep_until_before(pause: Duration, deadline: Option<Instant>) {
+    let pause = match deadline {
+        Some(deadline) => pause.min(deadline.saturating_duration_since(Instant::now())),
+        None => pause,
+    };
+    std::thread::sleep(pause);
+}
+
+/// Who holds the lock, for the message; it may have let go meanwhile.
+fn holder(lock: &dyn Backend) -> Holder {
+    match lock.probe() {
+        Ok(Probe::Held(holder)) => holder,
+        Ok(Probe::Free) | Err(_) => unknown(),
+    }
+}
+
+fn unknown() -> Holder {
+    Holder {
+        pid: None,
+        uid: None,
+    }
+}

@@ -1,0 +1,138 @@
+//! `--fork`: me-only keeps the lock and runs COMMAND as its child, for
+//! commands that close every descriptor or daemonize. The lock lives exactly
+//! as long as me-only, which lives as long as its child.
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::OwnedFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, ExitCode, ExitStatus};
+
+use log::debug;
+use nix::errno::Errno;
+use nix::libc;
+use nix::sys::signal::{
+    SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, sigaction, sigprocmask,
+};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::unistd::Pid;
+
+use crate::error::{Error, errno_of};
+use crate::inherited;
+use crate::launch::{ENV_FD, ENV_LOCK, exec_error};
+
+/// The signals a supervisor passes on, as util-linux flock and tini do.
+const FORWARDED: [Signal; 7] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+];
+
+/// A signal the kernel generated (a terminal's ^C, ^\\, hang-up, resize) went
+/// to the whole foreground process group, the child included: passing it on
+/// would deliver it twice.
+const SI_KERNEL: i32 = 0x80;
+
+/// Runs COMMAND as a child while holding `lock_fd`; returns its status as
+/// me-only's exit code.
+pub fn run(
+    lock_name: &str,
+    lock: &OsStr,
+    lock_fd: OwnedFd,
+    command: &[OsString],
+) -> Result<ExitCode, Error> {
+    let system_error = |action: &'static str, errno: Errno| Error::Lock {
+        lock: lock_name.to_owned(),
+        action,
+        errno,
+    };
+    // Signals are taken from a signalfd, in order and without handlers, so
+    // no waitpid is ever interrupted and no SIGCHLD is lost.
+    let mut watched = SigSet::empty();
+    FORWARDED.iter().for_each(|&signal| watched.add(signal));
+    watched.add(Signal::SIGCHLD);
+    let mut original_mask = SigSet::empty();
+    sigprocmask(
+        SigmaskHow::SIG_BLOCK,
+        Some(&watched),
+        Some(&mut original_mask),
+    )
+    .map_err(|errno| system_error("block signals", errno))?;
+    // An ignored SIGCHLD would reap the child before we could see its status.
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    // SAFETY: installs the default disposition, no handler.
+    let original_sigchld = unsafe { sigaction(Signal::SIGCHLD, &default) }
+        .map_err(|errno| system_error("reset SIGCHLD", errno))?;
+    let signals = SignalFd::with_flags(&watched, SfdFlags::SFD_CLOEXEC)
+        .map_err(|errno| system_error("create a signalfd", errno))?;
+
+    let mut child = Command::new(&command[0]);
+    child
+        .args(&command[1..])
+        .env(ENV_LOCK, lock)
+        .env_remove(ENV_FD);
+    // SAFETY: between fork and exec only async-signal-safe calls are made:
+    // sigaction, sigprocmask, signal and close. std has just reset the mask
+    // and SIGPIPE; the child gets back what me-only was started with.
+    unsafe {
+        child.pre_exec(move || {
+            sigaction(Signal::SIGCHLD, &original_sigchld)?;
+            sigprocmask(SigmaskHow::SIG_SETMASK, Some(&original_mask), None)?;
+            inherited::restore();
+            Ok(())
+        });
+    }
+    let mut child = child
+        .spawn()
+        .map_err(|err| exec_error(lock_name, &command[0], errno_of(&err)))?;
+    debug!(
+        "{lock_name}: lock held on fd {lock_fd:?} by me-only; child pid {}",
+        child.id()
+    );
+    let status = supervise(&mut child, &signals)
+        .map_err(|errno| system_error("supervise the command", errno))?;
+    drop(lock_fd);
+    Ok(exit_code(status))
+}
+
+/// Forwards signals to the child until it exits.
+fn supervise(child: &mut Child, signals: &SignalFd) -> Result<ExitStatus, Errno> {
+    let pid = Pid::from_raw(child.id() as i32);
+    loop {
+        let info = match signals.read_signal() {
+            Ok(Some(info)) => info,
+            Ok(None) | Err(Errno::EINTR) => continue,
+            Err(errno) => return Err(errno),
+        };
+        let Ok(signal) = Signal::try_from(info.ssi_signo as i32) else {
+            continue;
+        };
+        if signal == Signal::SIGCHLD {
+            // Also sent when the child stops or continues; std retries
+            // waitpid on EINTR.
+            match child.try_wait() {
+                Ok(Some(status)) => return Ok(status),
+                Ok(None) => continue,
+                Err(err) => return Err(errno_of(&err)),
+            }
+        }
+        if info.ssi_code != SI_KERNEL {
+            debug!("forwarding {signal} to {pid}");
+            // The child may have exited already; its SIGCHLD is on the way.
+            let _ = nix::sys::signal::kill(pid, signal);
+        }
+    }
+}
+
+/// The child's exit code, or 128+N when signal N killed it, as a shell does.
+fn exit_code(status: ExitStatus) -> ExitCode {
+    let code = match (status.code(), status.signal()) {
+        (Some(code), _) => code,
+        (None, Some(signal)) => 128 + signal,
+        (None, None) => libc::EXIT_FAILURE,
+    };
+    ExitCode::from(code as u8)
+}
