@@ -22,6 +22,14 @@ const SIGPIPE_BIT: u64 = 1 << (libc::SIGPIPE - 1);
 /// in the child (std has just reset SIGPIPE to default and the mask to
 /// empty when it runs).
 fn direct_and_through_me_only(argv: &[&str], setup: fn()) -> (Output, Output) {
+    direct_and_through_me_only_with(&[], argv, setup)
+}
+
+fn direct_and_through_me_only_with(
+    options: &[&str],
+    argv: &[&str],
+    setup: fn(),
+) -> (Output, Output) {
     let run = |mut command: Command| {
         // SAFETY: the set-up closures make only async-signal-safe calls.
         unsafe {
@@ -37,7 +45,10 @@ fn direct_and_through_me_only(argv: &[&str], setup: fn()) -> (Output, Output) {
     let mut direct = Command::new(argv[0]);
     direct.args(&argv[1..]);
     let mut wrapped = me_only();
-    wrapped.arg(unique_lock("transparent")).args(argv);
+    wrapped
+        .args(options)
+        .arg(unique_lock("transparent"))
+        .args(argv);
     (run(direct), run(wrapped))
 }
 
@@ -95,6 +106,33 @@ fn default_sigpipe_stays_default() {
         status_mask(&wrapped, "SigIgn"),
         status_mask(&direct, "SigIgn")
     );
+}
+
+/// In fork mode me-only blocks signals and resets SIGCHLD for itself; the
+/// child must still get what me-only was started with.
+#[test]
+fn fork_mode_child_gets_the_original_signal_state() {
+    let status = ["cat", "/proc/self/status"];
+    for setup in [
+        sigpipe_ignored,
+        sigpipe_default,
+        block_usr1_and_term,
+        ignore_sigchld,
+    ] {
+        let (direct, wrapped) = direct_and_through_me_only_with(&["--fork"], &status, setup);
+        for field in ["SigIgn", "SigBlk"] {
+            assert_eq!(
+                status_mask(&wrapped, field),
+                status_mask(&direct, field),
+                "{field}"
+            );
+        }
+    }
+}
+
+fn ignore_sigchld() {
+    // SAFETY: installs SIG_IGN, no handler.
+    unsafe { signal(Signal::SIGCHLD, SigHandler::SigIgn) }.unwrap();
 }
 
 #[test]

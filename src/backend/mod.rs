@@ -137,6 +137,7 @@ fn wait_for_listener_to_close(
         // backlog: there is nothing to watch.
         Err(_) => return Ok(Waited::NothingToWatch),
     }
+    log::debug!("{lock}: waiting for the holder to let go");
     let mut wait = RECHECK_INTERVAL;
     if let Some(deadline) = deadline {
         wait = wait.min(deadline.saturating_duration_since(Instant::now()));

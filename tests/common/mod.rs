@@ -117,6 +117,12 @@ impl Holding {
         }
     }
 
+    /// Sends `signal` to me-only (the command, or with --fork the
+    /// supervisor).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid as i32), signal).unwrap();
+    }
+
     /// Lets the command finish normally.
     pub fn release(mut self) -> ExitStatus {
         drop(self.stdin.take());

@@ -1,0 +1,378 @@
+//! The modes: --wait and --timeout, --test, --fork.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::ffi::OsStrExt;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::prelude::*;
+use common::{Holding, free_port, me_only, one_error_line, text, unique_lock};
+use nix::sys::signal::Signal;
+
+/// A generous bound for "at once": event-driven handover takes about a
+/// millisecond, polling would take up to the 1 s recheck interval.
+const PROMPT: Duration = Duration::from_millis(500);
+
+/// Starts `me-only -v -w <lock args> sh -c 'echo started'` and returns once
+/// it says it is waiting on the holder.
+fn waiter(lock_args: &[&str]) -> (Child, BufReader<std::process::ChildStdout>) {
+    let mut child = me_only()
+        .args(["-v", "--wait"])
+        .args(lock_args)
+        .args(["sh", "-c", "echo started"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut diagnostics = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert_ne!(
+            diagnostics.read_line(&mut line).unwrap(),
+            0,
+            "the waiter ended early"
+        );
+        if line.contains("waiting for the holder to let go") {
+            break;
+        }
+    }
+    // Keep draining stderr so the waiter never blocks on it.
+    std::thread::spawn(move || std::io::copy(&mut diagnostics, &mut std::io::sink()));
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    (child, stdout)
+}
+
+fn handover(lock_args: &[&str]) -> Duration {
+    let holder = Holding::start(lock_args);
+    let (mut child, mut stdout) = waiter(lock_args);
+    let released = Instant::now();
+    assert!(holder.release().success());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let latency = released.elapsed();
+    assert_eq!(line, "started\n");
+    assert!(child.wait().unwrap().success());
+    latency
+}
+
+#[test]
+fn waiter_starts_promptly_when_the_holder_exits() {
+    let latency = handover(&[&unique_lock("handover")]);
+    println!("abstract handover latency: {latency:?}");
+    assert!(latency < PROMPT, "handover took {latency:?}");
+}
+
+#[test]
+fn tcp_waiter_starts_promptly_when_the_holder_exits() {
+    let address = format!("127.0.0.1:{}", free_port(std::net::Ipv4Addr::LOCALHOST));
+    let latency = handover(&["--tcp", &address]);
+    println!("tcp handover latency: {latency:?}");
+    assert!(latency < PROMPT, "handover took {latency:?}");
+}
+
+/// Twenty waiters all run in turn, and no two commands ever overlap: each
+/// takes a mkdir witness that a second holder would find taken.
+#[test]
+fn twenty_waiters_all_run_and_never_overlap() {
+    let lock = unique_lock("twenty");
+    let dir = tempfile::tempdir().unwrap();
+    let witness = dir.path().join("held");
+    let log = dir.path().join("log");
+    let holder = Holding::start([&lock]);
+    // The pause only widens the window in which an overlap would show.
+    let script = "mkdir \"$1\" || exit 99; echo $$ >> \"$2\"; sleep 0.02; rmdir \"$1\"";
+    let waiters: Vec<Child> = (0..20)
+        .map(|_| {
+            me_only()
+                .args(["--wait", &lock, "sh", "-c", script, "sh"])
+                .arg(&witness)
+                .arg(&log)
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    assert!(holder.release().success());
+    for mut waiter in waiters {
+        assert_eq!(
+            waiter.wait().unwrap().code(),
+            Some(0),
+            "a waiter failed or overlapped"
+        );
+    }
+    let runs = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(runs.lines().count(), 20, "{runs}");
+}
+
+#[test]
+fn timeout_gives_up_with_the_conflict_code() {
+    let lock = unique_lock("timeout");
+    let holder = Holding::start([&lock]);
+    let started = Instant::now();
+    let output = me_only()
+        .args(["--timeout", "0.5", &lock, "echo", "ran"])
+        .output()
+        .unwrap();
+    let waited = started.elapsed();
+    println!("--timeout 0.5 returned after {waited:?}");
+    assert_eq!(output.status.code(), Some(4), "{output:?}");
+    assert!(output.stdout.is_empty());
+    assert!(
+        waited >= Duration::from_millis(500),
+        "gave up early: {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(3), "gave up late: {waited:?}");
+    assert_eq!(
+        one_error_line(&output.stderr),
+        format!(
+            "me-only: {lock}: still held by pid {} (uid {}) after 0.5 s\n",
+            holder.pid,
+            nix::unistd::getuid()
+        )
+    );
+    me_only()
+        .args(["-E", "9", "-q", "--timeout", "0.1", &lock, "true"])
+        .assert()
+        .code(9)
+        .stderr("");
+}
+
+#[test]
+fn timeout_zero_does_not_wait() {
+    let lock = unique_lock("timeout-zero");
+    let _holder = Holding::start([&lock]);
+    let output = me_only()
+        .args(["--wait", "--timeout", "0", &lock, "true"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(4));
+    assert!(
+        text(&output.stderr).contains("already held by"),
+        "{output:?}"
+    );
+}
+
+#[test]
+fn timeout_long_enough_runs_the_command() {
+    let lock = unique_lock("timeout-enough");
+    let holder = Holding::start([&lock]);
+    let mut waiting = me_only()
+        .args(["-v", "--timeout", "60", &lock, "echo", "ran"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut diagnostics = BufReader::new(waiting.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("waiting for the holder") {
+        line.clear();
+        assert_ne!(diagnostics.read_line(&mut line).unwrap(), 0);
+    }
+    assert!(holder.release().success());
+    let output = waiting.wait_with_output().unwrap();
+    assert!(output.status.success());
+    assert_eq!(text(&output.stdout), "ran\n");
+}
+
+#[test]
+fn test_mode_on_a_free_lock_exits_0_and_prints_nothing() {
+    let lock = unique_lock("test-free");
+    me_only()
+        .args(["--test", &lock])
+        .assert()
+        .code(0)
+        .stdout("")
+        .stderr("");
+    // It left nothing behind.
+    me_only().args([&lock, "true"]).assert().success();
+}
+
+#[test]
+fn test_mode_prints_exactly_the_holders_pid() {
+    let lock = unique_lock("test-held");
+    let holder = Holding::start([&lock]);
+    me_only()
+        .args(["--test", &lock])
+        .assert()
+        .code(4)
+        .stdout(format!("{}\n", holder.pid))
+        .stderr("");
+    me_only()
+        .args(["-t", "-E", "9", &lock, "ignored", "command"])
+        .assert()
+        .code(9)
+        .stdout(format!("{}\n", holder.pid));
+}
+
+#[test]
+fn test_mode_verbose_names_uid_and_command_line() {
+    let lock = unique_lock("test-verbose");
+    let holder = Holding::with_script([&lock], "echo ready; cat");
+    let output = me_only().args(["-t", "-v", &lock]).output().unwrap();
+    assert_eq!(output.status.code(), Some(4));
+    assert_eq!(text(&output.stdout), format!("{}\n", holder.pid));
+    let expected = format!(
+        "held by pid {} (uid {}): sh -c echo ready; cat",
+        holder.pid,
+        nix::unistd::getuid()
+    );
+    assert!(
+        text(&output.stderr).contains(&expected),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+#[test]
+fn test_mode_finds_a_tcp_holders_pid() {
+    let address = format!("127.0.0.1:{}", free_port(std::net::Ipv4Addr::LOCALHOST));
+    let holder = Holding::start(["--tcp", &address]);
+    me_only()
+        .args(["--test", "--tcp", &address])
+        .assert()
+        .code(4)
+        .stdout(format!("{}\n", holder.pid));
+    assert!(holder.release().success());
+    me_only()
+        .args(["--test", "--tcp", &address])
+        .assert()
+        .code(0)
+        .stdout("");
+}
+
+/// Testing must not disturb the holder nor make the lock harder to take.
+#[test]
+fn test_mode_leaves_the_lock_as_it_was() {
+    for lock_args in [
+        vec![unique_lock("test-harmless")],
+        vec![
+            "--tcp".into(),
+            format!("127.0.0.1:{}", free_port(std::net::Ipv4Addr::LOCALHOST)),
+        ],
+    ] {
+        let holder = Holding::start(&lock_args);
+        for _ in 0..20 {
+            me_only().arg("--test").args(&lock_args).assert().code(4);
+        }
+        assert!(holder.release().success());
+        me_only().args(&lock_args).arg("true").assert().success();
+    }
+}
+
+/// A name bound by some other program without listening is held too.
+#[test]
+fn test_mode_sees_a_bound_name_nobody_listens_on() {
+    let lock = unique_lock("test-bound");
+    let mut name = vec![0];
+    name.extend_from_slice(lock.as_bytes());
+    let socket = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+    let address = socket2::SockAddr::unix(std::ffi::OsStr::from_bytes(&name)).unwrap();
+    socket.bind(&address).unwrap();
+    me_only()
+        .args(["--test", &lock])
+        .assert()
+        .code(4)
+        .stdout("");
+    me_only().args([&lock, "true"]).assert().code(4);
+    drop(socket);
+    me_only().args(["--test", &lock]).assert().code(0);
+}
+
+#[test]
+fn fork_passes_the_exit_status_through() {
+    let lock = unique_lock("fork-status");
+    me_only()
+        .args(["--fork", &lock, "sh", "-c", "echo out; exit 7"])
+        .assert()
+        .code(7)
+        .stdout("out\n");
+    me_only()
+        .args(["-f", &lock, "sh", "-c", "kill -KILL $$"])
+        .assert()
+        .code(128 + 9);
+}
+
+/// In fork mode me-only holds the lock: the child gets no lock descriptor
+/// (so may close everything), and the lock is held while it runs.
+#[test]
+fn fork_holds_the_lock_in_me_only_not_in_the_child() {
+    let lock = unique_lock("fork-holds");
+    // Any complaint comes before "ready", and fails Holding::start.
+    let script = format!(
+        "if ls -l /proc/$$/fd | grep -q socket; then echo leaked; fi; \
+         [ -z \"$ME_ONLY_FD\" ] || echo fd-set; \
+         [ \"$ME_ONLY_LOCK\" = '{lock}' ] || echo no-lock; \
+         echo ready; exec 0<&- 1>&- 2>&- ; exec sleep 1000"
+    );
+    let holder = Holding::with_script(["--fork", &lock], &script);
+    me_only().args([&lock, "true"]).assert().code(4);
+    me_only()
+        .args(["--test", &lock])
+        .assert()
+        .code(4)
+        .stdout(format!("{}\n", holder.pid));
+    holder.signal(Signal::SIGTERM);
+    assert_eq!(holder.release().code(), Some(128 + 15));
+    me_only().args([&lock, "true"]).assert().success();
+}
+
+/// A child that daemonizes a grandchild and exits ends the lock: the
+/// grandchild never had the lock descriptor.
+#[test]
+fn fork_lock_ends_with_the_child_even_if_it_daemonizes() {
+    let lock = unique_lock("fork-daemon");
+    let output = me_only()
+        .args([
+            "--fork",
+            &lock,
+            "sh",
+            "-c",
+            "sleep 1000 >/dev/null 2>&1 & echo $!",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let grandchild: i32 = text(&output.stdout).trim().parse().unwrap();
+    me_only().args([&lock, "true"]).assert().success();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(grandchild), Signal::SIGKILL).unwrap();
+}
+
+#[test]
+fn fork_forwards_signals_to_the_child() {
+    let lock = unique_lock("fork-signals");
+    let forwarded = [
+        (Signal::SIGTERM, "TERM"),
+        (Signal::SIGINT, "INT"),
+        (Signal::SIGHUP, "HUP"),
+        (Signal::SIGQUIT, "QUIT"),
+        (Signal::SIGUSR1, "USR1"),
+        (Signal::SIGUSR2, "USR2"),
+        (Signal::SIGWINCH, "WINCH"),
+    ];
+    for (code, (signal, name)) in (40..).zip(forwarded) {
+        let script = format!("trap 'kill $!; exit {code}' {name}; sleep 1000 & echo ready; wait");
+        let holder = Holding::with_script(["--fork", &lock], &script);
+        holder.signal(signal);
+        assert_eq!(
+            holder.release().code(),
+            Some(code),
+            "{name} did not reach the child"
+        );
+    }
+}
+
+#[test]
+fn fork_reports_a_missing_command_with_exit_1() {
+    let lock = unique_lock("fork-missing");
+    let output = me_only()
+        .args(["--fork", &lock, "no-such-command-here"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        one_error_line(&output.stderr),
+        format!("me-only: {lock}: no-such-command-here: command not found\n")
+    );
+}
