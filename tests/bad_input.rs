@@ -262,3 +262,33 @@ fn version_and_help_with_closed_stdout_do_not_panic() {
         assert!(output.stderr.is_empty(), "{flag}: {}", text(&output.stderr));
     }
 }
+
+#[test]
+fn incompatible_modes_are_usage() {
+    let witness = Witness::new();
+    for options in [
+        ["--test", "--fork"],
+        ["--test", "--wait"],
+        ["-t", "--timeout=1"],
+    ] {
+        let mut args = words(&options);
+        args.push("/tmp/a".into());
+        args.extend(witness.command());
+        let line = refused(&args, 2);
+        assert!(line.contains("cannot be used with"), "{options:?}: {line}");
+    }
+    witness.assert_not_run();
+}
+
+#[test]
+fn bad_timeouts_are_usage() {
+    let witness = Witness::new();
+    for timeout in ["soon", "-1", "nan", "inf", "1e400"] {
+        let line = refused(
+            &with_witness(&["--timeout", timeout, "/tmp/a"], &witness),
+            2,
+        );
+        assert!(line.contains(timeout), "{timeout}: {line}");
+    }
+    witness.assert_not_run();
+}

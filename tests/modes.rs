@@ -376,3 +376,48 @@ fn fork_reports_a_missing_command_with_exit_1() {
         format!("me-only: {lock}: no-such-command-here: command not found\n")
     );
 }
+
+/// CPU time (user + system) a child used, from wait4 on that child alone.
+fn cpu_time_of(child: Child) -> (Option<i32>, Duration) {
+    use nix::libc;
+    let mut status = 0;
+    // SAFETY: rusage is a plain C struct that zeroes validly; wait4 fills it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: waits for our own child, writing only into the locals.
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(reaped, pid, "wait4: {}", std::io::Error::last_os_error());
+    let seconds =
+        |time: libc::timeval| Duration::new(time.tv_sec as u64, time.tv_usec as u32 * 1000);
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    (code, seconds(usage.ru_utime) + seconds(usage.ru_stime))
+}
+
+/// A waiter sleeps: on the holder's hang-up where it can, else on a backoff.
+/// The bound is loose; a busy-spinning waiter would use the whole second.
+#[test]
+fn waiters_do_not_spin() {
+    let lock = unique_lock("no-spin");
+    let _holder = Holding::start([&lock]);
+    let bound_only = unique_lock("no-spin-bound");
+    let mut name = vec![0];
+    name.extend_from_slice(bound_only.as_bytes());
+    let not_listening =
+        socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+    not_listening
+        .bind(&socket2::SockAddr::unix(std::ffi::OsStr::from_bytes(&name)).unwrap())
+        .unwrap();
+    for (what, held) in [
+        ("listening holder", &lock),
+        ("nothing to watch", &bound_only),
+    ] {
+        let waiter = me_only()
+            .args(["-q", "--timeout", "1", held, "true"])
+            .spawn()
+            .unwrap();
+        let (code, cpu) = cpu_time_of(waiter);
+        println!("{what}: 1 s of waiting used {cpu:?} of CPU");
+        assert_eq!(code, Some(4));
+        assert!(cpu < Duration::from_millis(200), "{what}: {cpu:?}");
+    }
+}
