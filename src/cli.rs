@@ -8,25 +8,28 @@ use clap::Parser;
 use crate::acquire::Patience;
 use crate::error::Error;
 
-const AFTER_LONG_HELP: &str = "\
+/// The end of `--help`, and the source of the man page's EXIT STATUS,
+/// ENVIRONMENT and EXAMPLES sections (see man.rs): headings end in ':',
+/// entries are `KEY  description`, continuation lines are indented further.
+pub const AFTER_LONG_HELP: &str = "\
 EXIT STATUS:
   the command's own  the lock was taken and COMMAND ran (me-only became it)
+  0                  --test: the lock is free
   1                  COMMAND not found, not executable, or exec failed
   2                  invalid usage: bad arguments, lock name too long, bad port
   3                  lock error: the lock could not be set up (socket, bind, listen)
-  4                  the lock is held by another instance (change it with -E)
+  4                  the lock is held by another instance, or --timeout ran out
+                     (-E changes it); --test prints the holder's pid on stdout
 
 ENVIRONMENT:
   ME_ONLY_LOCK  set for COMMAND: the LOCK it holds
-  ME_ONLY_FD    set for COMMAND: the descriptor number that holds the lock
+  ME_ONLY_FD    set for COMMAND: the descriptor that holds the lock (not with --fork)
   RUST_LOG      diagnostics on stderr (env_logger syntax), as with --verbose
-
-  With --test: 0 when the lock is free, 4 (or -E) when held, and the
-  holder's pid alone on the first line of stdout when known.
 
 EXAMPLES:
   me-only /tmp/backup /usr/local/bin/backup --full || exit 1
-  */5 * * * * me-only -q /run/sync /usr/local/bin/sync
+  */5 * * * * me-only -q /run/sync /usr/local/bin/sync       (crontab)
+  ExecStart=/usr/bin/me-only /run/myjob /usr/bin/myjob        (systemd unit)
   me-only --wait --timeout 30 /tmp/deploy ./deploy.sh
   pid=$(me-only --test /tmp/backup) || echo \"backup running as $pid\"
   me-only --fork /run/daemon /usr/sbin/some-daemon --background

@@ -7,6 +7,8 @@ mod cli;
 mod error;
 mod inherited;
 mod launch;
+#[cfg(test)]
+mod man;
 mod procfs;
 mod supervise;
 mod test_mode;

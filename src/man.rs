@@ -1,0 +1,159 @@
+//! me-only(1), generated from the clap definition and the text at the end
+//! of `--help`, so that the two cannot drift apart. The page is checked in
+//! (doc/me-only.1, installed by the Debian package); a test fails when it
+//! is stale. Regenerate with `ME_ONLY_UPDATE_MAN=1 cargo test man_page`.
+
+use clap::CommandFactory;
+use clap_mangen::Man;
+use clap_mangen::roff::{Roff, bold, roman};
+
+use crate::cli::{AFTER_LONG_HELP, Cli};
+
+const MAN_PAGE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/doc/me-only.1");
+
+/// SPEC.md section 5: what a user must know before trusting the lock.
+const NOTES: &[&str] = &[
+    "Abstract socket names and loopback ports live in the network namespace. \
+     A process in another one (a container, a systemd unit with \
+     PrivateNetwork=yes) does not see the lock and can run beside you.",
+    "Any user can bind any abstract name, so another user may hold \"your\" \
+     lock; me-only then names the holder's pid and uid.",
+    "Every process that inherits the lock descriptor keeps the lock alive: a \
+     daemonized child holds it after the command exits. A command that closes \
+     all its descriptors loses it while it still runs; use --fork for such \
+     commands.",
+    "Asking who holds an abstract lock (a conflict, --test, --wait) connects to \
+     the holder's listening socket; the kernel keeps such connections until the \
+     holder exits, up to net.core.somaxconn of them, after which the holder's \
+     pid is no longer reported and waiters fall back to a short backoff.",
+];
+
+const SEE_ALSO: &str = "flock(1), run-one(1), systemd.service(5), systemd.exec(5), unix(7)";
+
+/// The page as roff.
+fn render() -> String {
+    let man = Man::new(Cli::command())
+        .manual("User Commands")
+        .source(format!("me-only {}", env!("CARGO_PKG_VERSION")));
+    let mut page = Vec::new();
+    man.render_title(&mut page).unwrap();
+    man.render_name_section(&mut page).unwrap();
+    man.render_synopsis_section(&mut page).unwrap();
+    man.render_description_section(&mut page).unwrap();
+    man.render_options_section(&mut page).unwrap();
+
+    let mut roff = Roff::new();
+    for (heading, lines) in help_sections(AFTER_LONG_HELP) {
+        roff.control("SH", [heading]);
+        if heading == "EXAMPLES" {
+            roff.control("nf", []);
+            for line in lines {
+                roff.text([roman(line.trim())]);
+            }
+            roff.control("fi", []);
+        } else {
+            for (key, description) in entries(&lines) {
+                roff.control("TP", [])
+                    .text([bold(key)])
+                    .text([roman(description)]);
+            }
+        }
+    }
+    roff.control("SH", ["NOTES"]);
+    for note in NOTES {
+        roff.control("PP", []).text([roman(*note)]);
+    }
+    roff.control("SH", ["SEE ALSO"]).text([roman(SEE_ALSO)]);
+    let mut text = String::from_utf8(page).unwrap();
+    text.push_str(&roff.to_roff());
+    text
+}
+
+/// Splits the help text into its `HEADING:` sections.
+fn help_sections(text: &str) -> Vec<(&str, Vec<&str>)> {
+    let mut sections: Vec<(&str, Vec<&str>)> = Vec::new();
+    for line in text.lines().filter(|line| !line.trim().is_empty()) {
+        match line.strip_suffix(':') {
+            Some(heading) if !line.starts_with(' ') => sections.push((heading, Vec::new())),
+            _ => sections
+                .last_mut()
+                .expect("text before the first heading")
+                .1
+                .push(line),
+        }
+    }
+    sections
+}
+
+/// `  KEY  description` entries; deeper-indented lines continue the last.
+fn entries(lines: &[&str]) -> Vec<(String, String)> {
+    let mut entries: Vec<(String, String)> = Vec::new();
+    for line in lines {
+        let body = line.strip_prefix("  ").unwrap_or(line);
+        match (body.starts_with(' '), entries.last_mut()) {
+            (true, Some((_, description))) => {
+                description.push(' ');
+                description.push_str(body.trim());
+            }
+            _ => {
+                let (key, description) = body.split_once("  ").unwrap_or((body, ""));
+                entries.push((key.to_owned(), description.trim().to_owned()));
+            }
+        }
+    }
+    entries
+}
+
+#[test]
+fn man_page_is_up_to_date() {
+    let rendered = render();
+    if std::env::var_os("ME_ONLY_UPDATE_MAN").is_some() {
+        std::fs::write(MAN_PAGE, &rendered).unwrap();
+    }
+    let checked_in = std::fs::read_to_string(MAN_PAGE).unwrap_or_default();
+    assert!(
+        checked_in == rendered,
+        "doc/me-only.1 is stale: run `ME_ONLY_UPDATE_MAN=1 cargo test man_page` and commit it"
+    );
+}
+
+#[test]
+fn man_page_has_the_sections_and_every_option() {
+    let page = render();
+    for section in [
+        "NAME",
+        "SYNOPSIS",
+        "DESCRIPTION",
+        "OPTIONS",
+        "EXIT STATUS",
+        "ENVIRONMENT",
+        "NOTES",
+        "EXAMPLES",
+        "SEE ALSO",
+    ] {
+        assert!(
+            page.contains(&format!(".SH {section}\n"))
+                || page.contains(&format!(".SH \"{section}\"\n")),
+            "{section}"
+        );
+    }
+    for argument in Cli::command().get_arguments() {
+        if let Some(long) = argument.get_long() {
+            let escaped = format!("--{long}").replace('-', "\\-");
+            assert!(page.contains(&escaped), "--{long}");
+        }
+    }
+}
+
+#[test]
+fn help_entries_fold_continuation_lines() {
+    let sections = help_sections("A:\n  k  one\n     two\n  kk  three\nB:\n  x\n");
+    assert_eq!(sections.len(), 2);
+    assert_eq!(
+        entries(&sections[0].1),
+        [
+            ("k".to_owned(), "one two".to_owned()),
+            ("kk".to_owned(), "three".to_owned())
+        ]
+    );
+}
