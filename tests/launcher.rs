@@ -155,17 +155,11 @@ fn command_holds_the_listening_lock_socket_on_me_only_fd() {
         .parse()
         .expect("ME_ONLY_FD is a number");
     assert!(fd > 2, "the lock must not take a standard descriptor: {fd}");
-    let link = lines.next().unwrap();
-    let inode = link
-        .strip_prefix("socket:[")
-        .and_then(|rest| rest.strip_suffix(']'))
-        .unwrap_or_else(|| panic!("fd {fd} is not a socket: {link}"));
+    let inode = common::socket_inode(lines.next().unwrap());
     // /proc/net/unix: Num RefCount Protocol Flags Type St Inode Path;
     // flags 00010000 is a listening socket, abstract paths start with '@'.
-    let entry = lines
-        .find(|line| line.split_whitespace().nth(6) == Some(inode))
-        .unwrap_or_else(|| panic!("socket {inode} is not in /proc/net/unix"));
-    let fields: Vec<&str> = entry.split_whitespace().collect();
+    let fields = common::proc_net_row(lines, 6, inode);
+    let entry = fields.join(" ");
     assert_eq!(fields[3], "00010000", "not listening: {entry}");
     assert_eq!(
         fields[7],

@@ -15,32 +15,36 @@ use nix::sys::signal::Signal;
 /// millisecond, polling would take up to the 1 s recheck interval.
 const PROMPT: Duration = Duration::from_millis(500);
 
-/// Starts `me-only -v -w <lock args> sh -c 'echo started'` and returns once
-/// it says it is waiting on the holder.
-fn waiter(lock_args: &[&str]) -> (Child, BufReader<std::process::ChildStdout>) {
+/// Starts `me-only -v <wait options> <lock args> <command...>` with stdout
+/// piped, and returns once it says it is waiting on the holder.
+fn waiting(wait_options: &[&str], lock_and_command: &[&str]) -> Child {
     let mut child = me_only()
-        .args(["-v", "--wait"])
-        .args(lock_args)
-        .args(["sh", "-c", "echo started"])
+        .arg("-v")
+        .args(wait_options)
+        .args(lock_and_command)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut diagnostics = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
-    loop {
+    while !line.contains("waiting for the holder to let go") {
         line.clear();
         assert_ne!(
             diagnostics.read_line(&mut line).unwrap(),
             0,
             "the waiter ended early"
         );
-        if line.contains("waiting for the holder to let go") {
-            break;
-        }
     }
     // Keep draining stderr so the waiter never blocks on it.
     std::thread::spawn(move || std::io::copy(&mut diagnostics, &mut std::io::sink()));
+    child
+}
+
+fn waiter(lock_args: &[&str]) -> (Child, BufReader<std::process::ChildStdout>) {
+    let mut arguments = lock_args.to_vec();
+    arguments.extend(["sh", "-c", "echo started"]);
+    let mut child = waiting(&["--wait"], &arguments);
     let stdout = BufReader::new(child.stdout.take().unwrap());
     (child, stdout)
 }
@@ -158,18 +162,7 @@ fn timeout_zero_does_not_wait() {
 fn timeout_long_enough_runs_the_command() {
     let lock = unique_lock("timeout-enough");
     let holder = Holding::start([&lock]);
-    let mut waiting = me_only()
-        .args(["-v", "--timeout", "60", &lock, "echo", "ran"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut diagnostics = BufReader::new(waiting.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("waiting for the holder") {
-        line.clear();
-        assert_ne!(diagnostics.read_line(&mut line).unwrap(), 0);
-    }
+    let waiting = waiting(&["--timeout", "60"], &[&lock, "echo", "ran"]);
     assert!(holder.release().success());
     let output = waiting.wait_with_output().unwrap();
     assert!(output.status.success());

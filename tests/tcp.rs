@@ -113,19 +113,14 @@ fn lock_address_seen_by_command(command: &mut std::process::Command) -> SocketAd
     assert!(output.status.success(), "{output:?}");
     let stdout = text(&output.stdout);
     let mut lines = stdout.lines();
-    let link = lines.next().unwrap();
-    let inode = link
-        .strip_prefix("socket:[")
-        .and_then(|rest| rest.strip_suffix(']'))
-        .unwrap_or_else(|| panic!("ME_ONLY_FD is not a socket: {link}"));
+    let inode = common::socket_inode(lines.next().unwrap());
     // sl local_address rem_address st ... inode (field 9); st 0A = LISTEN.
-    let entry = lines
-        .find(|line| line.split_whitespace().nth(9) == Some(inode))
-        .unwrap_or_else(|| panic!("socket {inode} not in /proc/net/tcp:\n{stdout}"));
-    let fields: Vec<&str> = entry.split_whitespace().collect();
+    let fields = common::proc_net_row(lines, 9, inode);
+    let entry = fields.join(" ");
     assert_eq!(fields[3], "0A", "not listening: {entry}");
     let (ip, port) = fields[1].split_once(':').unwrap();
-    let ip = Ipv4Addr::from(u32::from_str_radix(ip, 16).unwrap().swap_bytes());
+    // The address is printed as a word in host byte order.
+    let ip = Ipv4Addr::from(u32::from_str_radix(ip, 16).unwrap().to_ne_bytes());
     SocketAddrV4::new(ip, u16::from_str_radix(port, 16).unwrap())
 }
 

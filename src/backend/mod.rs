@@ -153,3 +153,13 @@ fn wait_for_listener_to_close(
         }),
     }
 }
+
+/// The message of a usage error that parsing LOCK must give.
+#[cfg(test)]
+fn usage_message<T>(parsed: Result<T, Error>) -> String {
+    match parsed {
+        Err(Error::Usage(message)) => message,
+        Err(other) => panic!("expected a usage error, got {other:?}"),
+        Ok(_) => panic!("the lock must be refused"),
+    }
+}

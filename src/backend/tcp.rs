@@ -120,11 +120,7 @@ mod tests {
     use super::*;
 
     fn usage_message(lock: &str) -> String {
-        match TcpLock::parse(OsStr::new(lock)) {
-            Err(Error::Usage(message)) => message,
-            Err(other) => panic!("expected a usage error, got {other:?}"),
-            Ok(_) => panic!("{lock:?} must be refused"),
-        }
+        super::super::usage_message(TcpLock::parse(OsStr::new(lock)))
     }
 
     #[test]

@@ -185,3 +185,24 @@ pub fn wait_until_gone(pid: i32) {
     )];
     poll(&mut fds, PollTimeout::NONE).expect("poll the pidfd");
 }
+
+/// The inode of `socket:[N]`, as readlink of a socket descriptor prints it.
+pub fn socket_inode(link: &str) -> &str {
+    link.strip_prefix("socket:[")
+        .and_then(|rest| rest.strip_suffix(']'))
+        .unwrap_or_else(|| panic!("not a socket: {link}"))
+}
+
+/// The fields of the row of a /proc/net table whose column `column` is
+/// `inode`.
+pub fn proc_net_row<'a>(
+    table: impl Iterator<Item = &'a str>,
+    column: usize,
+    inode: &str,
+) -> Vec<&'a str> {
+    let mut table = table;
+    let row = table
+        .find(|line| line.split_whitespace().nth(column) == Some(inode))
+        .unwrap_or_else(|| panic!("socket {inode} is not in the table"));
+    row.split_whitespace().collect()
+}
