@@ -3,7 +3,6 @@
 
 use std::fmt;
 use std::io;
-use std::process::ExitCode;
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -62,13 +61,13 @@ impl Default for ConflictPolicy {
 }
 
 impl Error {
-    pub fn exit_code(&self, conflict: ConflictPolicy) -> ExitCode {
-        ExitCode::from(match self {
+    pub fn exit_code(&self, conflict: ConflictPolicy) -> u8 {
+        match self {
             Error::Usage(_) => EXIT_USAGE,
             Error::Busy { .. } => conflict.exit_code,
             Error::Lock { .. } => EXIT_LOCK_ERROR,
             Error::Exec { .. } => EXIT_FAILURE,
-        })
+        }
     }
 
     /// Whether the line on stderr is wanted; `--quiet` silences conflicts only.
@@ -148,8 +147,8 @@ mod tests {
             waited: None,
         };
         let usage = Error::Usage("bad".into());
-        assert_eq!(busy.exit_code(policy), ExitCode::from(75));
-        assert_eq!(usage.exit_code(policy), ExitCode::from(EXIT_USAGE));
+        assert_eq!(busy.exit_code(policy), 75);
+        assert_eq!(usage.exit_code(policy), EXIT_USAGE);
         assert!(!busy.is_reported(policy));
         assert!(usage.is_reported(policy));
     }

@@ -1,6 +1,9 @@
 //! me-only: run a command only if no other instance holding the same lock is
 //! running.
 
+// The entry point is a C `main`, not std's: see `main` below.
+#![cfg_attr(not(test), no_main)]
+
 mod acquire;
 mod backend;
 mod cli;
@@ -14,15 +17,34 @@ mod supervise;
 mod test_mode;
 
 use std::io::Write;
-use std::process::ExitCode;
 
 use cli::{Cli, Request};
 use error::{ConflictPolicy, Error};
 
-fn main() -> ExitCode {
+/// The process entry point, in place of the `fn main` that std's runtime
+/// would wrap. That runtime, before `main`, ignores SIGPIPE and opens
+/// /dev/null on any closed fd 0-2 (state COMMAND would inherit), and reads
+/// /proc/self/maps to guard the main thread's stack: about a third of
+/// me-only's start-up work, for a process that lives microseconds and execs.
+/// std's `args_os` still works: glibc hands argv to std through .init_array.
+#[cfg(not(test))]
+#[unsafe(no_mangle)]
+extern "C" fn main(
+    _argc: std::ffi::c_int,
+    _argv: *const *const std::ffi::c_char,
+) -> std::ffi::c_int {
+    // exit() also flushes std's stdout, as returning from std's main would.
+    std::process::exit(i32::from(me_only()))
+}
+
+/// Parses, runs, and maps any error to its exit code and one line on
+/// stderr.
+#[cfg_attr(test, allow(dead_code))]
+fn me_only() -> u8 {
+    inherited::ignore_sigpipe();
     let mut policy = ConflictPolicy::default();
     let result = cli::parse(std::env::args_os()).and_then(|request| match request {
-        Request::Done => Ok(ExitCode::SUCCESS),
+        Request::Done => Ok(0),
         Request::Run(cli) => {
             policy = ConflictPolicy {
                 exit_code: cli.conflict_exit_code,
@@ -48,7 +70,8 @@ fn main() -> ExitCode {
 
 /// Takes the lock and runs COMMAND: as me-only itself (exec, returning only
 /// on failure) or as its child with --fork.
-fn run(cli: Cli) -> Result<ExitCode, Error> {
+#[cfg_attr(test, allow(dead_code))]
+fn run(cli: Cli) -> Result<u8, Error> {
     if cli.verbose || std::env::var_os("RUST_LOG").is_some() {
         init_logging(cli.verbose);
     }
@@ -66,6 +89,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
 
 /// Diagnostics go to stderr, and only when asked for: a launch that nobody
 /// watches pays nothing for them.
+#[cfg_attr(test, allow(dead_code))]
 fn init_logging(verbose: bool) {
     let mut builder = env_logger::Builder::new();
     if verbose {

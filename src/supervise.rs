@@ -5,7 +5,7 @@
 use std::ffi::{OsStr, OsString};
 use std::os::fd::OwnedFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, Command, ExitCode, ExitStatus};
+use std::process::{Child, Command, ExitStatus};
 
 use log::debug;
 use nix::errno::Errno;
@@ -43,7 +43,7 @@ pub fn run(
     lock: &OsStr,
     lock_fd: OwnedFd,
     command: &[OsString],
-) -> Result<ExitCode, Error> {
+) -> Result<u8, Error> {
     let system_error = |action: &'static str, errno: Errno| Error::Lock {
         lock: lock_name.to_owned(),
         action,
@@ -81,7 +81,7 @@ pub fn run(
         child.pre_exec(move || {
             sigaction(Signal::SIGCHLD, &original_sigchld)?;
             sigprocmask(SigmaskHow::SIG_SETMASK, Some(&original_mask), None)?;
-            inherited::restore();
+            inherited::restore_sigpipe();
             Ok(())
         });
     }
@@ -128,11 +128,11 @@ fn supervise(child: &mut Child, signals: &SignalFd) -> Result<ExitStatus, Errno>
 }
 
 /// The child's exit code, or 128+N when signal N killed it, as a shell does.
-fn exit_code(status: ExitStatus) -> ExitCode {
+fn exit_code(status: ExitStatus) -> u8 {
     let code = match (status.code(), status.signal()) {
         (Some(code), _) => code,
         (None, Some(signal)) => 128 + signal,
         (None, None) => libc::EXIT_FAILURE,
     };
-    ExitCode::from(code as u8)
+    code as u8
 }

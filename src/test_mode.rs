@@ -1,7 +1,6 @@
 //! `--test`: tell whether the lock is held, and by whom, running nothing.
 
 use std::io::Write;
-use std::process::ExitCode;
 
 use log::info;
 
@@ -12,11 +11,11 @@ use crate::procfs;
 /// Exit 0 when free; when held, the conflict code, with the holder's pid
 /// alone on stdout's first line (so `pid=$(me-only -t LOCK)` works) and, when
 /// verbose, its uid and command line on stderr.
-pub fn report(lock: &dyn Backend, conflict_exit_code: u8) -> Result<ExitCode, Error> {
+pub fn report(lock: &dyn Backend, conflict_exit_code: u8) -> Result<u8, Error> {
     let holder = match lock.probe()? {
         Probe::Free => {
             info!("{}: free", lock.name());
-            return Ok(ExitCode::SUCCESS);
+            return Ok(0);
         }
         Probe::Held(holder) => holder,
     };
@@ -28,5 +27,5 @@ pub fn report(lock: &dyn Backend, conflict_exit_code: u8) -> Result<ExitCode, Er
     } else {
         info!("{}: held by {holder}", lock.name());
     }
-    Ok(ExitCode::from(conflict_exit_code))
+    Ok(conflict_exit_code)
 }

@@ -282,6 +282,11 @@ fn closed_stdin_stays_closed() {
         "set-up failed: {:?}",
         fds(&direct)
     );
+    let lock_fd_number: u32 = lock_fd.parse().unwrap();
+    assert!(
+        lock_fd_number > 2,
+        "the lock took standard descriptor {lock_fd}"
+    );
     let mut expected = fds(&direct);
     expected.insert(lock_fd);
     assert_eq!(fds(&wrapped), expected);

@@ -112,7 +112,24 @@ fn new_socket(
     domain: socket2::Domain,
     ty: socket2::Type,
 ) -> Result<socket2::Socket, Error> {
-    socket2::Socket::new(domain, ty, None).map_err(|err| Error::lock(lock, "create socket", &err))
+    let socket = socket2::Socket::new(domain, ty, None)
+        .map_err(|err| Error::lock(lock, "create socket", &err))?;
+    above_standard_fds(socket).map_err(|err| Error::lock(lock, "create socket", &err))
+}
+
+/// Moves a descriptor that landed on 0, 1 or 2 (because me-only was started
+/// with that one closed) above them: COMMAND must find its standard
+/// descriptors as they were given, closed ones included, and never the lock
+/// in their place.
+fn above_standard_fds(socket: socket2::Socket) -> io::Result<socket2::Socket> {
+    use std::os::fd::AsRawFd;
+
+    if socket.as_raw_fd() > 2 {
+        return Ok(socket);
+    }
+    let moved = nix::fcntl::fcntl(&socket, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))?;
+    // SAFETY: fcntl just returned this new descriptor, owned by no one else.
+    Ok(unsafe { <socket2::Socket as std::os::fd::FromRawFd>::from_raw_fd(moved) })
 }
 
 /// Even an event-driven wait looks at the lock again this often, in case
