@@ -282,3 +282,26 @@ fn verbose_and_rust_log_print_diagnostics_on_stderr_only_when_asked() {
         "RUST_LOG refines -v"
     );
 }
+
+#[test]
+fn version_and_help_print_on_stdout_and_exit_0() {
+    me_only()
+        .arg("--version")
+        .assert()
+        .success()
+        .stdout(format!("me-only {}\n", env!("CARGO_PKG_VERSION")))
+        .stderr("");
+    let help = me_only().arg("--help").output().unwrap();
+    assert!(help.status.success());
+    let help = text(&help.stdout);
+    for expected in [
+        "Usage: me-only [OPTIONS] <LOCK> [COMMAND]...",
+        "EXIT STATUS:",
+        "--conflict-exit-code",
+    ] {
+        assert!(
+            help.contains(expected),
+            "--help lacks {expected:?}:\n{help}"
+        );
+    }
+}
