@@ -118,18 +118,8 @@ fn kill_9_of_the_holder_frees_the_lock_at_once() {
 #[test]
 fn command_keeps_me_onlys_pid() {
     let lock = unique_lock("pid");
-    let child = me_only()
-        .args([&lock, "sh", "-c", "echo $$"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success());
-    assert_eq!(
-        String::from_utf8(output.stdout).unwrap(),
-        format!("{pid}\n")
-    );
+    let (pid, stdout) = common::run_noting_pid(me_only().args([&lock, "sh", "-c", "echo $$"]));
+    assert_eq!(stdout, format!("{pid}\n"));
 }
 
 /// The descriptor named by ME_ONLY_FD is open in the command and is the

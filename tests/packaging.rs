@@ -1,5 +1,7 @@
 //! The Debian package's metadata agrees with the crate's.
 
+mod common;
+
 use std::fs;
 use std::path::Path;
 
@@ -40,16 +42,7 @@ fn files_the_package_installs_exist() {
 #[test]
 fn example_job_says_running_with_its_pid() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/example-job");
-    let child = std::process::Command::new(&script)
-        .args(["0", "3"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success());
-    assert_eq!(
-        String::from_utf8(output.stdout).unwrap(),
-        format!("running {pid}\n").repeat(3)
-    );
+    let (pid, stdout) =
+        common::run_noting_pid(std::process::Command::new(&script).args(["0", "3"]));
+    assert_eq!(stdout, format!("running {pid}\n").repeat(3));
 }

@@ -143,6 +143,16 @@ impl Drop for Holding {
     }
 }
 
+/// Runs `command` to the end with stdout captured, and returns its pid with
+/// its stdout, asserting that it succeeded.
+pub fn run_noting_pid(command: &mut Command) -> (u32, String) {
+    let child = command.stdout(Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    (pid, text(&output.stdout))
+}
+
 /// stderr as text, for messages in assertions.
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
