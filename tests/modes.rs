@@ -71,7 +71,7 @@ fn waiter_starts_promptly_when_the_holder_exits() {
 
 #[test]
 fn tcp_waiter_starts_promptly_when_the_holder_exits() {
-    let address = format!("127.0.0.1:{}", free_port(std::net::Ipv4Addr::LOCALHOST));
+    let address = format!("127.0.0.1:{}", free_port());
     let latency = handover(&["--tcp", &address]);
     println!("tcp handover latency: {latency:?}");
     assert!(latency < PROMPT, "handover took {latency:?}");
@@ -220,7 +220,7 @@ fn test_mode_verbose_names_uid_and_command_line() {
 
 #[test]
 fn test_mode_finds_a_tcp_holders_pid() {
-    let address = format!("127.0.0.1:{}", free_port(std::net::Ipv4Addr::LOCALHOST));
+    let address = format!("127.0.0.1:{}", free_port());
     let holder = Holding::start(["--tcp", &address]);
     me_only()
         .args(["--test", "--tcp", &address])
@@ -240,10 +240,7 @@ fn test_mode_finds_a_tcp_holders_pid() {
 fn test_mode_leaves_the_lock_as_it_was() {
     for lock_args in [
         vec![unique_lock("test-harmless")],
-        vec![
-            "--tcp".into(),
-            format!("127.0.0.1:{}", free_port(std::net::Ipv4Addr::LOCALHOST)),
-        ],
+        vec!["--tcp".into(), format!("127.0.0.1:{}", free_port())],
     ] {
         let holder = Holding::start(&lock_args);
         for _ in 0..20 {

@@ -8,7 +8,6 @@
 mod common;
 
 use std::io::{PipeReader, PipeWriter, Read, Write};
-use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::process::{Child, Stdio};
 use std::sync::mpsc;
@@ -145,7 +144,7 @@ fn exactly_one_of_200_simultaneous_launches_runs_abstract() {
 fn exactly_one_of_200_simultaneous_launches_runs_tcp() {
     let uid = nix::unistd::getuid();
     for _ in 0..ROUNDS {
-        let port = free_port(Ipv4Addr::LOCALHOST);
+        let port = free_port();
         // The holder is found through /proc once it listens.
         exactly_one_runs(&["--tcp".into(), format!("127.0.0.1:{port}")], |holder| {
             holder == format!("pid WINNER (uid {uid})") || holder == "another process"

@@ -14,7 +14,7 @@ fn loopback(port: u16) -> String {
 
 #[test]
 fn held_port_exits_4_and_names_the_lock() {
-    let address = loopback(free_port(Ipv4Addr::LOCALHOST));
+    let address = loopback(free_port());
     let holder = Holding::start(["--tcp", &address]);
     let output = me_only()
         .args(["--tcp", &address, "true"])
@@ -41,7 +41,7 @@ fn held_port_exits_4_and_names_the_lock() {
 #[test]
 fn port_held_by_another_program_is_held() {
     for listen_on in [Ipv4Addr::LOCALHOST, Ipv4Addr::UNSPECIFIED] {
-        let port = free_port(Ipv4Addr::LOCALHOST);
+        let port = free_port();
         let other_program = TcpListener::bind(SocketAddrV4::new(listen_on, port)).unwrap();
         me_only()
             .args(["--tcp", &loopback(port), "true"])
@@ -59,7 +59,7 @@ fn port_held_by_another_program_is_held() {
 /// the port from the next instance once the holder is killed.
 #[test]
 fn kill_9_frees_the_port_even_with_a_client_connected() {
-    let address = loopback(free_port(Ipv4Addr::LOCALHOST));
+    let address = loopback(free_port());
     let holder = Holding::start(["--tcp", &address]);
     let _client = TcpStream::connect(&address).unwrap();
     holder.kill();
@@ -74,7 +74,7 @@ fn kill_9_frees_the_port_even_with_a_client_connected() {
 /// refused then, but the lock must be taken at once.
 #[test]
 fn lock_is_retaken_despite_time_wait_of_the_last_holder() {
-    let port = free_port(Ipv4Addr::LOCALHOST);
+    let port = free_port();
     let address = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
     let previous_holder = TcpListener::bind(address).unwrap();
     let mut client = TcpStream::connect(address).unwrap();
@@ -127,7 +127,7 @@ fn lock_address_seen_by_command(command: &mut std::process::Command) -> SocketAd
 #[test]
 fn command_holds_a_listening_socket_on_the_given_address() {
     let ip = Ipv4Addr::new(127, 0, 0, 1);
-    let port = free_port(ip);
+    let port = free_port();
     let mut command = me_only();
     command.args(["--tcp", &format!("{ip}:{port}")]);
     assert_eq!(
@@ -148,7 +148,7 @@ fn port_alone_binds_the_users_own_loopback_address() {
     for user in users {
         let [_, _, high, low] = user.to_be_bytes();
         let ip = Ipv4Addr::new(127, high, low, 1);
-        let port = free_port(ip);
+        let port = free_port();
         let (_copy, mut command) = if user == uid {
             (tempfile::tempdir().unwrap(), me_only())
         } else {

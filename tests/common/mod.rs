@@ -4,7 +4,7 @@
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -61,10 +61,31 @@ pub fn unique_lock(tag: &str) -> String {
     format!("/me-only-test/{}/{tag}/{n}", std::process::id())
 }
 
-/// A loopback port that was free a moment ago (the kernel picked it).
-pub fn free_port(ip: Ipv4Addr) -> u16 {
-    let listener = TcpListener::bind(SocketAddrV4::new(ip, 0)).expect("bind an ephemeral port");
-    listener.local_addr().unwrap().port()
+/// A port for one test's lock, free on every address. Ports come from below
+/// the kernel's ephemeral range, so no client connection of this or any
+/// other process is handed one meanwhile; the start is spread by pid so that
+/// test runs in parallel rarely probe the same ones. The port is checked
+/// free on every address.
+pub fn free_port() -> u16 {
+    const FIRST: u16 = 20_000;
+    const COUNT: u16 = 12_000; // up to 31999, below 32768
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let spread = (std::process::id() % u32::from(COUNT)) as usize;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < usize::from(COUNT), "no free port left for tests");
+        let port = FIRST + ((spread + n * 7) % usize::from(COUNT)) as u16;
+        // Without SO_REUSEADDR (which std's TcpListener sets) the bind is
+        // refused by any socket on the port, lingering connections included.
+        let probe =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        if probe
+            .bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port).into())
+            .is_ok()
+        {
+            return port;
+        }
+    }
 }
 
 /// A me-only that holds a lock: its command announces itself on stdout, then
