@@ -44,7 +44,11 @@ pub fn acquire(
         if patience == Patience::None || out_of_time {
             return Err(Error::Busy {
                 lock: lock.name().to_owned(),
-                holder: if name_holder { holder(lock) } else { unknown() },
+                holder: if name_holder {
+                    holder(lock)
+                } else {
+                    Holder::unknown()
+                },
                 waited: (patience != Patience::None).then(|| started.elapsed()),
             });
         }
@@ -75,13 +79,6 @@ fn sleep_until_before(pause: Duration, deadline: Option<Instant>) {
 fn holder(lock: &dyn Backend) -> Holder {
     match lock.probe() {
         Ok(Probe::Held(holder)) => holder,
-        Ok(Probe::Free) | Err(_) => unknown(),
-    }
-}
-
-fn unknown() -> Holder {
-    Holder {
-        pid: None,
-        uid: None,
+        Ok(Probe::Free) | Err(_) => Holder::unknown(),
     }
 }

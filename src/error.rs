@@ -140,10 +140,7 @@ mod tests {
         };
         let busy = Error::Busy {
             lock: "/tmp/a".into(),
-            holder: Holder {
-                pid: None,
-                uid: None,
-            },
+            holder: Holder::unknown(),
             waited: None,
         };
         let usage = Error::Usage("bad".into());

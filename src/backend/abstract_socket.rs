@@ -70,23 +70,19 @@ impl Backend for AbstractLock {
     /// real launch away.
     fn probe(&self) -> Result<Probe, Error> {
         let probe = new_socket(&self.name, Domain::UNIX, Type::STREAM.nonblocking())?;
-        let unknown = Holder {
-            pid: None,
-            uid: None,
-        };
         match probe.connect(&self.address) {
             Ok(()) => Ok(Probe::Held(match getsockopt(&probe, PeerCredentials) {
                 Ok(credentials) => Holder {
                     pid: Some(credentials.pid()),
                     uid: Some(credentials.uid()),
                 },
-                Err(_) => unknown,
+                Err(_) => Holder::unknown(),
             })),
-            Err(err) if errno_of(&err) == Errno::EAGAIN => Ok(Probe::Held(unknown)),
+            Err(err) if errno_of(&err) == Errno::EAGAIN => Ok(Probe::Held(Holder::unknown())),
             // Refused: nobody listens, but the name may still be bound.
             Err(err) if errno_of(&err) == Errno::ECONNREFUSED => {
                 if procfs::abstract_name_is_bound(&self.bytes) {
-                    Ok(Probe::Held(unknown))
+                    Ok(Probe::Held(Holder::unknown()))
                 } else {
                     Ok(Probe::Free)
                 }

@@ -22,6 +22,16 @@ pub struct Holder {
     pub uid: Option<u32>,
 }
 
+impl Holder {
+    /// Held, by whom the kernel does not tell.
+    pub fn unknown() -> Holder {
+        Holder {
+            pid: None,
+            uid: None,
+        }
+    }
+}
+
 impl fmt::Display for Holder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.pid, self.uid) {
