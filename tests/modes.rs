@@ -342,7 +342,9 @@ fn fork_forwards_signals_to_the_child() {
         (Signal::SIGWINCH, "WINCH"),
     ];
     for (code, (signal, name)) in (40..).zip(forwarded) {
-        let script = format!("trap 'kill $!; exit {code}' {name}; sleep 1000 & echo ready; wait");
+        let script = format!(
+            "trap 'kill $!; exit {code}' {name}; sleep 1000 >/dev/null 2>&1 & echo ready; wait"
+        );
         let holder = Holding::with_script(["--fork", &lock], &script);
         holder.signal(signal);
         assert_eq!(
