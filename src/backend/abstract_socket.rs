@@ -21,7 +21,6 @@ pub const MAX_NAME_LEN: usize = 107;
 
 pub struct AbstractLock {
     name: String,
-    bytes: Vec<u8>,
     address: SockAddr,
 }
 
@@ -45,11 +44,7 @@ impl AbstractLock {
         abstract_path.extend_from_slice(bytes);
         let address = SockAddr::unix(OsStr::from_bytes(&abstract_path))
             .map_err(|err| Error::Usage(format!("{name}: not a valid lock name: {err}")))?;
-        Ok(AbstractLock {
-            name,
-            bytes: bytes.to_vec(),
-            address,
-        })
+        Ok(AbstractLock { name, address })
     }
 }
 
@@ -81,7 +76,8 @@ impl Backend for AbstractLock {
             Err(err) if errno_of(&err) == Errno::EAGAIN => Ok(Probe::Held(Holder::unknown())),
             // Refused: nobody listens, but the name may still be bound.
             Err(err) if errno_of(&err) == Errno::ECONNREFUSED => {
-                if procfs::abstract_name_is_bound(&self.bytes) {
+                let name = self.address.as_abstract_namespace().unwrap_or_default();
+                if procfs::abstract_name_is_bound(name) {
                     Ok(Probe::Held(Holder::unknown()))
                 } else {
                     Ok(Probe::Free)

@@ -17,7 +17,6 @@ use crate::procfs;
 
 pub struct TcpLock {
     name: String,
-    ip_port: SocketAddrV4,
     address: SockAddr,
 }
 
@@ -38,7 +37,6 @@ impl TcpLock {
         let address = SocketAddrV4::new(ip, port);
         Ok(TcpLock {
             name: address.to_string(),
-            ip_port: address,
             address: address.into(),
         })
     }
@@ -88,7 +86,7 @@ impl Backend for TcpLock {
         match self.reusable_socket()?.bind(&self.address) {
             Ok(()) => Ok(Probe::Free),
             Err(err) if errno_of(&err) == Errno::EADDRINUSE => {
-                let listener = procfs::tcp_listener(self.ip_port);
+                let listener = self.address.as_socket_ipv4().and_then(procfs::tcp_listener);
                 Ok(Probe::Held(Holder {
                     pid: listener
                         .as_ref()
