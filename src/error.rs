@@ -77,10 +77,15 @@ impl Error {
 
     /// A lock error from a failed system call.
     pub fn lock(lock: &str, action: &'static str, err: &io::Error) -> Error {
+        Error::lock_errno(lock, action, errno_of(err))
+    }
+
+    /// A lock error from a system call that reported an errno.
+    pub fn lock_errno(lock: &str, action: &'static str, errno: Errno) -> Error {
         Error::Lock {
             lock: lock.to_owned(),
             action,
-            errno: errno_of(err),
+            errno,
         }
     }
 }

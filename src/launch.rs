@@ -24,11 +24,7 @@ pub const ENV_FD: &str = "ME_ONLY_FD";
 /// was started with (main.rs keeps std's runtime from changing it).
 pub fn exec(lock_name: &str, lock: &OsStr, lock_fd: OwnedFd, command: &[OsString]) -> Error {
     if let Err(errno) = fcntl(&lock_fd, FcntlArg::F_SETFD(FdFlag::empty())) {
-        return Error::Lock {
-            lock: lock_name.to_owned(),
-            action: "keep the lock open across exec",
-            errno,
-        };
+        return Error::lock_errno(lock_name, "keep the lock open across exec", errno);
     }
     // Ownership passes to COMMAND: nothing in me-only may close it now.
     let fd = lock_fd.into_raw_fd();

@@ -44,11 +44,7 @@ pub fn run(
     lock_fd: OwnedFd,
     command: &[OsString],
 ) -> Result<u8, Error> {
-    let system_error = |action: &'static str, errno: Errno| Error::Lock {
-        lock: lock_name.to_owned(),
-        action,
-        errno,
-    };
+    let system_error = |action, errno| Error::lock_errno(lock_name, action, errno);
     // Signals are taken from a signalfd, in order and without handlers, so
     // no waitpid is ever interrupted and no SIGCHLD is lost.
     let mut watched = SigSet::empty();

@@ -173,11 +173,7 @@ fn wait_for_listener_to_close(
     let mut watched = [PollFd::new(watcher.as_fd(), PollFlags::POLLIN)];
     match poll(&mut watched, timeout) {
         Ok(_) | Err(Errno::EINTR) => Ok(Waited::Event),
-        Err(errno) => Err(Error::Lock {
-            lock: lock.to_owned(),
-            action: "wait for the holder",
-            errno,
-        }),
+        Err(errno) => Err(Error::lock_errno(lock, "wait for the holder", errno)),
     }
 }
 
