@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::acquire::Patience;
+use crate::backend::Kind;
 use crate::error::Error;
 
 /// The end of `--help`, and the source of the man page's EXIT STATUS,
@@ -14,10 +15,11 @@ use crate::error::Error;
 pub const AFTER_LONG_HELP: &str = "\
 EXIT STATUS:
   the command's own  the lock was taken and COMMAND ran (me-only became it)
-  0                  --test: the lock is free
+  0                  --test: the lock is free; --detach: COMMAND started
   1                  COMMAND not found, not executable, or exec failed
   2                  invalid usage: bad arguments, lock name too long, bad port
-  3                  lock error: the lock could not be set up (socket, bind, listen)
+  3                  lock error: the lock could not be set up (socket, bind, listen,
+                     a lock file that cannot be opened or is not a regular file)
   4                  the lock is held by another instance, or --timeout ran out
                      (-E changes it); --test prints the holder's pid on stdout
 
@@ -33,14 +35,17 @@ EXAMPLES:
   me-only --wait --timeout 30 /tmp/deploy ./deploy.sh
   pid=$(me-only --test /tmp/backup) || echo \"backup running as $pid\"
   me-only --fork /run/daemon /usr/sbin/some-daemon --background
-  me-only --tcp 127.0.0.1:7000 ./server";
+  me-only --tcp 127.0.0.1:7000 ./server
+  me-only --flock /var/lock/backup.lock /usr/local/bin/backup  (with flock(1) users)
+  pid=$(me-only --detach /tmp/worker ./worker) && echo \"worker is $pid\"";
 
 /// Run COMMAND only if no other instance holding LOCK is running.
 ///
 /// The lock is a kernel object: an abstract AF_UNIX socket named LOCK (nothing
-/// is created on disk), or with --tcp a loopback TCP port. me-only takes it and
-/// execs COMMAND, which keeps me-only's pid and holds the lock until it and
-/// every process that inherited the lock descriptor are gone.
+/// is created on disk), with --tcp a loopback TCP port, or with --flock a
+/// flock(2) lock on the file LOCK. me-only takes it and execs COMMAND, which
+/// keeps me-only's pid and holds the lock until it and every process that
+/// inherited the lock descriptor are gone.
 #[derive(Debug, Parser)]
 #[command(
     name = "me-only",
@@ -55,6 +60,13 @@ pub struct Cli {
     #[arg(long)]
     pub tcp: bool,
 
+    /// Lock the file LOCK with flock(2), as flock(1) does, and contend with
+    /// it: seen from every network namespace that shares the file. LOCK is
+    /// created (mode 0644 less umask) if missing and never deleted; a
+    /// symbolic link or anything but a regular file is refused
+    #[arg(long, conflicts_with = "tcp")]
+    pub flock: bool,
+
     /// Wait for the lock instead of failing when it is held
     #[arg(short, long)]
     pub wait: bool,
@@ -66,7 +78,7 @@ pub struct Cli {
 
     /// Run nothing: exit 0 if the lock is free, 4 (or -E) if held, and print
     /// the holder's pid on stdout
-    #[arg(short, long, conflicts_with_all = ["wait", "timeout", "fork"])]
+    #[arg(short, long, conflicts_with_all = ["wait", "timeout", "fork", "detach"])]
     pub test: bool,
 
     /// Keep the lock in me-only and run COMMAND as its child, forwarding
@@ -75,6 +87,12 @@ pub struct Cli {
     /// descriptors or daemonize
     #[arg(short, long)]
     pub fork: bool,
+
+    /// Start COMMAND in the background, in a session of its own with stdin
+    /// and stdout on /dev/null, holding the lock; print its pid on stdout
+    /// and exit 0 once it runs (1 if it could not be started)
+    #[arg(short, long, conflicts_with = "fork")]
+    pub detach: bool,
 
     /// Exit with N instead of 4 when the lock is held
     #[arg(short = 'E', long, value_name = "N", default_value_t = 4)]
@@ -88,8 +106,8 @@ pub struct Cli {
     #[arg(short, long)]
     pub verbose: bool,
 
-    /// The lock: an abstract socket name (at most 107 bytes), or with --tcp a
-    /// port
+    /// The lock: an abstract socket name (at most 107 bytes), with --tcp a
+    /// port, with --flock a file
     #[arg(value_name = "LOCK")]
     pub lock: OsString,
 
@@ -106,6 +124,14 @@ pub struct Cli {
 }
 
 impl Cli {
+    pub fn backend(&self) -> Kind {
+        match (self.tcp, self.flock) {
+            (true, _) => Kind::Tcp,
+            (_, true) => Kind::Flock,
+            _ => Kind::AbstractSocket,
+        }
+    }
+
     pub fn patience(&self) -> Patience {
         match (self.timeout, self.wait) {
             (Some(Duration::ZERO), _) => Patience::None,
@@ -241,6 +267,32 @@ mod tests {
         for other in ["--fork", "--wait", "--timeout=1"] {
             let Err(Error::Usage(message)) = parse_words(&["me-only", "-t", other, "/l"]) else {
                 panic!("--test with {other} must be refused");
+            };
+            assert!(message.contains("cannot be used with"), "{message}");
+        }
+    }
+
+    #[test]
+    fn one_backend_and_one_way_to_run() {
+        assert_eq!(
+            run_request(&["me-only", "/l", "x"]).backend(),
+            Kind::AbstractSocket
+        );
+        assert_eq!(
+            run_request(&["me-only", "--tcp", "1", "x"]).backend(),
+            Kind::Tcp
+        );
+        assert_eq!(
+            run_request(&["me-only", "--flock", "/l", "x"]).backend(),
+            Kind::Flock
+        );
+        for refused in [
+            &["me-only", "--tcp", "--flock", "1", "x"][..],
+            &["me-only", "--detach", "--fork", "/l", "x"],
+            &["me-only", "-t", "-d", "/l"],
+        ] {
+            let Err(Error::Usage(message)) = parse_words(refused) else {
+                panic!("{refused:?} must be refused");
             };
             assert!(message.contains("cannot be used with"), "{message}");
         }

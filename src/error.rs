@@ -35,6 +35,9 @@ pub enum Error {
         action: &'static str,
         errno: Errno,
     },
+    /// LOCK names something other than a regular file where a lock file
+    /// was expected (`kind` says what, e.g. "a symbolic link").
+    NotALockFile { lock: String, kind: &'static str },
     /// The lock was taken but COMMAND could not be run.
     Exec {
         lock: String,
@@ -65,7 +68,7 @@ impl Error {
         match self {
             Error::Usage(_) => EXIT_USAGE,
             Error::Busy { .. } => conflict.exit_code,
-            Error::Lock { .. } => EXIT_LOCK_ERROR,
+            Error::Lock { .. } | Error::NotALockFile { .. } => EXIT_LOCK_ERROR,
             Error::Exec { .. } => EXIT_FAILURE,
         }
     }
@@ -119,6 +122,12 @@ impl fmt::Display for Error {
                 action,
                 errno,
             } => write!(f, "{lock}: cannot {action}: {}", errno.desc()),
+            Error::NotALockFile { lock, kind } => {
+                write!(
+                    f,
+                    "{lock}: is {kind}, not a regular file; refusing to lock it"
+                )
+            }
             Error::Exec {
                 lock,
                 command,

@@ -4,11 +4,14 @@
 use std::ffi::{CString, OsStr, OsString};
 use std::os::fd::{IntoRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
+use std::process::Command;
 
 use log::debug;
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
 
 use crate::error::Error;
 use crate::inherited;
@@ -23,14 +26,15 @@ pub const ENV_FD: &str = "ME_ONLY_FD";
 /// would reset the signal mask and SIGPIPE: COMMAND must see what me-only
 /// was started with (main.rs keeps std's runtime from changing it).
 pub fn exec(lock_name: &str, lock: &OsStr, lock_fd: OwnedFd, command: &[OsString]) -> Error {
-    if let Err(errno) = fcntl(&lock_fd, FcntlArg::F_SETFD(FdFlag::empty())) {
-        return Error::lock_errno(lock_name, "keep the lock open across exec", errno);
+    if let Err(err) = keep_across_exec(lock_name, &lock_fd) {
+        return err;
     }
     // Ownership passes to COMMAND: nothing in me-only may close it now.
     let fd = lock_fd.into_raw_fd();
     let argv: Vec<CString> = command.iter().map(|arg| c_string(arg)).collect();
-    // SAFETY: me-only is single-threaded (no thread is ever started), so
-    // nothing reads the environment while it changes. Setting it in place
+    // SAFETY: nothing reads the environment while it changes: the only
+    // thread me-only may have started, a --flock --timeout waiter, does
+    // nothing but block in flock(2). Setting it in place
     // (replacing any ME_ONLY_* of an outer me-only) costs two setenv calls,
     // where building a new environment would copy every variable.
     unsafe {
@@ -43,6 +47,31 @@ pub fn exec(lock_name: &str, lock: &OsStr, lock_fd: OwnedFd, command: &[OsString
         Err(errno) => exec_error(lock_name, &command[0], errno),
         Ok(never) => match never {},
     }
+}
+
+/// Clears close-on-exec on the lock descriptor, the one me-only hands on.
+pub fn keep_across_exec(lock_name: &str, lock_fd: &OwnedFd) -> Result<(), Error> {
+    fcntl(lock_fd, FcntlArg::F_SETFD(FdFlag::empty()))
+        .map(drop)
+        .map_err(|errno| Error::lock_errno(lock_name, "keep the lock open across exec", errno))
+}
+
+/// COMMAND as a child process that starts as if started directly: with
+/// `mask`, the signal mask me-only was started with, and SIGPIPE as it was,
+/// both of which std's spawn resets; and with ME_ONLY_LOCK.
+pub fn child(command: &[OsString], lock: &OsStr, mask: SigSet) -> Command {
+    let mut child = Command::new(&command[0]);
+    child.args(&command[1..]).env(ENV_LOCK, lock);
+    // SAFETY: between fork and exec only async-signal-safe calls are made:
+    // sigprocmask and signal.
+    unsafe {
+        child.pre_exec(move || {
+            sigprocmask(SigmaskHow::SIG_SETMASK, Some(&mask), None)?;
+            inherited::restore_sigpipe();
+            Ok(())
+        });
+    }
+    child
 }
 
 /// COMMAND could not be started.

@@ -7,6 +7,7 @@
 mod acquire;
 mod backend;
 mod cli;
+mod detach;
 mod error;
 mod inherited;
 mod launch;
@@ -69,19 +70,22 @@ fn me_only() -> u8 {
 }
 
 /// Takes the lock and runs COMMAND: as me-only itself (exec, returning only
-/// on failure) or as its child with --fork.
+/// on failure), as its child with --fork, or in the background with
+/// --detach.
 #[cfg_attr(test, allow(dead_code))]
 fn run(cli: Cli) -> Result<u8, Error> {
     if cli.verbose || std::env::var_os("RUST_LOG").is_some() {
         init_logging(cli.verbose);
     }
-    let lock = backend::from_cli(&cli.lock, cli.tcp)?;
+    let lock = backend::from_cli(&cli.lock, cli.backend())?;
     if cli.test {
         return test_mode::report(lock.as_ref(), cli.conflict_exit_code);
     }
     let fd = acquire::acquire(lock.as_ref(), cli.patience(), !cli.quiet)?;
     if cli.fork {
         supervise::run(lock.name(), &cli.lock, fd, &cli.command)
+    } else if cli.detach {
+        detach::run(lock.name(), &cli.lock, fd, &cli.command)
     } else {
         Err(launch::exec(lock.name(), &cli.lock, fd, &cli.command))
     }

@@ -15,20 +15,34 @@ const MAN_PAGE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/doc/me-only.1");
 const NOTES: &[&str] = &[
     "Abstract socket names and loopback ports live in the network namespace. \
      A process in another one (a container, a systemd unit with \
-     PrivateNetwork=yes) does not see the lock and can run beside you.",
+     PrivateNetwork=yes) does not see the lock and can run beside you. A \
+     --flock lock is seen wherever the file is: across network namespaces \
+     that share the filesystem, but not across hosts (flock over NFS is \
+     unreliable).",
     "Any user can bind any abstract name, so another user may hold \"your\" \
      lock; me-only then names the holder's pid and uid.",
     "Every process that inherits the lock descriptor keeps the lock alive: a \
      daemonized child holds it after the command exits. A command that closes \
      all its descriptors loses it while it still runs; use --fork for such \
      commands.",
+    "With --flock, the lock file is never deleted: a process waiting on a \
+     deleted file would hold a lock that a newcomer, creating a new file by \
+     that name, does not see. Use a path in a directory that only trusted \
+     users can write to (/run/lock, /var/lock); in /tmp me-only refuses a \
+     symbolic link planted at LOCK, but anyone may create the file first and \
+     hold the lock.",
+    "With --detach, COMMAND's stdin and stdout are /dev/null, so that \
+     pid=$(me-only -d LOCK cmd) returns at once; its stderr is me-only's. \
+     Redirect inside the command to keep its output, e.g. sh -c 'exec job \
+     >>job.log 2>&1'.",
     "Asking who holds an abstract lock (a conflict, --test, --wait) connects to \
      the holder's listening socket; the kernel keeps such connections until the \
      holder exits, up to net.core.somaxconn of them, after which the holder's \
      pid is no longer reported and waiters fall back to a short backoff.",
 ];
 
-const SEE_ALSO: &str = "flock(1), run-one(1), systemd.service(5), systemd.exec(5), unix(7)";
+const SEE_ALSO: &str =
+    "flock(1), flock(2), run-one(1), systemd.service(5), systemd.exec(5), unix(7)";
 
 /// The page as roff.
 fn render() -> String {

@@ -73,9 +73,31 @@ fn conflicts_with(listening: &Ip, ours: &Ipv4Addr) -> bool {
 
 /// Whether a socket is bound to the abstract name, listening or not.
 pub fn abstract_name_is_bound(name: &[u8]) -> bool {
-    let Ok(table) = fs::read("/proc/net/unix") else {
-        return false;
-    };
+    unix_sockets_named(name, |_| ()).next().is_some()
+}
+
+/// The inode of the socket that listens on the abstract name.
+pub fn abstract_listener_inode(name: &[u8]) -> Option<u64> {
+    // Flags: __SO_ACCEPTCON (listening). Queued connections show the
+    // listener's name too, but no process has them open.
+    const LISTENING: &[u8] = b"00010000";
+    unix_sockets_named(name, |line| {
+        let fields: Vec<&[u8]> = line
+            .split(u8::is_ascii_whitespace)
+            .filter(|f| !f.is_empty())
+            .collect();
+        if fields.get(3) != Some(&LISTENING) {
+            return None;
+        }
+        std::str::from_utf8(fields.get(6)?).ok()?.parse().ok()
+    })
+    .flatten()
+    .next()
+}
+
+/// `extract` of each line of /proc/net/unix for a socket named `@name`.
+fn unix_sockets_named<T>(name: &[u8], extract: impl Fn(&[u8]) -> T) -> impl Iterator<Item = T> {
+    let table = fs::read("/proc/net/unix").unwrap_or_default();
     let mut path = Vec::with_capacity(name.len() + 1);
     path.push(b'@');
     path.extend_from_slice(name);
@@ -83,8 +105,10 @@ pub fn abstract_name_is_bound(name: &[u8]) -> bool {
     // follows the seventh field, and may itself hold spaces.
     table
         .split(|&byte| byte == b'\n')
-        .filter_map(|line| nth_field_rest(line, 7))
-        .any(|rest| rest == path.as_slice())
+        .filter(|line| nth_field_rest(line, 7) == Some(path.as_slice()))
+        .map(extract)
+        .collect::<Vec<T>>()
+        .into_iter()
 }
 
 fn nth_field_rest(line: &[u8], n: usize) -> Option<&[u8]> {
@@ -98,25 +122,126 @@ fn nth_field_rest(line: &[u8], n: usize) -> Option<&[u8]> {
     Some(rest)
 }
 
-/// The process of user `uid` with socket `inode` open, where /proc lets us
-/// look. Only that user's processes are searched: the socket is theirs.
-pub fn pid_holding_socket(inode: u64, uid: u32) -> Option<i32> {
+/// Something a lock holder has open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opened {
+    /// A socket, by inode number (as /proc/net/* show it).
+    Socket(u64),
+    /// A file, by stat(2)'s device and inode.
+    File { device: u64, inode: u64 },
+}
+
+/// Whether process `pid` has it open, where /proc lets us look.
+pub fn has_open(pid: i32, opened: Opened) -> bool {
     use std::os::unix::fs::MetadataExt;
 
-    let target = format!("socket:[{inode}]");
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    let socket_link = match opened {
+        Opened::Socket(inode) => format!("socket:[{inode}]"),
+        Opened::File { .. } => String::new(),
+    };
+    fds.filter_map(Result::ok).any(|fd| match opened {
+        Opened::Socket(_) => {
+            fs::read_link(fd.path()).is_ok_and(|link| link.as_os_str() == socket_link.as_str())
+        }
+        // stat(2) of the link is stat of the open file itself.
+        Opened::File { device, inode } => {
+            fs::metadata(fd.path()).is_ok_and(|meta| meta.dev() == device && meta.ino() == inode)
+        }
+    })
+}
+
+/// A process (of user `uid`, if given, and not one of `ignored`) that has it
+/// open, where /proc lets us look.
+pub fn pid_with_open(opened: Opened, uid: Option<u32>, ignored: &[i32]) -> Option<i32> {
+    use std::os::unix::fs::MetadataExt;
+
     fs::read_dir("/proc")
         .ok()?
         .filter_map(Result::ok)
-        .filter(|entry| entry.metadata().is_ok_and(|meta| meta.uid() == uid))
+        .filter(|entry| uid.is_none_or(|uid| entry.metadata().is_ok_and(|meta| meta.uid() == uid)))
         .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
-        .find(|pid| {
-            let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
-                return false;
-            };
-            fds.filter_map(Result::ok).any(|fd| {
-                fs::read_link(fd.path()).is_ok_and(|link| link.as_os_str() == target.as_str())
-            })
-        })
+        .find(|&pid| !ignored.contains(&pid) && has_open(pid, opened))
+}
+
+/// A flock(2) lock, or a wait for one, as /proc/locks lists it.
+#[derive(Debug, PartialEq, Eq)]
+struct FlockEntry {
+    pid: i32,
+    waiting: bool,
+    device: (u32, u32),
+    inode: u64,
+}
+
+/// Who holds a flock(2) lock on a file, and who waits for it, by pid as
+/// /proc/locks shows them: 0 for one in a pid namespace this one cannot see.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct FlockLockers {
+    pub holder: Option<i32>,
+    pub waiting: Vec<i32>,
+}
+
+/// The flock(2) lockers of the file with this device (major, minor) and
+/// inode.
+pub fn flock_lockers(device: (u32, u32), inode: u64) -> FlockLockers {
+    let table = fs::read_to_string("/proc/locks").unwrap_or_default();
+    let mut on_inode: Vec<FlockEntry> = table
+        .lines()
+        .filter_map(parse_flock_line)
+        .filter(|entry| entry.inode == inode)
+        .collect();
+    // btrfs gives each subvolume's files a device number of its own in
+    // stat(2), while /proc/locks shows the filesystem's: where no lock has
+    // both, those on the same inode number are taken to be ours.
+    if on_inode.iter().any(|entry| entry.device == device) {
+        on_inode.retain(|entry| entry.device == device);
+    }
+    FlockLockers {
+        holder: on_inode
+            .iter()
+            .find(|entry| !entry.waiting)
+            .map(|entry| entry.pid),
+        waiting: on_inode
+            .iter()
+            .filter(|entry| entry.waiting)
+            .map(|entry| entry.pid)
+            .collect(),
+    }
+}
+
+/// `1: FLOCK  ADVISORY  WRITE 4242 fe:00:1234 0 EOF`, or with `->` after
+/// the number for a waiter.
+fn parse_flock_line(line: &str) -> Option<FlockEntry> {
+    let mut fields: Vec<&str> = line.split_whitespace().skip(1).collect();
+    let waiting = fields.first() == Some(&"->");
+    if waiting {
+        fields.remove(0);
+    }
+    if fields.first() != Some(&"FLOCK") {
+        return None;
+    }
+    let pid = fields.get(3)?.parse().ok()?;
+    let mut file = fields.get(4)?.split(':');
+    let major = u32::from_str_radix(file.next()?, 16).ok()?;
+    let minor = u32::from_str_radix(file.next()?, 16).ok()?;
+    let inode = file.next()?.parse().ok()?;
+    Some(FlockEntry {
+        pid,
+        waiting,
+        device: (major, minor),
+        inode,
+    })
+}
+
+/// The user a process runs as (its effective uid, which owns /proc/PID).
+pub fn process_uid(pid: i32) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+
+    fs::metadata(format!("/proc/{pid}"))
+        .ok()
+        .map(|meta| meta.uid())
 }
 
 /// A process's command line, its arguments joined by spaces.
@@ -158,6 +283,41 @@ mod tests {
         assert!(conflicts_with(&Ip::V6(Ipv6Addr::UNSPECIFIED), &ours));
         assert!(conflicts_with(&Ip::V6(ours.to_ipv6_mapped()), &ours));
         assert!(!conflicts_with(&Ip::V6(Ipv6Addr::LOCALHOST), &ours));
+    }
+
+    #[test]
+    fn flock_lines_give_pid_device_inode_and_whether_waiting() {
+        assert_eq!(
+            parse_flock_line("1: FLOCK  ADVISORY  WRITE 4242 fe:00:10010630 0 EOF"),
+            Some(FlockEntry {
+                pid: 4242,
+                waiting: false,
+                device: (0xfe, 0),
+                inode: 10010630
+            })
+        );
+        assert_eq!(
+            parse_flock_line("2: FLOCK  ADVISORY  READ 77 103:0a:12 0 EOF"),
+            Some(FlockEntry {
+                pid: 77,
+                waiting: false,
+                device: (0x103, 0x0a),
+                inode: 12
+            })
+        );
+        assert_eq!(
+            parse_flock_line("1: -> FLOCK  ADVISORY  WRITE 4243 fe:00:10010630 0 EOF"),
+            Some(FlockEntry {
+                pid: 4243,
+                waiting: true,
+                device: (0xfe, 0),
+                inode: 10010630
+            })
+        );
+        assert_eq!(
+            parse_flock_line("3: POSIX  ADVISORY  WRITE 9 fe:00:10010630 0 EOF"),
+            None
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::ffi::{OsStr, OsString};
 use std::os::fd::OwnedFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, Command, ExitStatus};
+use std::process::{Child, ExitStatus};
 
 use log::debug;
 use nix::errno::Errno;
@@ -17,8 +17,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::Pid;
 
 use crate::error::{Error, errno_of};
-use crate::inherited;
-use crate::launch::{ENV_FD, ENV_LOCK, exec_error};
+use crate::launch::{self, ENV_FD, exec_error};
 
 /// The signals a supervisor passes on, as util-linux flock and tini do.
 const FORWARDED: [Signal; 7] = [
@@ -65,19 +64,13 @@ pub fn run(
     let signals = SignalFd::with_flags(&watched, SfdFlags::SFD_CLOEXEC)
         .map_err(|errno| system_error("create a signalfd", errno))?;
 
-    let mut child = Command::new(&command[0]);
-    child
-        .args(&command[1..])
-        .env(ENV_LOCK, lock)
-        .env_remove(ENV_FD);
-    // SAFETY: between fork and exec only async-signal-safe calls are made:
-    // sigaction, sigprocmask, signal and close. std has just reset the mask
-    // and SIGPIPE; the child gets back what me-only was started with.
+    // The child holds no lock descriptor: me-only keeps the lock.
+    let mut child = launch::child(command, lock, original_mask);
+    child.env_remove(ENV_FD);
+    // SAFETY: sigaction is async-signal-safe.
     unsafe {
         child.pre_exec(move || {
             sigaction(Signal::SIGCHLD, &original_sigchld)?;
-            sigprocmask(SigmaskHow::SIG_SETMASK, Some(&original_mask), None)?;
-            inherited::restore_sigpipe();
             Ok(())
         });
     }

@@ -235,6 +235,41 @@ fn test_mode_finds_a_tcp_holders_pid() {
         .stdout("");
 }
 
+/// The locker may have exited while a process it handed the lock to holds
+/// it on (a daemon's child): the process named is the one holding it now,
+/// not the pid the kernel recorded at listen() or flock().
+#[test]
+fn the_holder_named_is_alive_when_the_locker_has_exited() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("lock").display().to_string();
+    for lock_args in [
+        vec![unique_lock("live-holder")],
+        vec!["--tcp".into(), format!("127.0.0.1:{}", free_port())],
+        vec!["--flock".into(), file],
+    ] {
+        let output = me_only()
+            .args(&lock_args)
+            .args(["sh", "-c", "sleep 1000 >/dev/null 2>&1 & echo $!"])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        let background: i32 = text(&output.stdout).trim().parse().unwrap();
+        let test = me_only().arg("--test").args(&lock_args).output().unwrap();
+        let conflict = me_only().args(&lock_args).arg("true").output().unwrap();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(background), Signal::SIGKILL).unwrap();
+        assert_eq!(test.status.code(), Some(4), "{lock_args:?}: {test:?}");
+        assert_eq!(
+            text(&test.stdout),
+            format!("{background}\n"),
+            "{lock_args:?}"
+        );
+        assert!(
+            text(&conflict.stderr).contains(&format!("already held by pid {background} ")),
+            "{lock_args:?}: {conflict:?}"
+        );
+    }
+}
+
 /// Testing must not disturb the holder nor make the lock harder to take.
 #[test]
 fn test_mode_leaves_the_lock_as_it_was() {

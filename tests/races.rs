@@ -151,3 +151,17 @@ fn exactly_one_of_200_simultaneous_launches_runs_tcp() {
         });
     }
 }
+
+#[test]
+fn exactly_one_of_200_simultaneous_launches_runs_flock() {
+    let uid = nix::unistd::getuid();
+    for _ in 0..ROUNDS {
+        // A new file each round: the launchers also race to create it.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock").display().to_string();
+        // /proc/locks lists the winner from its flock() on.
+        exactly_one_runs(&["--flock".into(), path], |holder| {
+            holder == format!("pid WINNER (uid {uid})")
+        });
+    }
+}

@@ -10,11 +10,11 @@ use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use socket2::{Domain, SockAddr, Type};
 
 use super::{
-    Attempt, Backend, Holder, Probe, Waited, bind_and_listen, new_socket,
+    Attempt, Backend, Holder, Probe, Waited, bind_and_listen, current_holder, new_socket,
     wait_for_listener_to_close,
 };
 use crate::error::{Error, errno_of};
-use crate::procfs;
+use crate::procfs::{self, Opened};
 
 /// The longest abstract name: sun_path (108 bytes) less the leading NUL.
 pub const MAX_NAME_LEN: usize = 107;
@@ -48,6 +48,12 @@ impl AbstractLock {
     }
 }
 
+impl AbstractLock {
+    fn abstract_name(&self) -> &[u8] {
+        self.address.as_abstract_namespace().unwrap_or_default()
+    }
+}
+
 impl Backend for AbstractLock {
     fn name(&self) -> &str {
         &self.name
@@ -67,17 +73,21 @@ impl Backend for AbstractLock {
         let probe = new_socket(&self.name, Domain::UNIX, Type::STREAM.nonblocking())?;
         match probe.connect(&self.address) {
             Ok(()) => Ok(Probe::Held(match getsockopt(&probe, PeerCredentials) {
-                Ok(credentials) => Holder {
-                    pid: Some(credentials.pid()),
-                    uid: Some(credentials.uid()),
-                },
+                Ok(credentials) => {
+                    let recorded = Some(credentials.pid());
+                    let uid = Some(credentials.uid());
+                    let pid = match procfs::abstract_listener_inode(self.abstract_name()) {
+                        Some(inode) => current_holder(recorded, Opened::Socket(inode), uid, &[]),
+                        None => recorded,
+                    };
+                    Holder { pid, uid }
+                }
                 Err(_) => Holder::unknown(),
             })),
             Err(err) if errno_of(&err) == Errno::EAGAIN => Ok(Probe::Held(Holder::unknown())),
             // Refused: nobody listens, but the name may still be bound.
             Err(err) if errno_of(&err) == Errno::ECONNREFUSED => {
-                let name = self.address.as_abstract_namespace().unwrap_or_default();
-                if procfs::abstract_name_is_bound(name) {
+                if procfs::abstract_name_is_bound(self.abstract_name()) {
                     Ok(Probe::Held(Holder::unknown()))
                 } else {
                     Ok(Probe::Free)

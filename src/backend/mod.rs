@@ -2,6 +2,7 @@
 //! implements [`Backend`], and [`from_cli`] is the one place that picks one.
 
 mod abstract_socket;
+mod flock;
 mod tcp;
 
 use std::ffi::OsStr;
@@ -14,6 +15,7 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use crate::error::{Error, errno_of};
+use crate::procfs::{self, Opened};
 
 /// Who holds a lock, as far as the kernel tells.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,13 +86,22 @@ pub trait Backend {
     fn wait_for_release(&self, deadline: Option<Instant>) -> Result<Waited, Error>;
 }
 
-/// The backend that LOCK names, checked before anything is bound.
-pub fn from_cli(lock: &OsStr, tcp: bool) -> Result<Box<dyn Backend>, Error> {
-    if tcp {
-        Ok(Box::new(tcp::TcpLock::parse(lock)?))
-    } else {
-        Ok(Box::new(abstract_socket::AbstractLock::parse(lock)?))
-    }
+/// The kinds of lock the command line can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    AbstractSocket,
+    Tcp,
+    Flock,
+}
+
+/// The backend of that kind for LOCK, checked before anything is bound or
+/// opened.
+pub fn from_cli(lock: &OsStr, kind: Kind) -> Result<Box<dyn Backend>, Error> {
+    Ok(match kind {
+        Kind::AbstractSocket => Box::new(abstract_socket::AbstractLock::parse(lock)?),
+        Kind::Tcp => Box::new(tcp::TcpLock::parse(lock)?),
+        Kind::Flock => Box::new(flock::FlockLock::parse(lock)?),
+    })
 }
 
 /// Binds a fresh socket and listens on it: the step both socket backends take
@@ -124,22 +135,41 @@ fn new_socket(
 ) -> Result<socket2::Socket, Error> {
     let socket = socket2::Socket::new(domain, ty, None)
         .map_err(|err| Error::lock(lock, "create socket", &err))?;
-    above_standard_fds(socket).map_err(|err| Error::lock(lock, "create socket", &err))
+    above_standard_fds(socket.into())
+        .map(socket2::Socket::from)
+        .map_err(|err| Error::lock(lock, "create socket", &err))
 }
 
 /// Moves a descriptor that landed on 0, 1 or 2 (because me-only was started
 /// with that one closed) above them: COMMAND must find its standard
 /// descriptors as they were given, closed ones included, and never the lock
 /// in their place.
-fn above_standard_fds(socket: socket2::Socket) -> io::Result<socket2::Socket> {
-    use std::os::fd::AsRawFd;
+fn above_standard_fds(fd: OwnedFd) -> io::Result<OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd};
 
-    if socket.as_raw_fd() > 2 {
-        return Ok(socket);
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
     }
-    let moved = nix::fcntl::fcntl(&socket, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))?;
+    let moved = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))?;
     // SAFETY: fcntl just returned this new descriptor, owned by no one else.
-    Ok(unsafe { <socket2::Socket as std::os::fd::FromRawFd>::from_raw_fd(moved) })
+    Ok(unsafe { OwnedFd::from_raw_fd(moved) })
+}
+
+/// The process that holds the lock now. The kernel records the one that
+/// took it (SO_PEERCRED, /proc/locks), which may be gone while a process it
+/// handed the lock to (--detach's COMMAND, a daemon's child) holds it on:
+/// then a process (of `uid`, if given) that has `opened` open is named, if
+/// /proc shows one, other than those known to be only `waiting` for it.
+fn current_holder(
+    recorded: Option<i32>,
+    opened: Opened,
+    uid: Option<u32>,
+    waiting: &[i32],
+) -> Option<i32> {
+    match recorded {
+        Some(pid) if procfs::has_open(pid, opened) => Some(pid),
+        _ => procfs::pid_with_open(opened, uid, waiting).or(recorded),
+    }
 }
 
 /// Even an event-driven wait looks at the lock again this often, in case

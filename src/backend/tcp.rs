@@ -13,7 +13,7 @@ use super::{
     wait_for_listener_to_close,
 };
 use crate::error::{Error, errno_of};
-use crate::procfs;
+use crate::procfs::{self, Opened};
 
 pub struct TcpLock {
     name: String,
@@ -88,9 +88,9 @@ impl Backend for TcpLock {
             Err(err) if errno_of(&err) == Errno::EADDRINUSE => {
                 let listener = self.address.as_socket_ipv4().and_then(procfs::tcp_listener);
                 Ok(Probe::Held(Holder {
-                    pid: listener
-                        .as_ref()
-                        .and_then(|l| procfs::pid_holding_socket(l.inode, l.uid)),
+                    pid: listener.as_ref().and_then(|l| {
+                        procfs::pid_with_open(Opened::Socket(l.inode), Some(l.uid), &[])
+                    }),
                     uid: listener.map(|l| l.uid),
                 }))
             }

@@ -115,9 +115,16 @@ impl Holding {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut child = me_only()
-            .args(options)
-            .args(["sh", "-c", script])
+        let mut command = me_only();
+        command.args(options).args(["sh", "-c", script]);
+        Holding::spawn(command)
+    }
+
+    /// Starts `command` (me-only or another locker, such as flock(1)), which
+    /// prints `ready` once it holds the lock and then waits for its stdin to
+    /// close.
+    pub fn spawn(mut command: Command) -> Holding {
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()

@@ -1,0 +1,59 @@
+//! `--detach`: COMMAND runs in the background, holding the lock, while
+//! me-only reports its pid and exits. Unlike `me-only LOCK cmd &`, the
+//! caller learns whether the lock was taken and COMMAND started (std's spawn
+//! reports a failed exec back through a close-on-exec pipe), and COMMAND is
+//! no job of the caller's shell.
+
+use std::ffi::{OsStr, OsString};
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
+
+use log::debug;
+use nix::sys::signal::{SigmaskHow, sigprocmask};
+
+use crate::error::{Error, errno_of};
+use crate::launch::{self, ENV_FD, exec_error};
+
+/// Starts COMMAND holding `lock_fd`, in a session of its own, and prints its
+/// pid. stdout goes to /dev/null as well as stdin: were it the caller's,
+/// `pid=$(me-only -d LOCK cmd)` would wait for COMMAND to end. stderr stays,
+/// for COMMAND's complaints.
+pub fn run(
+    lock_name: &str,
+    lock: &OsStr,
+    lock_fd: OwnedFd,
+    command: &[OsString],
+) -> Result<u8, Error> {
+    launch::keep_across_exec(lock_name, &lock_fd)?;
+    let mut mask = nix::sys::signal::SigSet::empty();
+    sigprocmask(SigmaskHow::SIG_BLOCK, None, Some(&mut mask))
+        .map_err(|errno| Error::lock_errno(lock_name, "read the signal mask", errno))?;
+    let mut child = launch::child(command, lock, mask);
+    child
+        .env(ENV_FD, lock_fd.as_raw_fd().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    // SAFETY: setsid is async-signal-safe. A new session: no terminal's
+    // hang-up or ^C reaches COMMAND, and the caller's shell does not wait
+    // for it.
+    unsafe {
+        child.pre_exec(|| {
+            nix::unistd::setsid()?;
+            Ok(())
+        });
+    }
+    let child = child
+        .spawn()
+        .map_err(|err| exec_error(lock_name, &command[0], errno_of(&err)))?;
+    debug!(
+        "{lock_name}: lock held on fd {} by pid {}",
+        lock_fd.as_raw_fd(),
+        child.id()
+    );
+    // COMMAND runs whatever becomes of this line: a closed stdout must not
+    // make its start look like a failure.
+    let _ = std::io::stdout().write_all(format!("{}\n", child.id()).as_bytes());
+    Ok(0)
+}

@@ -1,0 +1,438 @@
+//! `--flock`: the lock is a flock(2) lock on a file, shared with util-linux
+//! flock(1) in both directions, with every mode.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::prelude::*;
+use common::{Holding, me_only, me_only_as_user, one_error_line, run_noting_pid, text};
+
+/// A generous bound for "at once": the kernel wakes a blocked flock as the
+/// holder closes the file.
+const PROMPT: Duration = Duration::from_millis(500);
+
+/// A lock file path in a fresh directory (the file does not exist yet).
+fn lock_file() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lock");
+    (dir, path)
+}
+
+/// util-linux `flock FILE sh -c ...`, holding the lock until released.
+fn flock_holder(path: &Path) -> Holding {
+    let mut command = Command::new("flock");
+    command.arg(path).args(["sh", "-c", "echo ready; exec cat"]);
+    Holding::spawn(command)
+}
+
+fn uid() -> u32 {
+    nix::unistd::getuid().as_raw()
+}
+
+#[test]
+fn a_flock1_holder_keeps_me_only_out() {
+    let (_dir, path) = lock_file();
+    let holder = flock_holder(&path);
+    let output = me_only()
+        .arg("--flock")
+        .arg(&path)
+        .args(["echo", "ran"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(4), "{output:?}");
+    assert!(output.stdout.is_empty(), "the command ran");
+    assert_eq!(
+        one_error_line(&output.stderr),
+        format!(
+            "me-only: {}: already held by pid {} (uid {})\n",
+            path.display(),
+            holder.pid,
+            uid()
+        )
+    );
+    me_only()
+        .args(["-q", "-E", "9", "--flock"])
+        .arg(&path)
+        .arg("true")
+        .assert()
+        .code(9)
+        .stderr("");
+    assert!(holder.release().success());
+    me_only()
+        .arg("--flock")
+        .arg(&path)
+        .args(["echo", "ran"])
+        .assert()
+        .success()
+        .stdout("ran\n");
+}
+
+#[test]
+fn a_me_only_holder_keeps_flock1_out() {
+    let (_dir, path) = lock_file();
+    let holder = Holding::start([Path::new("--flock"), &path]);
+    Command::new("flock")
+        .args(["-n"])
+        .arg(&path)
+        .args(["echo", "ran"])
+        .assert()
+        .code(1)
+        .stdout("");
+    assert!(holder.release().success());
+    Command::new("flock")
+        .args(["-n"])
+        .arg(&path)
+        .args(["echo", "ran"])
+        .assert()
+        .success()
+        .stdout("ran\n");
+}
+
+/// COMMAND is me-only (same pid) and holds the lock on the descriptor that
+/// ME_ONLY_FD names, open on the lock file.
+#[test]
+fn the_lock_follows_the_command_across_exec() {
+    let (_dir, path) = lock_file();
+    let script = "echo $$; echo $ME_ONLY_LOCK; readlink /proc/$$/fd/$ME_ONLY_FD; \
+                  grep -c \"FLOCK .* WRITE $$ \" /proc/locks";
+    let (pid, stdout) = run_noting_pid(
+        me_only()
+            .arg("--flock")
+            .arg(&path)
+            .args(["sh", "-c", script]),
+    );
+    let path = path.display().to_string();
+    assert_eq!(stdout, format!("{pid}\n{path}\n{path}\n1\n"));
+}
+
+#[test]
+fn the_lock_file_is_created_0644_less_umask_and_kept() {
+    let (_dir, path) = lock_file();
+    Command::new("sh")
+        .args([
+            "-c",
+            "umask 027; exec \"$@\"",
+            "sh",
+            common::ME_ONLY,
+            "--flock",
+        ])
+        .arg(&path)
+        .arg("true")
+        .assert()
+        .success();
+    let metadata = std::fs::metadata(&path).expect("the lock file was created");
+    assert!(metadata.is_file());
+    assert_eq!(metadata.permissions().mode() & 0o7777, 0o640);
+    me_only()
+        .arg("--flock")
+        .arg(&path)
+        .arg("true")
+        .assert()
+        .success();
+    assert!(path.exists(), "me-only deleted the lock file");
+}
+
+/// In /tmp anyone may plant a symbolic link where a lock file is expected:
+/// me-only neither follows it nor touches what it points to.
+#[test]
+fn a_symbolic_link_is_refused_and_its_target_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("precious");
+    std::fs::write(&target, "keep me\n").unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let before = std::fs::metadata(&target).unwrap();
+    let dangling_target = dir.path().join("not-there");
+    for (link, points_to) in [("link", &target), ("dangling", &dangling_target)] {
+        let link = dir.path().join(link);
+        std::os::unix::fs::symlink(points_to, &link).unwrap();
+        for mode in [&["--flock"][..], &["--flock", "--test"]] {
+            let output = me_only()
+                .args(mode)
+                .arg(&link)
+                .args(["echo", "ran"])
+                .output()
+                .unwrap();
+            assert_eq!(output.status.code(), Some(3), "{output:?}");
+            assert!(output.stdout.is_empty(), "{output:?}");
+            assert_eq!(
+                one_error_line(&output.stderr),
+                format!(
+                    "me-only: {}: is a symbolic link, not a regular file; refusing to lock it\n",
+                    link.display()
+                )
+            );
+        }
+    }
+    let after = std::fs::metadata(&target).unwrap();
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me\n");
+    assert_eq!(after.permissions().mode(), before.permissions().mode());
+    assert_eq!(after.mtime_nsec(), before.mtime_nsec());
+    assert!(
+        !dangling_target.exists(),
+        "a dangling link's target was created"
+    );
+    assert!(
+        !text(&std::fs::read("/proc/locks").unwrap()).contains(&format!(":{} ", after.ino())),
+        "the link's target was locked"
+    );
+}
+
+/// What cannot be a lock file is exit 3, naming the path and the reason,
+/// and never "already running"; a FIFO does not hang the open.
+#[test]
+fn what_cannot_be_opened_or_locked_is_a_lock_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let missing_directory = dir.path().join("no-such-directory/lock");
+    let cases = [
+        (
+            dir.path().to_path_buf(),
+            "is a directory, not a regular file; refusing to lock it",
+        ),
+        (fifo, "is a FIFO, not a regular file; refusing to lock it"),
+        (
+            "/dev/null".into(),
+            "is a device, not a regular file; refusing to lock it",
+        ),
+        (missing_directory, "cannot open: No such file or directory"),
+    ];
+    for (lock, reason) in cases {
+        let output = me_only()
+            .arg("--flock")
+            .arg(&lock)
+            .args(["echo", "ran"])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(3), "{lock:?}: {output:?}");
+        assert!(output.stdout.is_empty(), "{output:?}");
+        assert_eq!(
+            one_error_line(&output.stderr),
+            format!("me-only: {}: {reason}\n", lock.display())
+        );
+    }
+}
+
+#[test]
+fn a_lock_file_the_user_may_not_read_is_a_lock_error() {
+    if !nix::unistd::getuid().is_root() {
+        println!("skipped: needs root to run me-only as another user");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.path().join("root-only");
+    std::fs::write(&path, "").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let nobody = 65534;
+    let (_copy, mut command) = me_only_as_user(nobody);
+    let output = command
+        .arg("--flock")
+        .arg(&path)
+        .args(["echo", "ran"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3), "{output:?}");
+    assert!(output.stdout.is_empty());
+    assert_eq!(
+        one_error_line(&output.stderr),
+        format!(
+            "me-only: {}: cannot open: Permission denied\n",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn test_mode_prints_the_flock1_holders_pid() {
+    let (_dir, path) = lock_file();
+    me_only()
+        .args(["--flock", "--test"])
+        .arg(&path)
+        .assert()
+        .code(0)
+        .stdout("");
+    assert!(!path.exists(), "--test created the lock file");
+    let holder = flock_holder(&path);
+    for _ in 0..20 {
+        me_only()
+            .args(["--flock", "--test"])
+            .arg(&path)
+            .assert()
+            .code(4)
+            .stdout(format!("{}\n", holder.pid))
+            .stderr("");
+    }
+    assert!(holder.release().success());
+    me_only()
+        .args(["--flock", "-t"])
+        .arg(&path)
+        .assert()
+        .code(0)
+        .stdout("");
+    me_only()
+        .arg("--flock")
+        .arg(&path)
+        .arg("true")
+        .assert()
+        .success();
+}
+
+#[test]
+fn a_waiter_starts_promptly_when_the_flock1_holder_exits() {
+    let (_dir, path) = lock_file();
+    let holder = flock_holder(&path);
+    let mut waiter = me_only()
+        .args(["-v", "--wait", "--flock"])
+        .arg(&path)
+        .args(["echo", "started"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut diagnostics = BufReader::new(waiter.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("waiting for the holder to let go") {
+        line.clear();
+        assert_ne!(
+            diagnostics.read_line(&mut line).unwrap(),
+            0,
+            "the waiter ended early"
+        );
+    }
+    std::thread::spawn(move || std::io::copy(&mut diagnostics, &mut std::io::sink()));
+    let mut started = BufReader::new(waiter.stdout.take().unwrap());
+    let released = Instant::now();
+    assert!(holder.release().success());
+    let mut line = String::new();
+    started.read_line(&mut line).unwrap();
+    let latency = released.elapsed();
+    println!("flock handover latency: {latency:?}");
+    assert_eq!(line, "started\n");
+    assert!(latency < PROMPT, "handover took {latency:?}");
+    assert!(waiter.wait().unwrap().success());
+}
+
+#[test]
+fn timeout_gives_up_in_time_against_a_flock1_holder() {
+    let (_dir, path) = lock_file();
+    let holder = flock_holder(&path);
+    let started = Instant::now();
+    let output = me_only()
+        .args(["--timeout", "0.3", "--flock"])
+        .arg(&path)
+        .args(["echo", "ran"])
+        .output()
+        .unwrap();
+    let waited = started.elapsed();
+    println!("--flock --timeout 0.3 returned after {waited:?}");
+    assert_eq!(output.status.code(), Some(4), "{output:?}");
+    assert!(output.stdout.is_empty());
+    assert!(
+        waited >= Duration::from_millis(300),
+        "gave up early: {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(3), "gave up late: {waited:?}");
+    assert_eq!(
+        one_error_line(&output.stderr),
+        format!(
+            "me-only: {}: still held by pid {} (uid {}) after 0.3 s\n",
+            path.display(),
+            holder.pid,
+            uid()
+        )
+    );
+    // A timeout long enough runs the command once the holder lets go.
+    let waiter = me_only()
+        .args(["--timeout", "60", "--flock"])
+        .arg(&path)
+        .args(["echo", "ran"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(holder.release().success());
+    let output = waiter.wait_with_output().unwrap();
+    assert!(output.status.success());
+    assert_eq!(text(&output.stdout), "ran\n");
+}
+
+/// With --fork me-only keeps the lock file open and locked; the child gets
+/// no descriptor of it.
+#[test]
+fn fork_keeps_the_flock_in_me_only() {
+    let (_dir, path) = lock_file();
+    let script = format!(
+        "if ls -l /proc/$$/fd | grep -q '{}'; then echo leaked; fi; echo ready; exec cat",
+        path.display()
+    );
+    let holder = Holding::with_script([Path::new("--fork"), Path::new("--flock"), &path], &script);
+    Command::new("flock")
+        .arg("-n")
+        .arg(&path)
+        .arg("true")
+        .assert()
+        .code(1);
+    me_only()
+        .args(["--flock", "--test"])
+        .arg(&path)
+        .assert()
+        .code(4)
+        .stdout(format!("{}\n", holder.pid));
+    assert!(holder.release().success());
+    Command::new("flock")
+        .arg("-n")
+        .arg(&path)
+        .arg("true")
+        .assert()
+        .success();
+}
+
+/// Abstract names live in a network namespace, files do not: from a new
+/// network namespace (as a container or a unit with PrivateNetwork=yes
+/// starts in) the abstract lock is not seen, the --flock lock is.
+#[test]
+fn a_new_network_namespace_sees_the_flock_lock_but_not_the_abstract_one() {
+    if !nix::unistd::getuid().is_root() {
+        println!("skipped: unshare -n needs root");
+        return;
+    }
+    let unshare = Command::new("unshare").args(["-n", "true"]).output();
+    if !unshare.as_ref().is_ok_and(|output| output.status.success()) {
+        println!("skipped: unshare -n does not work here: {unshare:?}");
+        return;
+    }
+    let in_new_namespace = |lock_args: &[&str]| {
+        let mut command = Command::new("unshare");
+        command
+            .args(["-n", common::ME_ONLY])
+            .args(lock_args)
+            .args(["echo", "ran"]);
+        command
+    };
+    let abstract_lock = common::unique_lock("namespace");
+    let abstract_holder = Holding::start([&abstract_lock]);
+    me_only().args([&abstract_lock, "true"]).assert().code(4);
+    in_new_namespace(&[&abstract_lock])
+        .assert()
+        .success()
+        .stdout("ran\n");
+    drop(abstract_holder);
+
+    let (_dir, path) = lock_file();
+    let path = path.display().to_string();
+    let flock_holder = Holding::start(["--flock", &path]);
+    in_new_namespace(&["--flock", &path])
+        .assert()
+        .code(4)
+        .stdout("");
+    assert!(flock_holder.release().success());
+    in_new_namespace(&["--flock", &path])
+        .assert()
+        .success()
+        .stdout("ran\n");
+}
