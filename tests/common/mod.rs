@@ -25,7 +25,12 @@ pub fn me_only_as_user(uid: u32) -> (tempfile::TempDir, Command) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let binary = dir.path().join("me-only");
-    std::fs::copy(ME_ONLY, &binary).unwrap();
+    // Copied by cp(1), not std::fs::copy: a child that another test thread
+    // forks while this process holds the copy open for writing would keep
+    // that descriptor until its exec, and running the copy meanwhile fails
+    // with ETXTBSY ("Text file busy").
+    let copied = Command::new("cp").arg(ME_ONLY).arg(&binary).status().unwrap();
+    assert!(copied.success(), "cp {ME_ONLY} {}", binary.display());
     let mut command = Command::new(binary);
     command.uid(uid).gid(uid).current_dir("/");
     (dir, command)
