@@ -29,7 +29,11 @@ pub fn me_only_as_user(uid: u32) -> (tempfile::TempDir, Command) {
     // forks while this process holds the copy open for writing would keep
     // that descriptor until its exec, and running the copy meanwhile fails
     // with ETXTBSY ("Text file busy").
-    let copied = Command::new("cp").arg(ME_ONLY).arg(&binary).status().unwrap();
+    let copied = Command::new("cp")
+        .arg(ME_ONLY)
+        .arg(&binary)
+        .status()
+        .unwrap();
     assert!(copied.success(), "cp {ME_ONLY} {}", binary.display());
     let mut command = Command::new(binary);
     command.uid(uid).gid(uid).current_dir("/");
