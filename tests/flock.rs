@@ -436,3 +436,39 @@ fn a_new_network_namespace_sees_the_flock_lock_but_not_the_abstract_one() {
         .success()
         .stdout("ran\n");
 }
+
+/// A lock file that would have to be created on a read-only filesystem is
+/// exit 3 with the OS's reason. The filesystem is a read-only tmpfs mounted
+/// in a mount namespace of the test's own (`unshare -m`, root only), so
+/// nothing outside sees it.
+#[test]
+fn a_lock_file_on_a_read_only_filesystem_is_a_lock_error() {
+    if !nix::unistd::getuid().is_root() {
+        println!("skipped: unshare -m and mount need root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mount_point = dir.path().display().to_string();
+    let in_read_only_mount = |me_only_args: &str| {
+        let script = format!(
+            "mount -t tmpfs -o ro none '{mount_point}' || exit 97; exec \"$@\" {me_only_args}"
+        );
+        Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c", &script, "sh"])
+            .arg(common::ME_ONLY)
+            .output()
+            .unwrap()
+    };
+    let probe = in_read_only_mount("--version");
+    if !probe.status.success() {
+        println!("skipped: cannot mount a tmpfs in a new mount namespace here: {probe:?}");
+        return;
+    }
+    let output = in_read_only_mount(&format!("--flock '{mount_point}/lock' echo ran"));
+    assert_eq!(output.status.code(), Some(3), "{output:?}");
+    assert!(output.stdout.is_empty(), "{output:?}");
+    assert_eq!(
+        one_error_line(&output.stderr),
+        format!("me-only: {mount_point}/lock: cannot open: Read-only file system\n")
+    );
+}

@@ -12,7 +12,7 @@
 use std::cell::Cell;
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Instant;
 
@@ -22,7 +22,7 @@ use nix::libc;
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat, lstat, major, minor};
 
 use super::{Attempt, Backend, Holder, Probe, Waited, above_standard_fds, current_holder};
-use crate::error::Error;
+use crate::error::{Error, errno_of};
 use crate::procfs::{self, Opened};
 
 pub struct FlockLock {
@@ -34,9 +34,10 @@ pub struct FlockLock {
     file: Cell<Option<OwnedFd>>,
 }
 
-/// How often creating the file may lose a race with another creator (or a
-/// deleter) before me-only gives up: each loss means someone else changed
-/// the directory in the instant between two calls.
+/// How often creating the file may lose a race with another creator and a
+/// deleter before me-only gives up: each loss means that someone else
+/// created the file, and someone removed it again, in the instant between
+/// two calls.
 const OPEN_ATTEMPTS: usize = 100;
 
 impl FlockLock {
@@ -70,25 +71,8 @@ impl FlockLock {
             | OFlag::O_NOFOLLOW
             | OFlag::O_NONBLOCK
             | OFlag::O_CLOEXEC;
-        let mode = Mode::from_bits_truncate(0o644);
         let open_error = |errno| self.open_error(errno);
-        let mut file = Err(Errno::ENOENT);
-        // O_CREAT only where the file is missing: with fs.protected_regular
-        // (Debian's default) O_CREAT is refused for another user's existing
-        // file in a sticky directory like /tmp, which flock(1) users of that
-        // file can lock.
-        for _ in 0..OPEN_ATTEMPTS {
-            file = match open(&self.path, flags, mode) {
-                Err(Errno::ENOENT) => {
-                    open(&self.path, flags | OFlag::O_CREAT | OFlag::O_EXCL, mode)
-                }
-                opened => opened,
-            };
-            if !matches!(file, Err(Errno::EEXIST)) {
-                break;
-            }
-        }
-        let file = file.map_err(open_error)?;
+        let file = open_or_create(&self.path, flags).map_err(open_error)?;
         let status = fstat(&file).map_err(open_error)?;
         if let Some(kind) = not_regular(&status) {
             return Err(Error::NotALockFile {
@@ -113,7 +97,7 @@ impl FlockLock {
     }
 
     fn is_symlink(&self) -> bool {
-        lstat(&self.path).is_ok_and(|status| not_regular(&status) == Some("a symbolic link"))
+        lstat(&self.path).is_ok_and(|status| file_type(&status) == SFlag::S_IFLNK)
     }
 
     /// Blocks in flock(2) until the lock is this open file's, or until
@@ -122,16 +106,14 @@ impl FlockLock {
     /// after, which ends the thread's wait (no signal or timer is involved,
     /// so nothing of the kind leaks into COMMAND).
     fn lock_before(file: &OwnedFd, deadline: Instant) -> Result<(), Errno> {
-        let waiter_file = file
-            .try_clone()
-            .map_err(|err| crate::error::errno_of(&err))?;
+        let waiter_file = file.try_clone().map_err(|err| errno_of(&err))?;
         let (done, outcome) = mpsc::channel();
         let waiter = std::thread::Builder::new()
             .name("flock waiter".into())
             .spawn(move || {
                 let _ = done.send(flock(&waiter_file, libc::LOCK_EX));
             })
-            .map_err(|err| crate::error::errno_of(&err))?;
+            .map_err(|err| errno_of(&err))?;
         let remaining = deadline.saturating_duration_since(Instant::now());
         match outcome.recv_timeout(remaining) {
             Ok(result) => {
@@ -213,6 +195,30 @@ impl Backend for FlockLock {
     }
 }
 
+/// Opens `path`, or creates it (mode 0644 less the umask) if it is missing.
+///
+/// O_CREAT only where the file is missing: with fs.protected_regular
+/// (Debian's default) O_CREAT is refused for another user's existing file in
+/// a sticky directory like /tmp, which flock(1) users of that file can lock.
+/// O_EXCL makes the create fail rather than open what another process just
+/// created, or follow a symbolic link just planted; the open is then tried
+/// again.
+fn open_or_create(path: &Path, flags: OFlag) -> Result<OwnedFd, Errno> {
+    let mode = Mode::from_bits_truncate(0o644);
+    let mut attempts = 0;
+    loop {
+        let opened = match open(path, flags, mode) {
+            Err(Errno::ENOENT) => open(path, flags | OFlag::O_CREAT | OFlag::O_EXCL, mode),
+            opened => opened,
+        };
+        attempts += 1;
+        match opened {
+            Err(Errno::EEXIST) if attempts < OPEN_ATTEMPTS => continue,
+            opened => return opened,
+        }
+    }
+}
+
 /// flock(2) itself: nix's `Flock` owns the file and unlocks it when dropped,
 /// but this lock must outlive me-only, in COMMAND.
 fn flock(file: &impl AsFd, operation: libc::c_int) -> Result<(), Errno> {
@@ -220,10 +226,13 @@ fn flock(file: &impl AsFd, operation: libc::c_int) -> Result<(), Errno> {
     Errno::result(unsafe { libc::flock(file.as_fd().as_raw_fd(), operation) }).map(drop)
 }
 
+fn file_type(status: &FileStat) -> SFlag {
+    SFlag::from_bits_truncate(status.st_mode) & SFlag::S_IFMT
+}
+
 /// What kind of file this is, when it is not a regular file.
 fn not_regular(status: &FileStat) -> Option<&'static str> {
-    let kind = SFlag::from_bits_truncate(status.st_mode) & SFlag::S_IFMT;
-    match kind {
+    match file_type(status) {
         SFlag::S_IFREG => None,
         SFlag::S_IFLNK => Some("a symbolic link"),
         SFlag::S_IFDIR => Some("a directory"),
