@@ -4,9 +4,9 @@
 //! reports a failed exec back through a close-on-exec pipe), and COMMAND is
 //! no job of the caller's shell.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::io::Write;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 
@@ -14,18 +14,18 @@ use log::debug;
 use nix::sys::signal::{SigmaskHow, sigprocmask};
 
 use crate::error::{Error, errno_of};
-use crate::launch::{self, ENV_FD, exec_error};
+use crate::launch::{self, ENV_FD, Held, exec_error};
 
-/// Starts COMMAND holding `lock_fd`, in a session of its own, and prints its
+/// Starts COMMAND holding the lock, in a session of its own, and prints its
 /// pid. stdout goes to /dev/null as well as stdin: were it the caller's,
 /// `pid=$(me-only -d LOCK cmd)` would wait for COMMAND to end. stderr stays,
 /// for COMMAND's complaints.
-pub fn run(
-    lock_name: &str,
-    lock: &OsStr,
-    lock_fd: OwnedFd,
-    command: &[OsString],
-) -> Result<u8, Error> {
+pub fn run(held: Held, command: &[OsString]) -> Result<u8, Error> {
+    let Held {
+        name: lock_name,
+        lock,
+        fd: lock_fd,
+    } = held;
     launch::keep_across_exec(lock_name, &lock_fd)?;
     let mut mask = nix::sys::signal::SigSet::empty();
     sigprocmask(SigmaskHow::SIG_BLOCK, None, Some(&mut mask))

@@ -20,17 +20,28 @@ use crate::inherited;
 pub const ENV_LOCK: &str = "ME_ONLY_LOCK";
 pub const ENV_FD: &str = "ME_ONLY_FD";
 
+/// A lock just taken, to be handed to COMMAND.
+pub struct Held<'a> {
+    /// The lock as messages name it.
+    pub name: &'a str,
+    /// LOCK as given, for ME_ONLY_LOCK.
+    pub lock: &'a OsStr,
+    /// The descriptor that holds the lock.
+    pub fd: OwnedFd,
+}
+
 /// Execs COMMAND with the lock descriptor left open; returns only on failure.
 ///
 /// execvp is called directly rather than through std's Command, which
 /// would reset the signal mask and SIGPIPE: COMMAND must see what me-only
 /// was started with (main.rs keeps std's runtime from changing it).
-pub fn exec(lock_name: &str, lock: &OsStr, lock_fd: OwnedFd, command: &[OsString]) -> Error {
-    if let Err(err) = keep_across_exec(lock_name, &lock_fd) {
+pub fn exec(held: Held, command: &[OsString]) -> Error {
+    let Held { name, lock, fd } = held;
+    if let Err(err) = keep_across_exec(name, &fd) {
         return err;
     }
     // Ownership passes to COMMAND: nothing in me-only may close it now.
-    let fd = lock_fd.into_raw_fd();
+    let fd = fd.into_raw_fd();
     let argv: Vec<CString> = command.iter().map(|arg| c_string(arg)).collect();
     // SAFETY: nothing reads the environment while it changes: the only
     // thread me-only may have started, a --flock --timeout waiter, does
@@ -41,10 +52,10 @@ pub fn exec(lock_name: &str, lock: &OsStr, lock_fd: OwnedFd, command: &[OsString
         std::env::set_var(ENV_LOCK, lock);
         std::env::set_var(ENV_FD, fd.to_string());
     }
-    debug!("{lock_name}: lock held on fd {fd}; exec {command:?}");
+    debug!("{name}: lock held on fd {fd}; exec {command:?}");
     inherited::restore_sigpipe();
     match nix::unistd::execvp(&argv[0], &argv) {
-        Err(errno) => exec_error(lock_name, &command[0], errno),
+        Err(errno) => exec_error(name, &command[0], errno),
         Ok(never) => match never {},
     }
 }

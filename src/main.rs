@@ -81,13 +81,17 @@ fn run(cli: Cli) -> Result<u8, Error> {
     if cli.test {
         return test_mode::report(lock.as_ref(), cli.conflict_exit_code);
     }
-    let fd = acquire::acquire(lock.as_ref(), cli.patience(), !cli.quiet)?;
+    let held = launch::Held {
+        name: lock.name(),
+        lock: &cli.lock,
+        fd: acquire::acquire(lock.as_ref(), cli.patience(), !cli.quiet)?,
+    };
     if cli.fork {
-        supervise::run(lock.name(), &cli.lock, fd, &cli.command)
+        supervise::run(held, &cli.command)
     } else if cli.detach {
-        detach::run(lock.name(), &cli.lock, fd, &cli.command)
+        detach::run(held, &cli.command)
     } else {
-        Err(launch::exec(lock.name(), &cli.lock, fd, &cli.command))
+        Err(launch::exec(held, &cli.command))
     }
 }
 

@@ -186,12 +186,23 @@ pub struct FlockLockers {
 /// The flock(2) lockers of the file with this device (major, minor) and
 /// inode.
 pub fn flock_lockers(device: (u32, u32), inode: u64) -> FlockLockers {
-    let table = fs::read_to_string("/proc/locks").unwrap_or_default();
-    let mut on_inode: Vec<FlockEntry> = table
-        .lines()
-        .filter_map(parse_flock_line)
-        .filter(|entry| entry.inode == inode)
-        .collect();
+    // The kernel freezes the lock list only while one read() fills one
+    // page; between reads, locks that others take or drop shift the rest,
+    // and a lock held all along can be skipped. Reading in page-sized
+    // reads, not std's small first probe, gives one consistent snapshot
+    // where the table fits a page; more passes make a miss under heavy
+    // churn unlikely. A held lock needs one pass; a free one costs all.
+    let mut on_inode = Vec::new();
+    for _ in 0..LOCKS_TABLE_PASSES {
+        on_inode = read_locks_table()
+            .lines()
+            .filter_map(parse_flock_line)
+            .filter(|entry| entry.inode == inode)
+            .collect();
+        if on_inode.iter().any(|entry| !entry.waiting) {
+            break;
+        }
+    }
     // btrfs gives each subvolume's files a device number of its own in
     // stat(2), while /proc/locks shows the filesystem's: where no lock has
     // both, those on the same inode number are taken to be ours.
@@ -209,6 +220,19 @@ pub fn flock_lockers(device: (u32, u32), inode: u64) -> FlockLockers {
             .map(|entry| entry.pid)
             .collect(),
     }
+}
+
+const LOCKS_TABLE_PASSES: usize = 3;
+
+/// /proc/locks, read a page or more at a time.
+fn read_locks_table() -> String {
+    use std::io::Read;
+
+    let mut table = Vec::with_capacity(64 * 1024);
+    if let Ok(mut file) = fs::File::open("/proc/locks") {
+        let _ = file.read_to_end(&mut table);
+    }
+    String::from_utf8_lossy(&table).into_owned()
 }
 
 /// `1: FLOCK  ADVISORY  WRITE 4242 fe:00:1234 0 EOF`, or with `->` after

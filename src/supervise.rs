@@ -2,8 +2,7 @@
 //! commands that close every descriptor or daemonize. The lock lives exactly
 //! as long as me-only, which lives as long as its child.
 
-use std::ffi::{OsStr, OsString};
-use std::os::fd::OwnedFd;
+use std::ffi::OsString;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, ExitStatus};
 
@@ -17,7 +16,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::Pid;
 
 use crate::error::{Error, errno_of};
-use crate::launch::{self, ENV_FD, exec_error};
+use crate::launch::{self, ENV_FD, Held, exec_error};
 
 /// The signals a supervisor passes on, as util-linux flock and tini do.
 const FORWARDED: [Signal; 7] = [
@@ -35,14 +34,10 @@ const FORWARDED: [Signal; 7] = [
 /// would deliver it twice.
 const SI_KERNEL: i32 = 0x80;
 
-/// Runs COMMAND as a child while holding `lock_fd`; returns its status as
+/// Runs COMMAND as a child while holding the lock; returns its status as
 /// me-only's exit code.
-pub fn run(
-    lock_name: &str,
-    lock: &OsStr,
-    lock_fd: OwnedFd,
-    command: &[OsString],
-) -> Result<u8, Error> {
+pub fn run(held: Held, command: &[OsString]) -> Result<u8, Error> {
+    let lock_name = held.name;
     let system_error = |action, errno| Error::lock_errno(lock_name, action, errno);
     // Signals are taken from a signalfd, in order and without handlers, so
     // no waitpid is ever interrupted and no SIGCHLD is lost.
@@ -65,7 +60,7 @@ pub fn run(
         .map_err(|errno| system_error("create a signalfd", errno))?;
 
     // The child holds no lock descriptor: me-only keeps the lock.
-    let mut child = launch::child(command, lock, original_mask);
+    let mut child = launch::child(command, held.lock, original_mask);
     child.env_remove(ENV_FD);
     // SAFETY: sigaction is async-signal-safe.
     unsafe {
@@ -78,12 +73,13 @@ pub fn run(
         .spawn()
         .map_err(|err| exec_error(lock_name, &command[0], errno_of(&err)))?;
     debug!(
-        "{lock_name}: lock held on fd {lock_fd:?} by me-only; child pid {}",
+        "{lock_name}: lock held on fd {:?} by me-only; child pid {}",
+        held.fd,
         child.id()
     );
     let status = supervise(&mut child, &signals)
         .map_err(|errno| system_error("supervise the command", errno))?;
-    drop(lock_fd);
+    drop(held.fd);
     Ok(exit_code(status))
 }
 

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
@@ -156,24 +156,9 @@ fn detach_on_a_held_lock_starts_nothing() {
 fn detach_waits_for_the_lock_when_asked() {
     let lock = unique_lock("detach-wait");
     let first = detach(&[&lock], &["sleep", "1000"]);
-    let mut waiter = me_only()
-        .args(["-v", "--detach", "--wait", &lock, "sleep", "1000"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Once it says it waits, the holder goes; the background command keeps
-    // the stderr pipe, so it is read line by line, not to its end.
-    let mut diagnostics = BufReader::new(waiter.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("waiting for the holder to let go") {
-        line.clear();
-        assert_ne!(
-            diagnostics.read_line(&mut line).unwrap(),
-            0,
-            "the waiter ended early"
-        );
-    }
+    // Once it says it waits, the holder goes.
+    let waiter =
+        common::spawn_waiting(me_only().args(["-v", "--detach", "--wait", &lock, "sleep", "1000"]));
     drop(first);
     let output = waiter.wait_with_output().unwrap();
     assert!(output.status.success(), "{output:?}");

@@ -2,9 +2,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::ffi::OsStrExt;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use assert_cmd::prelude::*;
@@ -17,51 +16,19 @@ use std::os::unix::process::CommandExt;
 /// millisecond, polling would take up to the 1 s recheck interval.
 const PROMPT: Duration = Duration::from_millis(500);
 
-/// Starts `me-only -v <wait options> <lock args> <command...>` with stdout
-/// piped, and returns once it says it is waiting on the holder.
+/// Starts `me-only -v <wait options> <lock args> <command...>` and returns
+/// once it says it is waiting on the holder.
 fn waiting(wait_options: &[&str], lock_and_command: &[&str]) -> Child {
-    let mut child = me_only()
-        .arg("-v")
-        .args(wait_options)
-        .args(lock_and_command)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut diagnostics = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("waiting for the holder to let go") {
-        line.clear();
-        assert_ne!(
-            diagnostics.read_line(&mut line).unwrap(),
-            0,
-            "the waiter ended early"
-        );
-    }
-    // Keep draining stderr so the waiter never blocks on it.
-    std::thread::spawn(move || std::io::copy(&mut diagnostics, &mut std::io::sink()));
-    child
-}
-
-fn waiter(lock_args: &[&str]) -> (Child, BufReader<std::process::ChildStdout>) {
-    let mut arguments = lock_args.to_vec();
-    arguments.extend(["sh", "-c", "echo started"]);
-    let mut child = waiting(&["--wait"], &arguments);
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    (child, stdout)
+    common::spawn_waiting(
+        me_only()
+            .arg("-v")
+            .args(wait_options)
+            .args(lock_and_command),
+    )
 }
 
 fn handover(lock_args: &[&str]) -> Duration {
-    let holder = Holding::start(lock_args);
-    let (mut child, mut stdout) = waiter(lock_args);
-    let released = Instant::now();
-    assert!(holder.release().success());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let latency = released.elapsed();
-    assert_eq!(line, "started\n");
-    assert!(child.wait().unwrap().success());
-    latency
+    common::handover(Holding::start(lock_args), lock_args)
 }
 
 #[test]

@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 pub const ME_ONLY: &str = env!("CARGO_BIN_EXE_me-only");
 
@@ -252,4 +253,67 @@ pub fn proc_net_row<'a>(
         .find(|line| line.split_whitespace().nth(column) == Some(inode))
         .unwrap_or_else(|| panic!("socket {inode} is not in the table"));
     row.split_whitespace().collect()
+}
+
+/// Starts `command`, a `me-only -v` that will wait for a held lock, with
+/// stdout and stderr piped, and returns once it says it is waiting on the
+/// holder. The rest of stderr is drained in the background, so the waiter
+/// never blocks on it.
+pub fn spawn_waiting(command: &mut Command) -> Child {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut diagnostics = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("waiting for the holder to let go") {
+        line.clear();
+        assert_ne!(
+            diagnostics.read_line(&mut line).unwrap(),
+            0,
+            "the waiter ended early"
+        );
+    }
+    std::thread::spawn(move || std::io::copy(&mut diagnostics, &mut std::io::sink()));
+    child
+}
+
+/// How long after `holder` lets go of the lock that `lock_args` name a
+/// `me-only --wait` on it, waiting by then, has started its command.
+pub fn handover(holder: Holding, lock_args: &[&str]) -> Duration {
+    let mut waiter = spawn_waiting(me_only().args(["-v", "--wait"]).args(lock_args).args([
+        "sh",
+        "-c",
+        "echo started",
+    ]));
+    let mut started = BufReader::new(waiter.stdout.take().unwrap());
+    let released = Instant::now();
+    assert!(holder.release().success());
+    let mut line = String::new();
+    started.read_line(&mut line).unwrap();
+    let latency = released.elapsed();
+    assert_eq!(line, "started\n");
+    assert!(waiter.wait().unwrap().success());
+    latency
+}
+
+/// Runs `command`, a me-only whose COMMAND would print on stdout, expects
+/// it to refuse with exit `code` before COMMAND ran, and returns its one
+/// line on stderr.
+pub fn refused(command: &mut Command, code: i32) -> String {
+    let output = command.output().unwrap();
+    assert_eq!(output.status.code(), Some(code), "{command:?}: {output:?}");
+    assert!(output.stdout.is_empty(), "COMMAND ran: {output:?}");
+    one_error_line(&output.stderr)
+}
+
+/// Whether the tests run as root; if not, says that the calling test is
+/// skipped, and why.
+pub fn root_or_skip(needs_root_for: &str) -> bool {
+    let root = nix::unistd::getuid().is_root();
+    if !root {
+        println!("skipped: needs root to {needs_root_for}");
+    }
+    root
 }
