@@ -22,14 +22,15 @@ pub enum Patience {
 const FIRST_BACKOFF: Duration = Duration::from_millis(1);
 const MAX_BACKOFF: Duration = Duration::from_millis(50);
 
-/// Takes the lock, waiting as `patience` allows. A waiter sleeps on the
+/// Takes the lock, waiting as `patience` allows; returns the descriptor
+/// that holds it, if one does. A waiter sleeps on the
 /// holder's hang-up, tries again when it comes, and goes back to sleep if
 /// another waiter won.
 pub fn acquire(
     lock: &dyn Backend,
     patience: Patience,
     name_holder: bool,
-) -> Result<OwnedFd, Error> {
+) -> Result<Option<OwnedFd>, Error> {
     let started = Instant::now();
     let deadline = match patience {
         Patience::For(limit) => Some(started + limit),

@@ -19,14 +19,20 @@ EXIT STATUS:
   1                  COMMAND not found, not executable, or exec failed
   2                  invalid usage: bad arguments, lock name too long, bad port
   3                  lock error: the lock could not be set up (socket, bind, listen,
-                     a lock file that cannot be opened or is not a regular file)
+                     a lock file that cannot be opened or is not a regular file,
+                     an etcd endpoint that does not answer)
   4                  the lock is held by another instance, or --timeout ran out
                      (-E changes it); --test prints the holder's pid on stdout
 
 ENVIRONMENT:
-  ME_ONLY_LOCK  set for COMMAND: the LOCK it holds
-  ME_ONLY_FD    set for COMMAND: the descriptor that holds the lock (not with --fork)
-  RUST_LOG      diagnostics on stderr (env_logger syntax), as with --verbose
+  ME_ONLY_LOCK            set for COMMAND: the LOCK it holds
+  ME_ONLY_FD              set for COMMAND: the descriptor that holds the lock
+                          (not with --fork or --etcd)
+  ME_ONLY_FENCE           set for COMMAND with --etcd: the lock key's create
+                          revision, a fencing token that grows with every holder
+  ME_ONLY_ETCD_ENDPOINTS  the endpoints of an --etcd given none
+  RUST_LOG                diagnostics on stderr (env_logger syntax), as with
+                          --verbose
 
 EXAMPLES:
   me-only /tmp/backup /usr/local/bin/backup --full || exit 1
@@ -37,7 +43,8 @@ EXAMPLES:
   me-only --fork /run/daemon /usr/sbin/some-daemon --background
   me-only --tcp 127.0.0.1:7000 ./server
   me-only --flock /var/lock/backup.lock /usr/local/bin/backup  (with flock(1) users)
-  pid=$(me-only --detach /tmp/worker ./worker) && echo \"worker is $pid\"";
+  pid=$(me-only --detach /tmp/worker ./worker) && echo \"worker is $pid\"
+  me-only --etcd http://10.0.0.5:2379 nightly-report /usr/local/bin/report";
 
 /// Run COMMAND only if no other instance holding LOCK is running.
 ///
@@ -66,6 +73,43 @@ pub struct Cli {
     /// symbolic link or anything but a regular file is refused
     #[arg(long, conflicts_with = "tcp")]
     pub flock: bool,
+
+    /// Lock the name LOCK in an etcd cluster, for one instance across hosts.
+    /// ENDPOINTS: http://HOST:PORT[,...]; without them (--etcd= or --etcd
+    /// followed by another option), ME_ONLY_ETCD_ENDPOINTS
+    #[cfg(feature = "etcd")]
+    #[arg(
+        long,
+        value_name = "ENDPOINTS",
+        num_args = 0..=1,
+        default_missing_value = "",
+        conflicts_with_all = ["tcp", "flock"]
+    )]
+    pub etcd: Option<String>,
+
+    /// With --etcd: the lease's time to live; a holder cut off from etcd
+    /// this long is fenced off
+    #[cfg(feature = "etcd")]
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(i64).range(1..=86400),
+        requires = "etcd"
+    )]
+    pub ttl: i64,
+
+    /// With --etcd: how long a fenced-off COMMAND has between SIGTERM and
+    /// SIGKILL
+    #[cfg(feature = "etcd")]
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value = "10",
+        value_parser = parse_seconds,
+        requires = "etcd"
+    )]
+    pub kill_after: Duration,
 
     /// Wait for the lock instead of failing when it is held
     #[arg(short, long)]
@@ -124,12 +168,38 @@ pub struct Cli {
 }
 
 impl Cli {
-    pub fn backend(&self) -> Kind {
-        match (self.tcp, self.flock) {
+    pub fn backend(&self) -> Result<Kind, Error> {
+        #[cfg(feature = "etcd")]
+        if let Some(endpoints) = &self.etcd {
+            return self.etcd_settings(endpoints).map(Kind::Etcd);
+        }
+        Ok(match (self.tcp, self.flock) {
             (true, _) => Kind::Tcp,
             (_, true) => Kind::Flock,
             _ => Kind::AbstractSocket,
-        }
+        })
+    }
+
+    #[cfg(feature = "etcd")]
+    fn etcd_settings(&self, endpoints: &str) -> Result<crate::backend::etcd::Settings, Error> {
+        let from_environment;
+        let endpoints = if endpoints.is_empty() {
+            from_environment = std::env::var(ENV_ETCD_ENDPOINTS).map_err(|_| {
+                Error::Usage(format!(
+                    "--etcd: no endpoints given, and {ENV_ETCD_ENDPOINTS} is not set"
+                ))
+            })?;
+            from_environment.as_str()
+        } else {
+            endpoints
+        };
+        let gateway = crate::backend::etcd::Gateway::parse(endpoints)
+            .map_err(|problem| Error::Usage(format!("--etcd: {problem}")))?;
+        Ok(crate::backend::etcd::Settings {
+            gateway,
+            ttl: self.ttl,
+            kill_after: self.kill_after,
+        })
     }
 
     pub fn patience(&self) -> Patience {
@@ -141,6 +211,10 @@ impl Cli {
         }
     }
 }
+
+/// Where --etcd finds its endpoints when none follow it.
+#[cfg(feature = "etcd")]
+pub const ENV_ETCD_ENDPOINTS: &str = "ME_ONLY_ETCD_ENDPOINTS";
 
 /// A number of seconds, fractions allowed.
 fn parse_seconds(text: &str) -> Result<Duration, String> {
@@ -274,18 +348,19 @@ mod tests {
 
     #[test]
     fn one_backend_and_one_way_to_run() {
-        assert_eq!(
-            run_request(&["me-only", "/l", "x"]).backend(),
+        let backend = |words: &[&str]| run_request(words).backend().unwrap();
+        assert!(matches!(
+            backend(&["me-only", "/l", "x"]),
             Kind::AbstractSocket
-        );
-        assert_eq!(
-            run_request(&["me-only", "--tcp", "1", "x"]).backend(),
+        ));
+        assert!(matches!(
+            backend(&["me-only", "--tcp", "1", "x"]),
             Kind::Tcp
-        );
-        assert_eq!(
-            run_request(&["me-only", "--flock", "/l", "x"]).backend(),
+        ));
+        assert!(matches!(
+            backend(&["me-only", "--flock", "/l", "x"]),
             Kind::Flock
-        );
+        ));
         for refused in [
             &["me-only", "--tcp", "--flock", "1", "x"][..],
             &["me-only", "--detach", "--fork", "/l", "x"],

@@ -21,20 +21,19 @@ use crate::launch::{self, ENV_FD, Held, exec_error};
 /// `pid=$(me-only -d LOCK cmd)` would wait for COMMAND to end. stderr stays,
 /// for COMMAND's complaints.
 pub fn run(held: Held, command: &[OsString]) -> Result<u8, Error> {
-    let Held {
-        name: lock_name,
-        lock,
-        fd: lock_fd,
-    } = held;
-    launch::keep_across_exec(lock_name, &lock_fd)?;
+    let lock_name = held.name();
     let mut mask = nix::sys::signal::SigSet::empty();
     sigprocmask(SigmaskHow::SIG_BLOCK, None, Some(&mut mask))
         .map_err(|errno| Error::lock_errno(lock_name, "read the signal mask", errno))?;
-    let mut child = launch::child(command, lock, mask);
-    child
-        .env(ENV_FD, lock_fd.as_raw_fd().to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
+    let mut child = launch::child(command, &held, mask);
+    match &held.fd {
+        Some(fd) => {
+            launch::keep_across_exec(lock_name, fd)?;
+            child.env(ENV_FD, fd.as_raw_fd().to_string())
+        }
+        None => child.env_remove(ENV_FD),
+    };
+    child.stdin(Stdio::null()).stdout(Stdio::null());
     // SAFETY: setsid is async-signal-safe. A new session: no terminal's
     // hang-up or ^C reaches COMMAND, and the caller's shell does not wait
     // for it.
@@ -44,12 +43,17 @@ pub fn run(held: Held, command: &[OsString]) -> Result<u8, Error> {
             Ok(())
         });
     }
-    let child = child
+    let mut child = child
         .spawn()
         .map_err(|err| exec_error(lock_name, &command[0], errno_of(&err)))?;
+    if let Err(err) = held.lock.hand_over(child.id() as i32) {
+        // COMMAND must not run on a lock nothing keeps.
+        let _ = child.kill();
+        return Err(err);
+    }
     debug!(
-        "{lock_name}: lock held on fd {} by pid {}",
-        lock_fd.as_raw_fd(),
+        "{lock_name}: lock held on fd {:?} by pid {}",
+        held.fd,
         child.id()
     );
     // COMMAND runs whatever becomes of this line: a closed stdout must not

@@ -38,6 +38,10 @@ pub enum Error {
     /// LOCK names something other than a regular file where a lock file
     /// was expected (`kind` says what, e.g. "a symbolic link").
     NotALockFile { lock: String, kind: &'static str },
+    /// etcd did not answer, or refused: `what` says which, naming the
+    /// endpoint.
+    #[cfg(feature = "etcd")]
+    Etcd { lock: String, what: String },
     /// The lock was taken but COMMAND could not be run.
     Exec {
         lock: String,
@@ -69,6 +73,8 @@ impl Error {
             Error::Usage(_) => EXIT_USAGE,
             Error::Busy { .. } => conflict.exit_code,
             Error::Lock { .. } | Error::NotALockFile { .. } => EXIT_LOCK_ERROR,
+            #[cfg(feature = "etcd")]
+            Error::Etcd { .. } => EXIT_LOCK_ERROR,
             Error::Exec { .. } => EXIT_FAILURE,
         }
     }
@@ -122,6 +128,8 @@ impl fmt::Display for Error {
                 action,
                 errno,
             } => write!(f, "{lock}: cannot {action}: {}", errno.desc()),
+            #[cfg(feature = "etcd")]
+            Error::Etcd { lock, what } => write!(f, "{lock}: {what}"),
             Error::NotALockFile { lock, kind } => {
                 write!(
                     f,
@@ -169,6 +177,7 @@ mod tests {
         let holder = Holder {
             pid: Some(4242),
             uid: Some(0),
+            host: None,
         };
         let busy = Error::Busy {
             lock: "/tmp/a".into(),

@@ -13,6 +13,7 @@ use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
 
+use crate::backend::Backend;
 use crate::error::Error;
 use crate::inherited;
 
@@ -22,12 +23,17 @@ pub const ENV_FD: &str = "ME_ONLY_FD";
 
 /// A lock just taken, to be handed to COMMAND.
 pub struct Held<'a> {
-    /// The lock as messages name it.
-    pub name: &'a str,
+    pub lock: &'a dyn Backend,
     /// LOCK as given, for ME_ONLY_LOCK.
-    pub lock: &'a OsStr,
-    /// The descriptor that holds the lock.
-    pub fd: OwnedFd,
+    pub given: &'a OsStr,
+    /// The descriptor that holds the lock, if one does.
+    pub fd: Option<OwnedFd>,
+}
+
+impl Held<'_> {
+    pub fn name(&self) -> &str {
+        self.lock.name()
+    }
 }
 
 /// Execs COMMAND with the lock descriptor left open; returns only on failure.
@@ -36,23 +42,33 @@ pub struct Held<'a> {
 /// would reset the signal mask and SIGPIPE: COMMAND must see what me-only
 /// was started with (main.rs keeps std's runtime from changing it).
 pub fn exec(held: Held, command: &[OsString]) -> Error {
-    let Held { name, lock, fd } = held;
-    if let Err(err) = keep_across_exec(name, &fd) {
+    let Held { lock, given, fd } = held;
+    let name = lock.name();
+    if let Err(err) = lock.hand_over(std::process::id() as i32) {
+        return err;
+    }
+    if let Some(Err(err)) = fd.as_ref().map(|fd| keep_across_exec(name, fd)) {
         return err;
     }
     // Ownership passes to COMMAND: nothing in me-only may close it now.
-    let fd = fd.into_raw_fd();
+    let fd = fd.map(IntoRawFd::into_raw_fd);
     let argv: Vec<CString> = command.iter().map(|arg| c_string(arg)).collect();
     // SAFETY: nothing reads the environment while it changes: the only
-    // thread me-only may have started, a --flock --timeout waiter, does
+    // thread me-only may still have, a --flock --timeout waiter, does
     // nothing but block in flock(2). Setting it in place
     // (replacing any ME_ONLY_* of an outer me-only) costs two setenv calls,
     // where building a new environment would copy every variable.
     unsafe {
-        std::env::set_var(ENV_LOCK, lock);
-        std::env::set_var(ENV_FD, fd.to_string());
+        std::env::set_var(ENV_LOCK, given);
+        match fd {
+            Some(fd) => std::env::set_var(ENV_FD, fd.to_string()),
+            None => std::env::remove_var(ENV_FD),
+        }
+        for (variable, value) in lock.environment() {
+            std::env::set_var(variable, value);
+        }
     }
-    debug!("{name}: lock held on fd {fd}; exec {command:?}");
+    debug!("{name}: lock held on fd {fd:?}; exec {command:?}");
     inherited::restore_sigpipe();
     match nix::unistd::execvp(&argv[0], &argv) {
         Err(errno) => exec_error(name, &command[0], errno),
@@ -69,10 +85,14 @@ pub fn keep_across_exec(lock_name: &str, lock_fd: &OwnedFd) -> Result<(), Error>
 
 /// COMMAND as a child process that starts as if started directly: with
 /// `mask`, the signal mask me-only was started with, and SIGPIPE as it was,
-/// both of which std's spawn resets; and with ME_ONLY_LOCK.
-pub fn child(command: &[OsString], lock: &OsStr, mask: SigSet) -> Command {
+/// both of which std's spawn resets; and with ME_ONLY_LOCK and what the
+/// backend adds (ME_ONLY_FD is the caller's to set).
+pub fn child(command: &[OsString], held: &Held, mask: SigSet) -> Command {
     let mut child = Command::new(&command[0]);
-    child.args(&command[1..]).env(ENV_LOCK, lock);
+    child
+        .args(&command[1..])
+        .env(ENV_LOCK, held.given)
+        .envs(held.lock.environment());
     // SAFETY: between fork and exec only async-signal-safe calls are made:
     // sigprocmask and signal.
     unsafe {

@@ -35,6 +35,14 @@ const NOTES: &[&str] = &[
      pid=$(me-only -d LOCK cmd) returns at once; its stderr is me-only's. \
      Redirect inside the command to keep its output, e.g. sh -c 'exec job \
      >>job.log 2>&1'.",
+    "With --etcd, the lock is the oldest key under LOCK/ in etcd, tied to a \
+     lease of --ttl seconds that a keeper process renews while COMMAND runs and \
+     revokes when it exits. If the lease is lost (etcd unreachable for the TTL, \
+     or the key deleted), the keeper sends COMMAND SIGTERM, then SIGKILL after \
+     --kill-after seconds: until then a new holder may already run, so pass \
+     ME_ONLY_FENCE with whatever COMMAND writes, and have the store refuse \
+     older tokens. Waiters (--wait) queue in etcd's lock service, oldest \
+     first, and contend with etcdctl lock.",
     "Asking who holds an abstract lock (a conflict, --test, --wait) connects to \
      the holder's listening socket; the kernel keeps such connections until the \
      holder exits, up to net.core.somaxconn of them, after which the holder's \
@@ -42,7 +50,7 @@ const NOTES: &[&str] = &[
 ];
 
 const SEE_ALSO: &str =
-    "flock(1), flock(2), run-one(1), systemd.service(5), systemd.exec(5), unix(7)";
+    "flock(1), flock(2), etcdctl(1), run-one(1), systemd.service(5), systemd.exec(5), unix(7)";
 
 /// The page as roff.
 fn render() -> String {

@@ -37,7 +37,7 @@ const SI_KERNEL: i32 = 0x80;
 /// Runs COMMAND as a child while holding the lock; returns its status as
 /// me-only's exit code.
 pub fn run(held: Held, command: &[OsString]) -> Result<u8, Error> {
-    let lock_name = held.name;
+    let lock_name = held.name();
     let system_error = |action, errno| Error::lock_errno(lock_name, action, errno);
     // Signals are taken from a signalfd, in order and without handlers, so
     // no waitpid is ever interrupted and no SIGCHLD is lost.
@@ -60,7 +60,8 @@ pub fn run(held: Held, command: &[OsString]) -> Result<u8, Error> {
         .map_err(|errno| system_error("create a signalfd", errno))?;
 
     // The child holds no lock descriptor: me-only keeps the lock.
-    let mut child = launch::child(command, held.lock, original_mask);
+    held.lock.hand_over(std::process::id() as i32)?;
+    let mut child = launch::child(command, &held, original_mask);
     child.env_remove(ENV_FD);
     // SAFETY: sigaction is async-signal-safe.
     unsafe {

@@ -9,8 +9,8 @@ use crate::error::Error;
 use crate::procfs;
 
 /// Exit 0 when free; when held, the conflict code, with the holder's pid
-/// alone on stdout's first line (so `pid=$(me-only -t LOCK)` works) and, when
-/// verbose, its uid and command line on stderr.
+/// alone on stdout's first line (so `pid=$(me-only -t LOCK)` works; for
+/// etcd, `HOST PID`) and, when verbose, its uid and command line on stderr.
 pub fn report(lock: &dyn Backend, conflict_exit_code: u8) -> Result<u8, Error> {
     let holder = match lock.probe()? {
         Probe::Free => {
@@ -20,8 +20,13 @@ pub fn report(lock: &dyn Backend, conflict_exit_code: u8) -> Result<u8, Error> {
         Probe::Held(holder) => holder,
     };
     if let Some(pid) = holder.pid {
+        // Where the holder may be on another host (etcd), `HOST PID`.
+        let line = match &holder.host {
+            Some(host) => format!("{host} {pid}\n"),
+            None => format!("{pid}\n"),
+        };
         // A closed stdout must not turn the answer into a panic.
-        let _ = std::io::stdout().write_all(format!("{pid}\n").as_bytes());
+        let _ = std::io::stdout().write_all(line.as_bytes());
         let command_line = procfs::command_line(pid).unwrap_or_default();
         info!("{}: held by {holder}: {command_line}", lock.name());
     } else {

@@ -80,7 +80,11 @@ impl Backend for AbstractLock {
                         Some(inode) => current_holder(recorded, Opened::Socket(inode), uid, &[]),
                         None => recorded,
                     };
-                    Holder { pid, uid }
+                    Holder {
+                        pid,
+                        uid,
+                        host: None,
+                    }
                 }
                 Err(_) => Holder::unknown(),
             })),

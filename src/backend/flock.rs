@@ -135,7 +135,7 @@ impl Backend for FlockLock {
     fn try_acquire(&self) -> Result<Attempt, Error> {
         let file = self.take_file()?;
         match flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
-            Ok(()) => Ok(Attempt::Acquired(file)),
+            Ok(()) => Ok(Attempt::Acquired(Some(file))),
             Err(Errno::EWOULDBLOCK) => {
                 self.file.set(Some(file));
                 Ok(Attempt::Busy)
@@ -175,6 +175,7 @@ impl Backend for FlockLock {
         Ok(Probe::Held(Holder {
             pid,
             uid: pid.and_then(procfs::process_uid),
+            host: None,
         }))
     }
 

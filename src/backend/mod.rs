@@ -2,6 +2,8 @@
 //! implements [`Backend`], and [`from_cli`] is the one place that picks one.
 
 mod abstract_socket;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 mod flock;
 mod tcp;
 
@@ -22,6 +24,8 @@ use crate::procfs::{self, Opened};
 pub struct Holder {
     pub pid: Option<i32>,
     pub uid: Option<u32>,
+    /// The host it runs on, where the lock spans hosts (etcd).
+    pub host: Option<String>,
 }
 
 impl Holder {
@@ -30,6 +34,7 @@ impl Holder {
         Holder {
             pid: None,
             uid: None,
+            host: None,
         }
     }
 }
@@ -41,6 +46,10 @@ impl fmt::Display for Holder {
             (Some(pid), None) => write!(f, "pid {pid}"),
             (None, Some(uid)) => write!(f, "a process of uid {uid}"),
             (None, None) => write!(f, "another process"),
+        }?;
+        match &self.host {
+            Some(host) => write!(f, " on {host}"),
+            None => Ok(()),
         }
     }
 }
@@ -64,8 +73,10 @@ pub enum Waited {
 /// One try at a lock.
 #[derive(Debug)]
 pub enum Attempt {
-    /// The lock is ours for as long as this descriptor (or a copy) is open.
-    Acquired(OwnedFd),
+    /// The lock is ours: for as long as this descriptor (or a copy) is
+    /// open, or, for a lock no descriptor holds (etcd), for as long as the
+    /// process that `Backend::hand_over` names lives.
+    Acquired(Option<OwnedFd>),
     /// Someone else holds it.
     Busy,
 }
@@ -84,14 +95,29 @@ pub trait Backend {
 
     /// Blocks until the holder may have let go, or until `deadline`.
     fn wait_for_release(&self, deadline: Option<Instant>) -> Result<Waited, Error>;
+
+    /// What COMMAND learns of the lock it holds, beyond ME_ONLY_LOCK and
+    /// ME_ONLY_FD.
+    fn environment(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+
+    /// Ties a lock that no descriptor holds to the process that holds it
+    /// from now on: COMMAND (me-only itself, before exec), or me-only with
+    /// --fork. Kernel locks need nothing: the descriptor is the tie.
+    fn hand_over(&self, _holder: i32) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 /// The kinds of lock the command line can ask for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Kind {
     AbstractSocket,
     Tcp,
     Flock,
+    #[cfg(feature = "etcd")]
+    Etcd(etcd::Settings),
 }
 
 /// The backend of that kind for LOCK, checked before anything is bound or
@@ -101,6 +127,8 @@ pub fn from_cli(lock: &OsStr, kind: Kind) -> Result<Box<dyn Backend>, Error> {
         Kind::AbstractSocket => Box::new(abstract_socket::AbstractLock::parse(lock)?),
         Kind::Tcp => Box::new(tcp::TcpLock::parse(lock)?),
         Kind::Flock => Box::new(flock::FlockLock::parse(lock)?),
+        #[cfg(feature = "etcd")]
+        Kind::Etcd(settings) => Box::new(etcd::EtcdLock::parse(lock, settings)?),
     })
 }
 
@@ -122,7 +150,7 @@ fn bind_and_listen(
     match socket.listen(i32::MAX) {
         Err(err) if in_use(&err) => Ok(Attempt::Busy),
         Err(err) => Err(Error::lock(lock, "listen", &err)),
-        Ok(()) => Ok(Attempt::Acquired(socket.into())),
+        Ok(()) => Ok(Attempt::Acquired(Some(socket.into()))),
     }
 }
 

@@ -92,6 +92,7 @@ impl Backend for TcpLock {
                         procfs::pid_with_open(Opened::Socket(l.inode), Some(l.uid), &[])
                     }),
                     uid: listener.map(|l| l.uid),
+                    host: None,
                 }))
             }
             Err(err) => Err(Error::lock(&self.name, "bind", &err)),

@@ -1,0 +1,244 @@
+//! The lease keeper: a small process that me-only starts once it holds the
+//! etcd lock, before it execs COMMAND. It renews the lease while COMMAND
+//! runs, revokes it the moment COMMAND exits (watched through a pidfd, so
+//! no pid is ever mistaken for another), and fences COMMAND off (SIGTERM,
+//! then SIGKILL) if the lease is lost: etcd unreachable until the lease ran
+//! out, or the key deleted by an operator.
+//!
+//! It is started through a double fork, so it is not COMMAND's child: a
+//! COMMAND that waits for all its children never meets it, and COMMAND keeps
+//! me-only's pid.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::libc;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::WaitStatus;
+use nix::unistd::{ForkResult, fork};
+
+use crate::error::errno_of;
+
+use super::Settings;
+use super::gateway::{CALL_TIMEOUT, Gateway};
+
+/// What the keeper looks after.
+pub struct Watch {
+    pub lock: String,
+    pub settings: Settings,
+    pub lease: i64,
+    pub key: Vec<u8>,
+    /// COMMAND's pid (me-only's own, before exec; with --fork, me-only's).
+    pub holder: i32,
+}
+
+/// How often a lease is renewed: three times per TTL, as etcd's own clients
+/// do, so that two renewals may fail before it runs out.
+pub fn renewal_period(ttl: i64) -> Duration {
+    Duration::from_millis((ttl.max(1) as u64) * 1000 / 3)
+}
+
+/// Starts the keeper. Returns once it runs on its own, watching.
+pub fn start(watch: Watch) -> Result<(), Errno> {
+    let holder = pidfd_open(watch.holder)?;
+    let (mut ready, ready_write) = std::io::pipe().map_err(|err| errno_of(&err))?;
+    // SAFETY: me-only is single-threaded here (a waiter's renewal thread has
+    // been joined); the children run only their own code.
+    match unsafe { fork() }? {
+        ForkResult::Parent { child } => {
+            drop(holder);
+            drop(ready_write);
+            if nix::sys::wait::waitpid(child, None)? != WaitStatus::Exited(child, 0) {
+                return Err(Errno::EAGAIN);
+            }
+            // One byte once the keeper watches; end of file if it died first.
+            let mut byte = [0];
+            match ready.read(&mut byte) {
+                Ok(1) => Ok(()),
+                _ => Err(Errno::ECHILD),
+            }
+        }
+        ForkResult::Child => {
+            // A session of its own: a terminal's ^C or hang-up is for
+            // COMMAND, and the keeper acts on COMMAND's exit.
+            let _ = nix::unistd::setsid();
+            // SAFETY: as above, single-threaded.
+            let code = match unsafe { fork() } {
+                Ok(ForkResult::Parent { .. }) => 0,
+                Ok(ForkResult::Child) => {
+                    drop(ready);
+                    keep(&watch, holder, ready_write);
+                    0
+                }
+                Err(_) => 1,
+            };
+            // SAFETY: _exit ends this process without running anything of
+            // the parent's (no atexit handlers, no buffered output).
+            unsafe { libc::_exit(code) }
+        }
+    }
+}
+
+fn keep(watch: &Watch, holder: OwnedFd, mut ready: std::io::PipeWriter) {
+    let mut signals = SigSet::empty();
+    for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        signals.add(signal);
+    }
+    let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&signals), None);
+    let Ok(signals) = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC) else {
+        return;
+    };
+    let _ = nix::sys::prctl::set_name(c"me-only-keeper");
+    if ready.write_all(&[1]).is_err() {
+        return;
+    }
+    drop(ready);
+    detach_from_inherited([holder.as_raw_fd(), signals.as_fd().as_raw_fd()]);
+    let gateway = &watch.settings.gateway;
+    let ttl = Duration::from_secs(watch.settings.ttl.max(1) as u64);
+    let period = renewal_period(watch.settings.ttl);
+    let mut renewed = Instant::now();
+    let mut next_renewal = renewed + period;
+    loop {
+        let lost_at = renewed + ttl;
+        let wake = next_renewal.min(lost_at);
+        let wait = wake.saturating_duration_since(Instant::now());
+        let mut events = [
+            PollFd::new(holder.as_fd(), PollFlags::POLLIN),
+            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(
+            &mut events,
+            PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX),
+        ) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(_) => return,
+        }
+        let ready = |event: &PollFd| event.revents().is_some_and(|r| !r.is_empty());
+        if ready(&events[0]) || ready(&events[1]) {
+            // COMMAND is gone, or the keeper is told to stop (a unit being
+            // stopped): the lock goes at once, not after the TTL.
+            let _ = gateway.revoke(watch.lease, CALL_TIMEOUT);
+            return;
+        }
+        let now = Instant::now();
+        if now >= lost_at {
+            let reason = format!("lease lost: etcd unreachable for {} s", watch.settings.ttl);
+            return fence(watch, &holder, &reason);
+        }
+        if now < next_renewal {
+            continue;
+        }
+        // The lease runs from when etcd got the renewal, which is after
+        // `now`: counting from `now` errs on the side of fencing early.
+        match renew(gateway, watch, period.min(lost_at - now)) {
+            Renewal::Renewed => {
+                renewed = now;
+                next_renewal = now + period;
+            }
+            Renewal::Lost(reason) => return fence(watch, &holder, reason),
+            Renewal::NoAnswer => next_renewal = Instant::now() + period.min(RETRY),
+        }
+    }
+}
+
+/// How soon a renewal that got no answer is tried again.
+const RETRY: Duration = Duration::from_secs(1);
+
+enum Renewal {
+    Renewed,
+    Lost(&'static str),
+    NoAnswer,
+}
+
+/// Renews the lease and checks that the key is still ours.
+fn renew(gateway: &Gateway, watch: &Watch, timeout: Duration) -> Renewal {
+    match gateway.keep_alive(watch.lease, timeout) {
+        Ok(0) => return Renewal::Lost("lease lost: it expired or was revoked"),
+        Ok(_) => {}
+        Err(err) => {
+            log::debug!("{}: renewing the lease: {err:?}", watch.lock);
+            return Renewal::NoAnswer;
+        }
+    }
+    match gateway.get(&watch.key, timeout) {
+        Ok(Some(kv)) if kv.lease == watch.lease => Renewal::Renewed,
+        Ok(_) => Renewal::Lost("lock key deleted"),
+        // The lease was renewed: the key is checked again next time.
+        Err(_) => Renewal::Renewed,
+    }
+}
+
+/// Ends COMMAND: SIGTERM, then SIGKILL if it is still there after
+/// --kill-after. Says why on stderr, in one line.
+fn fence(watch: &Watch, holder: &OwnedFd, reason: &str) {
+    let kill_after = watch.settings.kill_after;
+    let line = format!(
+        "me-only: {}: {reason}; terminating pid {} (SIGKILL after {} s)\n",
+        watch.lock,
+        watch.holder,
+        kill_after.as_secs_f64()
+    );
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    let _ = pidfd_send_signal(holder, libc::SIGTERM);
+    let mut exited = [PollFd::new(holder.as_fd(), PollFlags::POLLIN)];
+    let timeout = PollTimeout::try_from(kill_after).unwrap_or(PollTimeout::MAX);
+    if poll(&mut exited, timeout) == Ok(0) {
+        let _ = pidfd_send_signal(holder, libc::SIGKILL);
+    }
+    let _ = watch.settings.gateway.revoke(watch.lease, CALL_TIMEOUT);
+}
+
+/// Lets go of every descriptor inherited from me-only's caller but stderr
+/// (a pipe someone reads to its end must not wait for the keeper), keeping
+/// only its own two.
+fn detach_from_inherited(keep: [i32; 2]) {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        for standard in [0, 1].into_iter().filter(|fd| !keep.contains(fd)) {
+            // SAFETY: dup2 onto a standard descriptor the keeper does not use.
+            unsafe { libc::dup2(null.as_raw_fd(), standard) };
+        }
+    }
+    // Close 3 and up, around the two kept ones.
+    let mut first = 3;
+    let mut kept: Vec<i32> = keep.into_iter().filter(|&fd| fd >= first).collect();
+    kept.sort_unstable();
+    for last in kept.into_iter().map(|fd| fd - 1).chain([i32::MAX]) {
+        if first <= last {
+            // SAFETY: close_range takes plain numbers; the descriptors it
+            // closes are inherited ones this code does not use.
+            unsafe { libc::syscall(libc::SYS_close_range, first as u32, last as u32, 0u32) };
+        }
+        first = last.saturating_add(2);
+    }
+}
+
+fn pidfd_open(pid: i32) -> Result<OwnedFd, Errno> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    Errno::result(fd)?;
+    // SAFETY: the kernel just returned this descriptor to us alone.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+fn pidfd_send_signal(pidfd: &OwnedFd, signal: libc::c_int) -> Result<(), Errno> {
+    // SAFETY: no siginfo is passed; the descriptor is open.
+    let done = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    Errno::result(done).map(drop)
+}

@@ -1,0 +1,302 @@
+//! `--etcd`: one instance across hosts. LOCK is a name in an etcd cluster;
+//! the holder is the oldest key under `LOCK/`, each key tied to its
+//! process's lease, the scheme of etcd's own lock service (and so of
+//! `etcdctl lock`), which me-only therefore contends with.
+//!
+//! Without --wait a launch takes the lock in one transaction that creates
+//! `LOCK/<lease>` only if no key is under `LOCK/`. A waiter queues through
+//! the lock service, oldest first. Once taken, a keeper process (keeper.rs)
+//! renews the lease while COMMAND runs, revokes it the moment COMMAND
+//! exits, and fences COMMAND off if the lease is lost.
+
+mod gateway;
+mod keeper;
+
+use std::cell::RefCell;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use gateway::CallError;
+pub use gateway::Gateway;
+
+use super::{Attempt, Backend, Holder, Probe, Waited};
+use crate::error::Error;
+
+/// What the command line says about the etcd lock.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub gateway: Gateway,
+    /// The lease's time to live, in seconds.
+    pub ttl: i64,
+    /// How long a fenced COMMAND has between SIGTERM and SIGKILL.
+    pub kill_after: Duration,
+}
+
+/// The lock, once this process holds it.
+#[derive(Debug, Clone)]
+struct Taken {
+    lease: i64,
+    key: Vec<u8>,
+    /// The key's create revision: it grows with every new holder.
+    fence: i64,
+}
+
+pub struct EtcdLock {
+    name: String,
+    /// The keys of holder and waiters start with this: `LOCK/`.
+    prefix: Vec<u8>,
+    settings: Settings,
+    taken: RefCell<Option<Taken>>,
+}
+
+/// COMMAND's fencing token: pass it with whatever it writes, so that the
+/// writes of a holder that lost its lease can be told apart.
+pub const ENV_FENCE: &str = "ME_ONLY_FENCE";
+
+impl EtcdLock {
+    pub fn parse(lock: &OsStr, settings: Settings) -> Result<EtcdLock, Error> {
+        if lock.is_empty() {
+            return Err(Error::Usage("the lock name is empty".into()));
+        }
+        let mut prefix = lock.as_bytes().to_vec();
+        prefix.push(b'/');
+        Ok(EtcdLock {
+            name: lock.to_string_lossy().into_owned(),
+            prefix,
+            settings,
+            taken: RefCell::new(None),
+        })
+    }
+
+    fn gateway(&self) -> &Gateway {
+        &self.settings.gateway
+    }
+
+    fn error(&self, action: &'static str, err: CallError) -> Error {
+        match err {
+            CallError::Unreachable { endpoint, reason } => Error::Etcd {
+                lock: self.name.clone(),
+                what: format!("cannot {action}: etcd at {endpoint} does not answer: {reason}"),
+            },
+            CallError::Refused(message) => Error::Etcd {
+                lock: self.name.clone(),
+                what: format!("cannot {action}: etcd says: {message}"),
+            },
+            CallError::TimedOut => Error::Etcd {
+                lock: self.name.clone(),
+                what: format!("cannot {action}: timed out"),
+            },
+        }
+    }
+
+    fn our_key(&self, lease: i64) -> Vec<u8> {
+        let mut key = self.prefix.clone();
+        key.extend_from_slice(format!("{lease:x}").as_bytes());
+        key
+    }
+
+    /// Waits in etcd's lock service with a fresh lease, which a thread
+    /// keeps alive meanwhile. Gives the lease back if the wait ends without
+    /// the lock, so that no stale waiter key holds up the queue.
+    fn queue(&self, deadline: Option<Instant>) -> Result<(), Error> {
+        let lease = self
+            .gateway()
+            .grant(self.settings.ttl)
+            .map_err(|err| self.error("grant a lease", err))?;
+        let renewer = Renewer::start(self.gateway().clone(), lease, self.settings.ttl);
+        log::debug!("{}: waiting for the holder to let go", self.name);
+        let queued = self
+            .gateway()
+            .lock(&self.prefix[..self.prefix.len() - 1], lease, deadline);
+        renewer.stop();
+        let key = match queued {
+            Ok(key) => key,
+            Err(CallError::TimedOut) => {
+                self.give_back(lease);
+                return Ok(());
+            }
+            Err(err) => {
+                self.give_back(lease);
+                return Err(self.error("wait for the lock", err));
+            }
+        };
+        let taken = self.record_holder(lease, key);
+        match taken {
+            Ok(taken) => {
+                *self.taken.borrow_mut() = Some(taken);
+                Ok(())
+            }
+            Err(err) => {
+                self.give_back(lease);
+                Err(err)
+            }
+        }
+    }
+
+    /// Writes who holds the lock into the key the lock service made, and
+    /// reads back its create revision.
+    fn record_holder(&self, lease: i64, key: Vec<u8>) -> Result<Taken, Error> {
+        self.gateway()
+            .put(&key, &holder_value(), lease)
+            .map_err(|err| self.error("record the holder", err))?;
+        let stored = self
+            .gateway()
+            .get(&key, gateway::CALL_TIMEOUT)
+            .map_err(|err| self.error("read the lock key", err))?
+            .ok_or_else(|| Error::Etcd {
+                lock: self.name.clone(),
+                what: "the lock key vanished as it was taken".into(),
+            })?;
+        Ok(Taken {
+            lease,
+            key,
+            fence: stored.create_revision,
+        })
+    }
+
+    fn give_back(&self, lease: i64) {
+        if let Err(err) = self.gateway().revoke(lease, gateway::CALL_TIMEOUT) {
+            log::debug!("{}: revoking lease {lease:x}: {err:?}", self.name);
+        }
+    }
+}
+
+impl Backend for EtcdLock {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn try_acquire(&self) -> Result<Attempt, Error> {
+        if self.taken.borrow().is_some() {
+            // A wait in the lock service took it.
+            return Ok(Attempt::Acquired(None));
+        }
+        let lease = self
+            .gateway()
+            .grant(self.settings.ttl)
+            .map_err(|err| self.error("grant a lease", err))?;
+        let key = self.our_key(lease);
+        let created =
+            self.gateway()
+                .create_if_prefix_empty(&self.prefix, &key, &holder_value(), lease);
+        match created {
+            Ok(Some(fence)) => {
+                *self.taken.borrow_mut() = Some(Taken { lease, key, fence });
+                Ok(Attempt::Acquired(None))
+            }
+            Ok(None) => {
+                self.give_back(lease);
+                Ok(Attempt::Busy)
+            }
+            Err(err) => {
+                self.give_back(lease);
+                Err(self.error("take the lock", err))
+            }
+        }
+    }
+
+    fn probe(&self) -> Result<Probe, Error> {
+        let first = self
+            .gateway()
+            .first_under(&self.prefix)
+            .map_err(|err| self.error("look up the lock", err))?;
+        Ok(match first {
+            None => Probe::Free,
+            Some(holder) => Probe::Held(parse_holder_value(&holder.value)),
+        })
+    }
+
+    fn wait_for_release(&self, deadline: Option<Instant>) -> Result<Waited, Error> {
+        self.queue(deadline)?;
+        Ok(Waited::Event)
+    }
+
+    fn environment(&self) -> Vec<(&'static str, String)> {
+        match &*self.taken.borrow() {
+            Some(taken) => vec![(ENV_FENCE, taken.fence.to_string())],
+            None => Vec::new(),
+        }
+    }
+
+    fn hand_over(&self, holder: i32) -> Result<(), Error> {
+        let Some(taken) = self.taken.borrow().clone() else {
+            return Ok(());
+        };
+        let watch = keeper::Watch {
+            lock: self.name.clone(),
+            settings: self.settings.clone(),
+            lease: taken.lease,
+            key: taken.key,
+            holder,
+        };
+        keeper::start(watch).map_err(|err| {
+            self.give_back(taken.lease);
+            Error::lock_errno(&self.name, "start the lease keeper", err)
+        })
+    }
+}
+
+/// `hostname pid`: the key's value, for --test and conflict messages.
+fn holder_value() -> Vec<u8> {
+    let host = nix::unistd::gethostname().unwrap_or_default();
+    format!("{} {}", host.to_string_lossy(), std::process::id()).into_bytes()
+}
+
+fn parse_holder_value(value: &[u8]) -> Holder {
+    let text = String::from_utf8_lossy(value);
+    let mut words = text.split_whitespace();
+    let host = words.next().map(str::to_owned);
+    let pid = words.next().and_then(|pid| pid.parse().ok());
+    Holder {
+        pid,
+        uid: None,
+        host,
+    }
+}
+
+/// Keeps a waiter's lease alive from a thread while the main thread blocks
+/// in the lock service.
+struct Renewer {
+    stop: mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Renewer {
+    fn start(gateway: Gateway, lease: i64, ttl: i64) -> Renewer {
+        let period = keeper::renewal_period(ttl);
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(period) {
+                if let Err(err) = gateway.keep_alive(lease, period) {
+                    log::debug!("renewing waiter lease {lease:x}: {err:?}");
+                }
+            }
+        });
+        Renewer { stop, thread }
+    }
+
+    fn stop(self) {
+        drop(self.stop);
+        let _ = self.thread.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_value_names_host_and_pid() {
+        assert_eq!(
+            parse_holder_value(b"web-1 4242"),
+            Holder {
+                pid: Some(4242),
+                uid: None,
+                host: Some("web-1".into())
+            }
+        );
+        assert_eq!(parse_holder_value(b""), Holder::unknown());
+    }
+}

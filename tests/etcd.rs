@@ -1,0 +1,474 @@
+//! `--etcd`: the lock lives in a real etcd server, which each test starts on
+//! loopback ports with a data directory of its own, and stops. Without an
+//! `etcd` on PATH the tests say so in one line and pass.
+#![cfg(feature = "etcd")]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::prelude::*;
+use common::{Holding, free_port, me_only, refused, text};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// A single-member etcd cluster on two free loopback ports; stopped when
+/// dropped.
+struct Etcd {
+    server: Child,
+    endpoint: String,
+    _data: tempfile::TempDir,
+}
+
+impl Etcd {
+    /// Starts one and returns once it serves clients; None (with a line
+    /// saying why) where etcd is not installed.
+    fn start() -> Option<Etcd> {
+        if Command::new("etcd").arg("--version").output().is_err() {
+            println!("skipped: etcd is not installed (apt-get install etcd-server)");
+            return None;
+        }
+        let data = tempfile::tempdir().unwrap();
+        let (client, peer) = (free_port(), free_port());
+        let client_url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let mut server = Command::new("etcd")
+            .args(["--name", "test", "--data-dir"])
+            .arg(data.path())
+            .args(["--listen-client-urls", &client_url])
+            .args(["--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("test={peer_url}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut log = BufReader::new(server.stderr.take().unwrap());
+        let mut line = String::new();
+        while !line.contains("ready to serve client requests") {
+            line.clear();
+            if log.read_line(&mut line).unwrap() == 0 {
+                panic!("etcd exited before serving: {:?}", server.wait());
+            }
+        }
+        std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
+        Some(Etcd {
+            server,
+            endpoint: client_url,
+            _data: data,
+        })
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.server.id() as i32)
+    }
+
+    /// `etcdctl` against this server.
+    fn ctl(&self) -> Command {
+        let mut command = Command::new("etcdctl");
+        command
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &self.endpoint]);
+        command
+    }
+
+    /// The keys under `LOCK/`.
+    fn keys_under(&self, lock: &str) -> Vec<String> {
+        let output = self
+            .ctl()
+            .args(["get", "--prefix", "--keys-only", &format!("{lock}/")])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        text(&output.stdout)
+            .lines()
+            .filter(|line| !line.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = kill(self.pid(), Signal::SIGCONT);
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// A lock name no other test uses.
+fn lock_name(tag: &str) -> String {
+    format!("me-only-test-{}-{tag}", std::process::id())
+}
+
+/// `me-only --etcd ENDPOINT <args...>`.
+fn on(etcd: &Etcd, args: &[&str]) -> Command {
+    let mut command = me_only();
+    command.args(["--etcd", &etcd.endpoint]).args(args);
+    command
+}
+
+/// Reads lines of `stdout` until one equals `expected`.
+fn read_until(stdout: &mut BufReader<ChildStdout>, expected: &str) {
+    let mut line = String::new();
+    while line.trim_end() != expected {
+        line.clear();
+        assert_ne!(
+            stdout.read_line(&mut line).unwrap(),
+            0,
+            "ended before saying {expected:?}"
+        );
+    }
+}
+
+#[test]
+fn a_holder_keeps_others_out_and_says_where_it_runs() {
+    let Some(etcd) = Etcd::start() else { return };
+    let lock = lock_name("held");
+    let script = "[ -z \"${ME_ONLY_FD+set}\" ] || echo fd-set; \
+                  [ \"$ME_ONLY_LOCK\" = \"$0\" ] || echo no-lock; \
+                  case \"$ME_ONLY_FENCE\" in ''|*[!0-9]*) echo no-fence;; esac; \
+                  echo ready; exec cat";
+    let mut command = on(&etcd, &[&lock, "sh", "-c", script, &lock]);
+    command.env_remove("ME_ONLY_FD");
+    let holder = Holding::spawn(command);
+    assert_eq!(
+        refused(&mut on(&etcd, &[&lock, "echo", "ran"]), 4),
+        format!(
+            "me-only: {lock}: already held by pid {} on {}\n",
+            holder.pid,
+            hostname()
+        )
+    );
+    on(&etcd, &["--test", &lock])
+        .assert()
+        .code(4)
+        .stdout(format!("{} {}\n", hostname(), holder.pid));
+    assert_eq!(etcd.keys_under(&lock).len(), 1);
+    assert!(holder.release().success());
+    // The keeper revokes the lease as COMMAND exits: a waiter gets the lock
+    // long before the 30 s TTL would free it.
+    let started = Instant::now();
+    on(&etcd, &["--ttl", "30", "--timeout", "10", &lock, "true"])
+        .assert()
+        .success();
+    println!("free {:?} after the holder exited", started.elapsed());
+}
+
+#[test]
+fn the_fencing_token_grows_with_every_holder() {
+    let Some(etcd) = Etcd::start() else { return };
+    let lock = lock_name("fence");
+    let fence = || {
+        let output = on(&etcd, &[&lock, "sh", "-c", "echo $ME_ONLY_FENCE"])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        text(&output.stdout).trim().parse::<i64>().unwrap()
+    };
+    let first = fence();
+    // The next holder can only start once the first lease is gone.
+    on(&etcd, &["--timeout", "10", &lock, "true"])
+        .assert()
+        .success();
+    let second = fence();
+    assert!(second > first, "{second} after {first}");
+}
+
+/// kill -9 of COMMAND: the keeper sees it go and revokes at once.
+#[test]
+fn kill_9_of_the_command_frees_the_lock_within_a_second() {
+    let Some(etcd) = Etcd::start() else { return };
+    let lock = lock_name("kill-command");
+    let holder = Holding::start(["--etcd", &etcd.endpoint, "--ttl", "30", &lock]);
+    holder.signal(Signal::SIGKILL);
+    let started = Instant::now();
+    on(&etcd, &["--timeout", "10", &lock, "true"])
+        .assert()
+        .success();
+    let freed = started.elapsed();
+    println!("freed {freed:?} after kill -9 of the command");
+    assert!(
+        freed < Duration::from_secs(3),
+        "{freed:?}: not the keeper's revoke"
+    );
+}
+
+/// kill -9 of COMMAND and its keeper: nothing revokes, the lease runs out.
+#[test]
+fn kill_9_of_everything_frees_the_lock_within_the_ttl() {
+    let Some(etcd) = Etcd::start() else { return };
+    let lock = lock_name("kill-all");
+    let holder = Holding::start(["--etcd", &etcd.endpoint, "--ttl", "2", &lock]);
+    let keeper = keeper_of(&lock).expect("a keeper runs");
+    kill(keeper, Signal::SIGKILL).unwrap();
+    holder.signal(Signal::SIGKILL);
+    common::wait_until_gone(keeper.as_raw());
+    let started = Instant::now();
+    on(&etcd, &["--timeout", "10", &lock, "true"])
+        .assert()
+        .success();
+    let freed = started.elapsed();
+    println!("freed {freed:?} after kill -9 of the command and its keeper (TTL 2 s)");
+    assert!(freed < Duration::from_secs(6), "{freed:?}");
+}
+
+/// The keeper of `lock`: a process named me-only-keeper whose command line
+/// names the lock.
+fn keeper_of(lock: &str) -> Option<Pid> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let names_lock = cmdline.split(|&b| b == 0).any(|arg| arg == lock.as_bytes());
+            (comm.trim() == "me-only-keeper" && names_lock).then(|| Pid::from_raw(pid))
+        })
+}
+
+/// A holder whose command says `terminated` on SIGTERM and then exits.
+fn fenced_holder(etcd: &Etcd, lock: &str, ttl: &str) -> (Child, BufReader<ChildStdout>) {
+    let script = "trap 'echo terminated; exit 0' TERM; echo ready; \
+                  while :; do sleep 0.1; done";
+    let mut holder = on(
+        etcd,
+        &["--ttl", ttl, "--kill-after", "5", lock, "sh", "-c", script],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut stdout = BufReader::new(holder.stdout.take().unwrap());
+    read_until(&mut stdout, "ready");
+    (holder, stdout)
+}
+
+#[test]
+fn a_deleted_key_fences_the_command_off() {
+    let Some(etcd) = Etcd::start() else { return };
+    let lock = lock_name("deleted");
+    let (holder, mut stdout) = fenced_holder(&etcd, &lock, "3");
+    let deleted = etcd
+        .ctl()
+        .args(["del", "--prefix", &format!("{lock}/")])
+        .output()
+        .unwrap();
+    assert!(deleted.status.success(), "{deleted:?}");
+    read_until(&mut stdout, "terminated");
+    let output = holder.wait_with_output().unwrap();
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "me-only: {lock}: lock key deleted; terminating pid"
+        )),
+        "{stderr}"
+    );
+}
+
+/// etcd stops answering (SIGSTOP): once the TTL has passed, the command is
+/// fenced off, and a newcomer takes the lock once etcd is back.
+#[test]
+fn an_unreachable_etcd_fences_the_command_off_after_the_ttl() {
+    let Some(etcd) = Etcd::start() else { return };
+    let lock = lock_name("unreachable");
+    let (holder, mut stdout) = fenced_holder(&etcd, &lock, "2");
+    let stopped = Instant::now();
+    kill(etcd.pid(), Signal::SIGSTOP).unwrap();
+    read_until(&mut stdout, "terminated");
+    let fenced = stopped.elapsed();
+    kill(etcd.pid(), Signal::SIGCONT).unwrap();
+    println!("fenced {fenced:?} after etcd stopped answering (TTL 2 s)");
+    assert!(fenced < Duration::from_secs(4), "{fenced:?}");
+    let output = holder.wait_with_output().unwrap();
+    assert!(
+        text(&output.stderr).contains("lease lost: etcd unreachable for 2 s"),
+        "{}",
+        text(&output.stderr)
+    );
+    on(&etcd, &["--timeout", "10", &lock, "true"])
+        .assert()
+        .success();
+}
+
+/// Waiters queue in etcd's lock service and run oldest first.
+#[test]
+fn waiters_run_in_the_order_they_came() {
+    let Some(etcd) = Etcd::start() else { return };
+    let lock = lock_name("queue");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("order");
+    let holder = Holding::start(["--etcd", &etcd.endpoint, &lock]);
+    let waiters: Vec<Child> = (0..3)
+        .map(|n| {
+            common::spawn_waiting(
+                me_only()
+                    .args(["-v", "--wait", "--etcd", &etcd.endpoint, &lock])
+                    .args(["sh", "-c", "echo $1 >> \"$2\"", "sh", &n.to_string()])
+                    .arg(&log),
+            )
+        })
+        .collect();
+    // Each waiter says it waits once its key is queued... almost: the
+    // line comes just before the lock call. Wait until all three keys are
+    // there before letting go.
+    while etcd.keys_under(&lock).len() < 4 {
+        std::thread::yield_now();
+    }
+    assert!(holder.release().success());
+    for mut waiter in waiters {
+        assert!(waiter.wait().unwrap().success());
+    }
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "0\n1\n2\n");
+}
+
+#[test]
+fn timeout_gives_up_and_leaves_no_waiter_key() {
+    let Some(etcd) = Etcd::start() else { return };
+    let lock = lock_name("timeout");
+    let holder = Holding::start(["--etcd", &etcd.endpoint, &lock]);
+    let started = Instant::now();
+    let line = refused(
+        &mut on(&etcd, &["--timeout", "0.5", &lock, "echo", "ran"]),
+        4,
+    );
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(500), "{waited:?}");
+    assert_eq!(
+        line,
+        format!(
+            "me-only: {lock}: still held by pid {} on {} after 0.5 s\n",
+            holder.pid,
+            hostname()
+        )
+    );
+    assert_eq!(etcd.keys_under(&lock).len(), 1, "a waiter key was left");
+}
+
+#[test]
+fn an_endpoint_that_does_not_answer_is_a_lock_error() {
+    // Refused: nothing listens.
+    let port = free_port();
+    let closed = format!("http://127.0.0.1:{port}");
+    let line = refused(me_only().args(["--etcd", &closed, "job", "echo", "ran"]), 3);
+    assert!(
+        line.starts_with(&format!(
+            "me-only: job: cannot grant a lease: etcd at {closed} does not answer: "
+        )),
+        "{line}"
+    );
+    // Silent: it accepts connections and never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent = format!("http://{}", silent.local_addr().unwrap());
+    let started = Instant::now();
+    let line = refused(me_only().args(["--etcd", &silent, "job", "echo", "ran"]), 3);
+    println!("gave up on a silent endpoint after {:?}", started.elapsed());
+    assert!(
+        line.contains(&format!("etcd at {silent} does not answer")),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_malformed_endpoint_is_a_usage_error() {
+    for bad in ["127.0.0.1:2379", "https://h:2379", "http://h"] {
+        let line = refused(me_only().args(["--etcd", bad, "job", "echo", "ran"]), 2);
+        assert!(line.contains("is not an etcd endpoint"), "{line}");
+    }
+    let line = refused(
+        me_only()
+            .env_remove("ME_ONLY_ETCD_ENDPOINTS")
+            .args(["--etcd=", "job", "echo", "ran"]),
+        2,
+    );
+    assert!(line.contains("ME_ONLY_ETCD_ENDPOINTS is not set"), "{line}");
+}
+
+#[test]
+fn endpoints_come_from_the_environment() {
+    let Some(etcd) = Etcd::start() else { return };
+    me_only()
+        .env("ME_ONLY_ETCD_ENDPOINTS", &etcd.endpoint)
+        .args(["--etcd", "-q", &lock_name("env"), "echo", "ran"])
+        .assert()
+        .success()
+        .stdout("ran\n");
+}
+
+/// etcdctl lock uses the same keys: the two exclude each other.
+#[test]
+fn etcdctl_lock_and_me_only_exclude_each_other() {
+    let Some(etcd) = Etcd::start() else { return };
+    let lock = lock_name("etcdctl");
+    // etcdctl gives its command no stdin: it holds until a FIFO opens.
+    let dir = tempfile::tempdir().unwrap();
+    let release = dir.path().join("release");
+    nix::unistd::mkfifo(&release, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let mut holder = etcd
+        .ctl()
+        .args([
+            "lock",
+            &lock,
+            "--",
+            "sh",
+            "-c",
+            "echo ready; cat \"$0\" >/dev/null",
+        ])
+        .arg(&release)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(holder.stdout.take().unwrap());
+    read_until(&mut stdout, "ready");
+    refused(&mut on(&etcd, &[&lock, "echo", "ran"]), 4);
+    drop(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&release)
+            .unwrap(),
+    );
+    let status = holder.wait().unwrap();
+    assert!(status.success(), "etcdctl lock: {status}");
+    on(&etcd, &["--timeout", "10", &lock, "echo", "ran"])
+        .assert()
+        .success()
+        .stdout("ran\n");
+}
+
+#[test]
+fn fork_and_detach_hold_an_etcd_lock() {
+    let Some(etcd) = Etcd::start() else { return };
+    let lock = lock_name("fork");
+    let holder = Holding::start(["--etcd", &etcd.endpoint, "--fork", &lock]);
+    on(&etcd, &["--test", &lock])
+        .assert()
+        .code(4)
+        .stdout(format!("{} {}\n", hostname(), holder.pid));
+    assert!(holder.release().success());
+    let output = on(
+        &etcd,
+        &["--timeout", "10", "--detach", &lock, "sleep", "1000"],
+    )
+    .stderr(Stdio::null())
+    .output()
+    .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let detached: i32 = text(&output.stdout).trim().parse().unwrap();
+    refused(&mut on(&etcd, &[&lock, "echo", "ran"]), 4);
+    kill(Pid::from_raw(detached), Signal::SIGKILL).unwrap();
+    on(&etcd, &["--timeout", "10", &lock, "true"])
+        .assert()
+        .success();
+}
