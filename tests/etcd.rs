@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -27,6 +27,11 @@ impl Etcd {
     /// Starts one and returns once it serves clients; None (with a line
     /// saying why) where etcd is not installed.
     fn start() -> Option<Etcd> {
+        Etcd::start_also_on(&[])
+    }
+
+    /// As `start`, also serving clients on `ips` (the same port).
+    fn start_also_on(ips: &[String]) -> Option<Etcd> {
         if Command::new("etcd").arg("--version").output().is_err() {
             println!("skipped: etcd is not installed (apt-get install etcd-server)");
             return None;
@@ -35,10 +40,13 @@ impl Etcd {
         let (client, peer) = (free_port(), free_port());
         let client_url = format!("http://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
+        let listen: Vec<String> = std::iter::once(client_url.clone())
+            .chain(ips.iter().map(|ip| format!("http://{ip}:{client}")))
+            .collect();
         let mut server = Command::new("etcd")
             .args(["--name", "test", "--data-dir"])
             .arg(data.path())
-            .args(["--listen-client-urls", &client_url])
+            .args(["--listen-client-urls", &listen.join(",")])
             .args(["--advertise-client-urls", &client_url])
             .args(["--listen-peer-urls", &peer_url])
             .args(["--initial-advertise-peer-urls", &peer_url])
@@ -346,14 +354,21 @@ fn timeout_gives_up_and_leaves_no_waiter_key() {
     );
     let waited = started.elapsed();
     assert!(waited >= Duration::from_millis(500), "{waited:?}");
-    assert_eq!(
-        line,
-        format!(
-            "me-only: {lock}: still held by pid {} on {} after 0.5 s\n",
-            holder.pid,
-            hostname()
-        )
+    assert!(waited < Duration::from_secs(3), "{waited:?}");
+    // The time it says is the time it waited: the deadline, and the round
+    // trips to etcd that follow it (giving the lease back, a last try).
+    let prefix = format!(
+        "me-only: {lock}: still held by pid {} on {} after ",
+        holder.pid,
+        hostname()
     );
+    let said: f64 = line
+        .strip_prefix(&prefix)
+        .and_then(|rest| rest.strip_suffix(" s\n"))
+        .unwrap_or_else(|| panic!("{line:?}"))
+        .parse()
+        .unwrap();
+    assert!((0.5..3.0).contains(&said), "{line:?}");
     assert_eq!(etcd.keys_under(&lock).len(), 1, "a waiter key was left");
 }
 
@@ -471,4 +486,214 @@ fn fork_and_detach_hold_an_etcd_lock() {
     on(&etcd, &["--timeout", "10", &lock, "true"])
         .assert()
         .success();
+}
+
+/// Hosts for the tests: network namespaces, each joined to this one by a
+/// veth pair on a /30 of its own (10.231.N.0), removed when dropped.
+struct Hosts {
+    names: Vec<String>,
+}
+
+impl Hosts {
+    /// `count` of them; None (with a line saying why) where namespaces
+    /// cannot be made.
+    fn create(count: u8) -> Option<Hosts> {
+        if !common::root_or_skip("make network namespaces") {
+            return None;
+        }
+        let tag = std::process::id() % 10_000;
+        let mut hosts = Hosts { names: Vec::new() };
+        for n in 1..=count {
+            let name = format!("meo{tag}h{n}");
+            let outside = format!("meo{tag}o{n}");
+            let commands = [
+                format!("ip netns add {name}"),
+                format!("ip link add {outside} type veth peer name eth0 netns {name}"),
+                format!("ip addr add 10.231.{n}.1/30 dev {outside}"),
+                format!("ip link set {outside} up"),
+                format!("ip -n {name} addr add 10.231.{n}.2/30 dev eth0"),
+                format!("ip -n {name} link set eth0 up"),
+                format!("ip -n {name} link set lo up"),
+            ];
+            hosts.names.push(name);
+            for command in commands {
+                let done = Command::new("sh").args(["-c", &command]).output().unwrap();
+                if !done.status.success() {
+                    println!("skipped: {command}: {}", text(&done.stderr).trim());
+                    return None;
+                }
+            }
+        }
+        Some(hosts)
+    }
+
+    /// The address of this side of host `n`'s link (1-based), where etcd
+    /// listens for it.
+    fn gateway_ip(n: usize) -> String {
+        format!("10.231.{n}.1")
+    }
+
+    /// `me-only ARGS...` run in host `n`.
+    fn me_only_in(&self, n: usize, args: &[&str]) -> Command {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &self.names[n - 1], common::ME_ONLY])
+            .args(args);
+        command
+    }
+
+    /// Cuts host `n` off: its link goes down.
+    fn cut_off(&self, n: usize) {
+        let outside = self.names[n - 1].replace('h', "o");
+        let done = Command::new("ip")
+            .args(["link", "set", &outside, "down"])
+            .output()
+            .unwrap();
+        assert!(done.status.success(), "{done:?}");
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        for name in &self.names {
+            let _ = Command::new("ip").args(["netns", "del", name]).output();
+        }
+    }
+}
+
+/// Three hosts contend on one name at once, round after round: exactly one
+/// runs its command each round; it holds the lock until the test lets go,
+/// after the other two have given up.
+#[test]
+fn hosts_in_separate_network_namespaces_run_one_at_a_time() {
+    let Some(hosts) = Hosts::create(3) else {
+        return;
+    };
+    let ips: Vec<String> = (1..=3).map(Hosts::gateway_ip).collect();
+    let Some(etcd) = Etcd::start_also_on(&ips) else {
+        return;
+    };
+    let port = etcd.endpoint.rsplit(':').next().unwrap().to_owned();
+    let lock = lock_name("hosts");
+    for round in 0..5 {
+        let (done, results) = std::sync::mpsc::channel();
+        let mut go = Vec::new();
+        for n in 1..=3 {
+            let endpoint = format!("http://{}:{port}", Hosts::gateway_ip(n));
+            let contender = hosts.me_only_in(
+                n,
+                &[
+                    "--etcd",
+                    &endpoint,
+                    &lock,
+                    "sh",
+                    "-c",
+                    "echo $0; exec cat",
+                    &n.to_string(),
+                ],
+            );
+            // Waits for its go line on stdin, then execs; the winner's
+            // command then holds until stdin closes.
+            let mut child = Command::new("sh")
+                .args(["-c", "read _ && exec \"$@\"", "launcher"])
+                .arg(contender.get_program())
+                .args(contender.get_args())
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            go.push(child.stdin.take().unwrap());
+            let done = done.clone();
+            std::thread::spawn(move || done.send(child.wait_with_output().unwrap()));
+        }
+        for stdin in &mut go {
+            stdin.write_all(b"\n").unwrap();
+        }
+        for _ in 0..2 {
+            let output = results.recv().unwrap();
+            assert_eq!(output.status.code(), Some(4), "round {round}: {output:?}");
+        }
+        drop(go);
+        let winner = results.recv().unwrap();
+        assert!(winner.status.success(), "round {round}: {winner:?}");
+        println!("round {round}: host {} ran", text(&winner.stdout).trim());
+    }
+}
+
+/// The holder's host is cut off: after about the TTL its command is
+/// fenced off, and a waiter on another host takes the lock; the two
+/// commands never run at once (a mkdir witness on the shared filesystem).
+#[test]
+fn a_cut_off_holder_is_fenced_before_another_host_takes_over() {
+    let Some(hosts) = Hosts::create(2) else {
+        return;
+    };
+    let ips: Vec<String> = (1..=2).map(Hosts::gateway_ip).collect();
+    let Some(etcd) = Etcd::start_also_on(&ips) else {
+        return;
+    };
+    let port = etcd.endpoint.rsplit(':').next().unwrap().to_owned();
+    let endpoint = |n: usize| format!("http://{}:{port}", Hosts::gateway_ip(n));
+    let lock = lock_name("partition");
+    let dir = tempfile::tempdir().unwrap();
+    let witness = dir.path().join("running");
+    let witness = witness.to_str().unwrap();
+    let holder_script = "mkdir \"$0\" || exit 99; \
+                         trap 'rmdir \"$0\"; echo terminated; exit 0' TERM; \
+                         echo ready; while :; do sleep 0.1; done";
+    let mut holder = hosts
+        .me_only_in(
+            1,
+            &[
+                "--etcd",
+                &endpoint(1),
+                "--ttl",
+                "3",
+                &lock,
+                "sh",
+                "-c",
+                holder_script,
+                witness,
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut holder_out = BufReader::new(holder.stdout.take().unwrap());
+    read_until(&mut holder_out, "ready");
+    let waiter = hosts
+        .me_only_in(
+            2,
+            &[
+                "--etcd",
+                &endpoint(2),
+                "--wait",
+                &lock,
+                "sh",
+                "-c",
+                "mkdir \"$0\" && echo took-over",
+                witness,
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let cut = Instant::now();
+    hosts.cut_off(1);
+    read_until(&mut holder_out, "terminated");
+    let fenced = cut.elapsed();
+    let output = waiter.wait_with_output().unwrap();
+    let took_over = cut.elapsed();
+    println!("cut off: fenced after {fenced:?}, taken over after {took_over:?} (TTL 3 s)");
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(text(&output.stdout), "took-over\n");
+    let holder = holder.wait_with_output().unwrap();
+    assert!(
+        text(&holder.stderr).contains("lease lost: etcd unreachable for 3 s"),
+        "{}",
+        text(&holder.stderr)
+    );
 }
