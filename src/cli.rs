@@ -88,28 +88,21 @@ pub struct Cli {
     pub etcd: Option<String>,
 
     /// With --etcd: the lease's time to live; a holder cut off from etcd
-    /// this long is fenced off
+    /// this long is fenced off [default: 10]
     #[cfg(feature = "etcd")]
     #[arg(
         long,
         value_name = "SECS",
-        default_value_t = 10,
         value_parser = clap::value_parser!(i64).range(1..=86400),
         requires = "etcd"
     )]
-    pub ttl: i64,
+    pub ttl: Option<i64>,
 
     /// With --etcd: how long a fenced-off COMMAND has between SIGTERM and
-    /// SIGKILL
+    /// SIGKILL [default: 10]
     #[cfg(feature = "etcd")]
-    #[arg(
-        long,
-        value_name = "SECS",
-        default_value = "10",
-        value_parser = parse_seconds,
-        requires = "etcd"
-    )]
-    pub kill_after: Duration,
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds, requires = "etcd")]
+    pub kill_after: Option<Duration>,
 
     /// Wait for the lock instead of failing when it is held
     #[arg(short, long)]
@@ -197,8 +190,8 @@ impl Cli {
             .map_err(|problem| Error::Usage(format!("--etcd: {problem}")))?;
         Ok(crate::backend::etcd::Settings {
             gateway,
-            ttl: self.ttl,
-            kill_after: self.kill_after,
+            ttl: self.ttl.unwrap_or(ETCD_DEFAULT_TTL),
+            kill_after: self.kill_after.unwrap_or(ETCD_DEFAULT_KILL_AFTER),
         })
     }
 
@@ -211,6 +204,13 @@ impl Cli {
         }
     }
 }
+
+/// --ttl and --kill-after when not given. Defaults applied here rather than
+/// by clap: every default clap fills in costs every launch, etcd or not.
+#[cfg(feature = "etcd")]
+const ETCD_DEFAULT_TTL: i64 = 10;
+#[cfg(feature = "etcd")]
+const ETCD_DEFAULT_KILL_AFTER: Duration = Duration::from_secs(10);
 
 /// Where --etcd finds its endpoints when none follow it.
 #[cfg(feature = "etcd")]
