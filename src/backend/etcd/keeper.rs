@@ -104,7 +104,7 @@ fn keep(watch: &Watch, holder: OwnedFd, mut ready: std::io::PipeWriter) {
     let mut renewed = Instant::now();
     let mut next_renewal = renewed + period;
     loop {
-        let lost_at = renewed + ttl;
+        let lost_at = renewed + ttl - fencing_margin(ttl);
         let wake = next_renewal.min(lost_at);
         let wait = wake.saturating_duration_since(Instant::now());
         let mut events = [
@@ -127,7 +127,11 @@ fn keep(watch: &Watch, holder: OwnedFd, mut ready: std::io::PipeWriter) {
         }
         let now = Instant::now();
         if now >= lost_at {
-            let reason = format!("lease lost: etcd unreachable for {} s", watch.settings.ttl);
+            let reason = format!(
+                "lease lost: etcd unreachable for {:.1} s (TTL {} s)",
+                renewed.elapsed().as_secs_f64(),
+                watch.settings.ttl
+            );
             return fence(watch, &holder, &reason);
         }
         if now < next_renewal {
@@ -144,6 +148,14 @@ fn keep(watch: &Watch, holder: OwnedFd, mut ready: std::io::PipeWriter) {
             Renewal::NoAnswer => next_renewal = Instant::now() + period.min(RETRY),
         }
     }
+}
+
+/// How long before the lease can run out in etcd the keeper gives it up
+/// and fences COMMAND off: etcd counts the TTL from when it got the last
+/// renewal, later than the keeper sent it, so COMMAND has at least this
+/// long to stop before another holder can start.
+fn fencing_margin(ttl: Duration) -> Duration {
+    (ttl / 4).min(Duration::from_secs(1))
 }
 
 /// How soon a renewal that got no answer is tried again.
