@@ -121,12 +121,7 @@ fn the_lock_file_is_created_0644_less_umask_and_kept() {
     let metadata = std::fs::metadata(&path).expect("the lock file was created");
     assert!(metadata.is_file());
     assert_eq!(metadata.permissions().mode() & 0o7777, 0o640);
-    me_only()
-        .arg("--flock")
-        .arg(&path)
-        .arg("true")
-        .assert()
-        .success();
+    me_only_flock().arg(&path).arg("true").assert().success();
     assert!(path.exists(), "me-only deleted the lock file");
 }
 
@@ -243,12 +238,7 @@ fn test_mode_prints_the_flock1_holders_pid() {
         .assert()
         .code(0)
         .stdout("");
-    me_only()
-        .arg("--flock")
-        .arg(&path)
-        .arg("true")
-        .assert()
-        .success();
+    me_only_flock().arg(&path).arg("true").assert().success();
 }
 
 #[test]
