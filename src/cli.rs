@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 
 use crate::acquire::Patience;
 use crate::backend::Kind;
@@ -74,36 +74,6 @@ pub struct Cli {
     #[arg(long, conflicts_with = "tcp")]
     pub flock: bool,
 
-    /// Lock the name LOCK in an etcd cluster, for one instance across hosts.
-    /// ENDPOINTS: http://HOST:PORT[,...]; without them (--etcd= or --etcd
-    /// followed by another option), ME_ONLY_ETCD_ENDPOINTS
-    #[cfg(feature = "etcd")]
-    #[arg(
-        long,
-        value_name = "ENDPOINTS",
-        num_args = 0..=1,
-        default_missing_value = "",
-        conflicts_with_all = ["tcp", "flock"]
-    )]
-    pub etcd: Option<String>,
-
-    /// With --etcd: the lease's time to live; a holder cut off from etcd
-    /// this long is fenced off [default: 10]
-    #[cfg(feature = "etcd")]
-    #[arg(
-        long,
-        value_name = "SECS",
-        value_parser = clap::value_parser!(i64).range(1..=86400),
-        requires = "etcd"
-    )]
-    pub ttl: Option<i64>,
-
-    /// With --etcd: how long a fenced-off COMMAND has between SIGTERM and
-    /// SIGKILL [default: 10]
-    #[cfg(feature = "etcd")]
-    #[arg(long, value_name = "SECS", value_parser = parse_seconds, requires = "etcd")]
-    pub kill_after: Option<Duration>,
-
     /// Wait for the lock instead of failing when it is held
     #[arg(short, long)]
     pub wait: bool,
@@ -158,13 +128,55 @@ pub struct Cli {
         allow_hyphen_values = true
     )]
     pub command: Vec<OsString>,
+
+    /// --etcd and its options, when the command line has them.
+    #[cfg(feature = "etcd")]
+    #[arg(skip)]
+    pub etcd: Option<EtcdOptions>,
+}
+
+/// The options of the etcd backend. They are added to the command line's
+/// definition only where the words ask for them (or for --help): each
+/// option clap defines costs every launch, and the launches that use a
+/// kernel lock are the ones that count (`full_command_needed`).
+#[cfg(feature = "etcd")]
+#[derive(Debug, Clone, clap::Args)]
+pub struct EtcdOptions {
+    /// Lock the name LOCK in an etcd cluster, for one instance across hosts.
+    /// ENDPOINTS: http://HOST:PORT[,...]; without them (--etcd= or --etcd
+    /// followed by another option), ME_ONLY_ETCD_ENDPOINTS
+    #[arg(
+        long,
+        value_name = "ENDPOINTS",
+        num_args = 0..=1,
+        default_missing_value = "",
+        conflicts_with_all = ["tcp", "flock"]
+    )]
+    pub etcd: Option<String>,
+
+    /// With --etcd: the lease's time to live; a holder cut off from etcd
+    /// this long is fenced off [default: 10]
+    #[arg(
+        long,
+        value_name = "SECS",
+        value_parser = clap::value_parser!(i64).range(1..=86400),
+        requires = "etcd"
+    )]
+    pub ttl: Option<i64>,
+
+    /// With --etcd: how long a fenced-off COMMAND has between SIGTERM and
+    /// SIGKILL [default: 10]
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds, requires = "etcd")]
+    pub kill_after: Option<Duration>,
 }
 
 impl Cli {
     pub fn backend(&self) -> Result<Kind, Error> {
         #[cfg(feature = "etcd")]
-        if let Some(endpoints) = &self.etcd {
-            return self.etcd_settings(endpoints).map(Kind::Etcd);
+        if let Some(options) = &self.etcd
+            && let Some(endpoints) = &options.etcd
+        {
+            return options.settings(endpoints).map(Kind::Etcd);
         }
         Ok(match (self.tcp, self.flock) {
             (true, _) => Kind::Tcp,
@@ -173,8 +185,19 @@ impl Cli {
         })
     }
 
-    #[cfg(feature = "etcd")]
-    fn etcd_settings(&self, endpoints: &str) -> Result<crate::backend::etcd::Settings, Error> {
+    pub fn patience(&self) -> Patience {
+        match (self.timeout, self.wait) {
+            (Some(Duration::ZERO), _) => Patience::None,
+            (Some(limit), _) => Patience::For(limit),
+            (None, true) => Patience::Forever,
+            (None, false) => Patience::None,
+        }
+    }
+}
+
+#[cfg(feature = "etcd")]
+impl EtcdOptions {
+    fn settings(&self, endpoints: &str) -> Result<crate::backend::etcd::Settings, Error> {
         let from_environment;
         let endpoints = if endpoints.is_empty() {
             from_environment = std::env::var(ENV_ETCD_ENDPOINTS).map_err(|_| {
@@ -193,15 +216,6 @@ impl Cli {
             ttl: self.ttl.unwrap_or(ETCD_DEFAULT_TTL),
             kill_after: self.kill_after.unwrap_or(ETCD_DEFAULT_KILL_AFTER),
         })
-    }
-
-    pub fn patience(&self) -> Patience {
-        match (self.timeout, self.wait) {
-            (Some(Duration::ZERO), _) => Patience::None,
-            (Some(limit), _) => Patience::For(limit),
-            (None, true) => Patience::Forever,
-            (None, false) => Patience::None,
-        }
     }
 }
 
@@ -239,7 +253,19 @@ pub fn parse<I>(args: I) -> Result<Request, Error>
 where
     I: IntoIterator<Item = OsString>,
 {
-    match Cli::try_parse_from(args) {
+    let args: Vec<OsString> = args.into_iter().collect();
+    let full = full_command_needed(&args);
+    let command = if full { full_command() } else { Cli::command() };
+    let parsed = command.try_get_matches_from(args).and_then(|mut matches| {
+        #[allow(unused_mut)]
+        let mut cli = Cli::from_arg_matches_mut(&mut matches)?;
+        #[cfg(feature = "etcd")]
+        if full {
+            cli.etcd = Some(EtcdOptions::from_arg_matches_mut(&mut matches)?);
+        }
+        Ok(cli)
+    });
+    match parsed {
         Ok(cli) => Ok(Request::Run(cli)),
         Err(err) if !err.use_stderr() => {
             // --help or --version: a closed stdout is not worth a complaint.
@@ -248,6 +274,29 @@ where
         }
         Err(err) => Err(Error::Usage(one_line(&err.to_string()))),
     }
+}
+
+/// The whole command line's definition, as --help and the man page show it.
+pub fn full_command() -> clap::Command {
+    #[cfg(feature = "etcd")]
+    return <EtcdOptions as clap::Args>::augment_args(Cli::command());
+    #[cfg(not(feature = "etcd"))]
+    Cli::command()
+}
+
+/// Whether the words may need more than the kernel locks' options: they
+/// name an etcd option, or ask for help or the version (which must show
+/// everything). Any word counts, even one of COMMAND's: the full
+/// definition parses every command line the lean one does, the same way.
+fn full_command_needed(args: &[OsString]) -> bool {
+    const FULL_ONLY: [&str; 5] = ["--etcd", "--ttl", "--kill-after", "--help", "--version"];
+    args.iter().skip(1).any(|arg| {
+        let arg = arg.as_encoded_bytes();
+        let long_option = |name: &str| arg.starts_with(name.as_bytes());
+        let short_cluster = arg.len() > 1 && arg[0] == b'-' && arg[1] != b'-';
+        FULL_ONLY.iter().any(|name| long_option(name))
+            || (short_cluster && arg[1..].iter().any(|&c| c == b'h' || c == b'V'))
+    })
 }
 
 /// Folds clap's message (which may list missing arguments on later lines and
@@ -370,6 +419,49 @@ mod tests {
                 panic!("{refused:?} must be refused");
             };
             assert!(message.contains("cannot be used with"), "{message}");
+        }
+    }
+
+    #[test]
+    fn only_etcd_help_and_version_words_need_the_full_definition() {
+        let needed = |words: &[&str]| {
+            let words: Vec<OsString> = words.iter().map(OsString::from).collect();
+            full_command_needed(&words)
+        };
+        assert!(!needed(&[
+            "me-only", "-q", "-E", "9", "--tcp", "1", "x", "-v"
+        ]));
+        assert!(!needed(&["me-only", "--flock", "--timeout=1", "/l", "x"]));
+        for full in [
+            &["me-only", "--etcd", "http://h:1", "l", "x"][..],
+            &["me-only", "--etcd=", "l", "x"],
+            &["me-only", "--ttl", "5", "l", "x"],
+            &["me-only", "--kill-after=1", "l", "x"],
+            &["me-only", "--help"],
+            &["me-only", "-qh"],
+            &["me-only", "-V"],
+            // A word of COMMAND's counts too: harmless, only slower.
+            &["me-only", "/l", "ls", "-h"],
+        ] {
+            assert!(needed(full), "{full:?}");
+        }
+    }
+
+    /// Where the lean definition is used, the full one would have parsed the
+    /// words the same way.
+    #[test]
+    fn lean_and_full_definitions_agree() {
+        for words in [
+            &["me-only", "-q", "-E", "9", "/l", "x", "-y"][..],
+            &["me-only", "--tcp", "127.0.0.1:1", "--", "-x"],
+            &["me-only", "--flock", "-w", "--timeout", "2", "/l", "x"],
+            &["me-only", "-t", "/l"],
+        ] {
+            let lean = Cli::command().try_get_matches_from(words).unwrap();
+            let full = full_command().try_get_matches_from(words).unwrap();
+            let lean = format!("{:?}", Cli::from_arg_matches(&lean).unwrap());
+            let full = format!("{:?}", Cli::from_arg_matches(&full).unwrap());
+            assert_eq!(lean, full, "{words:?}");
         }
     }
 

@@ -3,11 +3,10 @@
 //! (doc/me-only.1, installed by the Debian package); a test fails when it
 //! is stale. Regenerate with `ME_ONLY_UPDATE_MAN=1 cargo test man_page`.
 
-use clap::CommandFactory;
 use clap_mangen::Man;
 use clap_mangen::roff::{Roff, bold, roman};
 
-use crate::cli::{AFTER_LONG_HELP, Cli};
+use crate::cli::{AFTER_LONG_HELP, full_command};
 
 const MAN_PAGE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/doc/me-only.1");
 
@@ -54,7 +53,7 @@ const SEE_ALSO: &str =
 
 /// The page as roff.
 fn render() -> String {
-    let man = Man::new(Cli::command())
+    let man = Man::new(full_command())
         .manual("User Commands")
         .source(format!("me-only {}", env!("CARGO_PKG_VERSION")));
     let mut page = Vec::new();
@@ -159,7 +158,7 @@ fn man_page_has_the_sections_and_every_option() {
             "{section}"
         );
     }
-    for argument in Cli::command().get_arguments() {
+    for argument in full_command().get_arguments() {
         if let Some(long) = argument.get_long() {
             let escaped = format!("--{long}").replace('-', "\\-");
             assert!(page.contains(&escaped), "--{long}");
