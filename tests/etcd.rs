@@ -704,3 +704,28 @@ fn a_cut_off_holder_is_fenced_before_another_host_takes_over() {
         text(&holder.stderr)
     );
 }
+
+/// COMMAND cannot be run: exit 1, and the keeper, which saw me-only end,
+/// has given the lock back (well before the 30 s TTL).
+#[test]
+fn a_command_that_cannot_run_leaves_the_lock_free() {
+    let Some(etcd) = Etcd::start() else { return };
+    let lock = lock_name("no-command");
+    let line = refused(
+        &mut on(&etcd, &["--ttl", "30", &lock, "no-such-command-here"]),
+        1,
+    );
+    assert_eq!(
+        line,
+        format!("me-only: {lock}: no-such-command-here: command not found\n")
+    );
+    let started = Instant::now();
+    on(&etcd, &["--timeout", "10", &lock, "true"])
+        .assert()
+        .success();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
