@@ -496,33 +496,44 @@ fn fork_and_detach_hold_an_etcd_lock() {
 }
 
 /// Hosts for the tests: network namespaces, each joined to this one by a
-/// veth pair on a /30 of its own (10.231.N.0), removed when dropped.
+/// veth pair on a /30 of its own, removed when dropped. Every instance has
+/// a block of addresses and names of its own, so tests may run at once.
 struct Hosts {
-    names: Vec<String>,
+    /// The namespaces, and the host-side end of each one's link.
+    names: Vec<(String, String)>,
+    block: usize,
 }
 
 impl Hosts {
-    /// `count` of them; None (with a line saying why) where namespaces
-    /// cannot be made.
-    fn create(count: u8) -> Option<Hosts> {
+    /// `count` (at most 7) of them; None (with a line saying why) where
+    /// namespaces cannot be made.
+    fn create(count: usize) -> Option<Hosts> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT_BLOCK: AtomicUsize = AtomicUsize::new(1);
+
         if !common::root_or_skip("make network namespaces") {
             return None;
         }
+        let block = NEXT_BLOCK.fetch_add(1, Ordering::Relaxed);
         let tag = std::process::id() % 10_000;
-        let mut hosts = Hosts { names: Vec::new() };
+        let mut hosts = Hosts {
+            names: Vec::new(),
+            block,
+        };
         for n in 1..=count {
-            let name = format!("meo{tag}h{n}");
-            let outside = format!("meo{tag}o{n}");
+            let name = format!("meo{tag}b{block}h{n}");
+            let outside = format!("meo{tag}b{block}o{n}");
+            let (ours, theirs) = (hosts.gateway_ip(n), hosts.ip(n, 2));
             let commands = [
                 format!("ip netns add {name}"),
                 format!("ip link add {outside} type veth peer name eth0 netns {name}"),
-                format!("ip addr add 10.231.{n}.1/30 dev {outside}"),
+                format!("ip addr add {ours}/30 dev {outside}"),
                 format!("ip link set {outside} up"),
-                format!("ip -n {name} addr add 10.231.{n}.2/30 dev eth0"),
+                format!("ip -n {name} addr add {theirs}/30 dev eth0"),
                 format!("ip -n {name} link set eth0 up"),
                 format!("ip -n {name} link set lo up"),
             ];
-            hosts.names.push(name);
+            hosts.names.push((name, outside));
             for command in commands {
                 let done = Command::new("sh").args(["-c", &command]).output().unwrap();
                 if !done.status.success() {
@@ -534,26 +545,41 @@ impl Hosts {
         Some(hosts)
     }
 
+    /// Address `last` of host `n`'s /30 (1: this side, 2: the host's).
+    fn ip(&self, n: usize, last: u8) -> String {
+        format!("10.231.{}.{last}", self.block * 8 + n)
+    }
+
     /// The address of this side of host `n`'s link (1-based), where etcd
     /// listens for it.
-    fn gateway_ip(n: usize) -> String {
-        format!("10.231.{n}.1")
+    fn gateway_ip(&self, n: usize) -> String {
+        self.ip(n, 1)
+    }
+
+    /// The etcd endpoint host `n` reaches etcd at, on etcd's `port`.
+    fn endpoint(&self, n: usize, etcd: &Etcd) -> String {
+        let port = etcd.endpoint.rsplit(':').next().unwrap();
+        format!("http://{}:{port}", self.gateway_ip(n))
+    }
+
+    /// What etcd must listen on for all of them.
+    fn gateway_ips(&self) -> Vec<String> {
+        (1..=self.names.len()).map(|n| self.gateway_ip(n)).collect()
     }
 
     /// `me-only ARGS...` run in host `n`.
     fn me_only_in(&self, n: usize, args: &[&str]) -> Command {
         let mut command = Command::new("ip");
         command
-            .args(["netns", "exec", &self.names[n - 1], common::ME_ONLY])
+            .args(["netns", "exec", &self.names[n - 1].0, common::ME_ONLY])
             .args(args);
         command
     }
 
     /// Cuts host `n` off: its link goes down.
     fn cut_off(&self, n: usize) {
-        let outside = self.names[n - 1].replace('h', "o");
         let done = Command::new("ip")
-            .args(["link", "set", &outside, "down"])
+            .args(["link", "set", &self.names[n - 1].1, "down"])
             .output()
             .unwrap();
         assert!(done.status.success(), "{done:?}");
@@ -562,7 +588,7 @@ impl Hosts {
 
 impl Drop for Hosts {
     fn drop(&mut self) {
-        for name in &self.names {
+        for (name, _) in &self.names {
             let _ = Command::new("ip").args(["netns", "del", name]).output();
         }
     }
@@ -576,17 +602,16 @@ fn hosts_in_separate_network_namespaces_run_one_at_a_time() {
     let Some(hosts) = Hosts::create(3) else {
         return;
     };
-    let ips: Vec<String> = (1..=3).map(Hosts::gateway_ip).collect();
+    let ips = hosts.gateway_ips();
     let Some(etcd) = Etcd::start_also_on(&ips) else {
         return;
     };
-    let port = etcd.endpoint.rsplit(':').next().unwrap().to_owned();
     let lock = lock_name("hosts");
     for round in 0..5 {
         let (done, results) = std::sync::mpsc::channel();
         let mut go = Vec::new();
         for n in 1..=3 {
-            let endpoint = format!("http://{}:{port}", Hosts::gateway_ip(n));
+            let endpoint = hosts.endpoint(n, &etcd);
             let contender = hosts.me_only_in(
                 n,
                 &[
@@ -636,12 +661,11 @@ fn a_cut_off_holder_is_fenced_before_another_host_takes_over() {
     let Some(hosts) = Hosts::create(2) else {
         return;
     };
-    let ips: Vec<String> = (1..=2).map(Hosts::gateway_ip).collect();
+    let ips = hosts.gateway_ips();
     let Some(etcd) = Etcd::start_also_on(&ips) else {
         return;
     };
-    let port = etcd.endpoint.rsplit(':').next().unwrap().to_owned();
-    let endpoint = |n: usize| format!("http://{}:{port}", Hosts::gateway_ip(n));
+    let endpoint = |n: usize| hosts.endpoint(n, &etcd);
     let lock = lock_name("partition");
     let dir = tempfile::tempdir().unwrap();
     let witness = dir.path().join("running");
