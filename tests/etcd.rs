@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpListener;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -56,13 +56,7 @@ impl Etcd {
             .spawn()
             .unwrap();
         let mut log = BufReader::new(server.stderr.take().unwrap());
-        let mut line = String::new();
-        while !line.contains("ready to serve client requests") {
-            line.clear();
-            if log.read_line(&mut line).unwrap() == 0 {
-                panic!("etcd exited before serving: {:?}", server.wait());
-            }
-        }
+        common::read_until_a_line_with(&mut log, "ready to serve client requests");
         std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
         Some(Etcd {
             server,
@@ -125,19 +119,6 @@ fn on(etcd: &Etcd, args: &[&str]) -> Command {
     let mut command = me_only();
     command.args(["--etcd", &etcd.endpoint]).args(args);
     command
-}
-
-/// Reads lines of `stdout` until one equals `expected`.
-fn read_until(stdout: &mut BufReader<ChildStdout>, expected: &str) {
-    let mut line = String::new();
-    while line.trim_end() != expected {
-        line.clear();
-        assert_ne!(
-            stdout.read_line(&mut line).unwrap(),
-            0,
-            "ended before saying {expected:?}"
-        );
-    }
 }
 
 #[test]
@@ -267,7 +248,7 @@ fn fenced_holder(etcd: &Etcd, lock: &str, ttl: &str) -> (Child, BufReader<ChildS
     .spawn()
     .unwrap();
     let mut stdout = BufReader::new(holder.stdout.take().unwrap());
-    read_until(&mut stdout, "ready");
+    common::read_until_a_line_with(&mut stdout, "ready");
     (holder, stdout)
 }
 
@@ -282,7 +263,7 @@ fn a_deleted_key_fences_the_command_off() {
         .output()
         .unwrap();
     assert!(deleted.status.success(), "{deleted:?}");
-    read_until(&mut stdout, "terminated");
+    common::read_until_a_line_with(&mut stdout, "terminated");
     let output = holder.wait_with_output().unwrap();
     let stderr = text(&output.stderr);
     assert!(
@@ -302,7 +283,7 @@ fn an_unreachable_etcd_fences_the_command_off_after_the_ttl() {
     let (holder, mut stdout) = fenced_holder(&etcd, &lock, "2");
     let stopped = Instant::now();
     kill(etcd.pid(), Signal::SIGSTOP).unwrap();
-    read_until(&mut stdout, "terminated");
+    common::read_until_a_line_with(&mut stdout, "terminated");
     let fenced = stopped.elapsed();
     kill(etcd.pid(), Signal::SIGCONT).unwrap();
     println!("fenced {fenced:?} after etcd stopped answering (TTL 2 s)");
@@ -453,7 +434,7 @@ fn etcdctl_lock_and_me_only_exclude_each_other() {
         .spawn()
         .unwrap();
     let mut stdout = BufReader::new(holder.stdout.take().unwrap());
-    read_until(&mut stdout, "ready");
+    common::read_until_a_line_with(&mut stdout, "ready");
     refused(&mut on(&etcd, &[&lock, "echo", "ran"]), 4);
     drop(
         std::fs::OpenOptions::new()
@@ -693,7 +674,7 @@ fn a_cut_off_holder_is_fenced_before_another_host_takes_over() {
         .spawn()
         .unwrap();
     let mut holder_out = BufReader::new(holder.stdout.take().unwrap());
-    read_until(&mut holder_out, "ready");
+    common::read_until_a_line_with(&mut holder_out, "ready");
     let waiter = hosts
         .me_only_in(
             2,
@@ -714,7 +695,7 @@ fn a_cut_off_holder_is_fenced_before_another_host_takes_over() {
         .unwrap();
     let cut = Instant::now();
     hosts.cut_off(1);
-    read_until(&mut holder_out, "terminated");
+    common::read_until_a_line_with(&mut holder_out, "terminated");
     let fenced = cut.elapsed();
     let output = waiter.wait_with_output().unwrap();
     let took_over = cut.elapsed();

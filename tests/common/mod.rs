@@ -266,15 +266,7 @@ pub fn spawn_waiting(command: &mut Command) -> Child {
         .spawn()
         .unwrap();
     let mut diagnostics = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("waiting for the holder to let go") {
-        line.clear();
-        assert_ne!(
-            diagnostics.read_line(&mut line).unwrap(),
-            0,
-            "the waiter ended early"
-        );
-    }
+    read_until_a_line_with(&mut diagnostics, "waiting for the holder to let go");
     std::thread::spawn(move || std::io::copy(&mut diagnostics, &mut std::io::sink()));
     child
 }
@@ -316,4 +308,17 @@ pub fn root_or_skip(needs_root_for: &str) -> bool {
         println!("skipped: needs root to {needs_root_for}");
     }
     root
+}
+
+/// Reads lines until one contains `text`; fails if the writer ends first.
+pub fn read_until_a_line_with(reader: &mut impl BufRead, text: &str) {
+    let mut line = String::new();
+    while !line.contains(text) {
+        line.clear();
+        assert_ne!(
+            reader.read_line(&mut line).unwrap(),
+            0,
+            "ended before saying {text:?}"
+        );
+    }
 }
