@@ -145,6 +145,19 @@ fn a_holder_keeps_others_out_and_says_where_it_runs() {
         .code(4)
         .stdout(format!("{} {}\n", hostname(), holder.pid));
     assert_eq!(etcd.keys_under(&lock).len(), 1);
+    // The keeper is no child of COMMAND's: a COMMAND that reaps all its
+    // children never meets it.
+    let keeper = keeper_of(&lock).expect("a keeper runs");
+    let stat = std::fs::read_to_string(format!("/proc/{keeper}/stat")).unwrap();
+    let parent = stat[stat.rfind(')').unwrap() + 2..]
+        .split(' ')
+        .nth(1)
+        .unwrap();
+    assert_ne!(
+        parent,
+        holder.pid.to_string(),
+        "the keeper is COMMAND's child"
+    );
     assert!(holder.release().success());
     // The keeper revokes the lease as COMMAND exits: a waiter gets the lock
     // long before the 30 s TTL would free it.
