@@ -496,23 +496,23 @@ struct Hosts {
     /// The namespaces, and the host-side end of each one's link.
     names: Vec<(String, String)>,
     block: usize,
+    /// Holds the block against other test processes (see `claim_block`).
+    _claim: nix::fcntl::Flock<std::fs::File>,
 }
 
 impl Hosts {
     /// `count` (at most 7) of them; None (with a line saying why) where
     /// namespaces cannot be made.
     fn create(count: usize) -> Option<Hosts> {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static NEXT_BLOCK: AtomicUsize = AtomicUsize::new(1);
-
         if !common::root_or_skip("make network namespaces") {
             return None;
         }
-        let block = NEXT_BLOCK.fetch_add(1, Ordering::Relaxed);
+        let (block, claim) = claim_block();
         let tag = std::process::id() % 10_000;
         let mut hosts = Hosts {
             names: Vec::new(),
             block,
+            _claim: claim,
         };
         for n in 1..=count {
             let name = format!("meo{tag}b{block}h{n}");
@@ -578,6 +578,23 @@ impl Hosts {
             .unwrap();
         assert!(done.status.success(), "{done:?}");
     }
+}
+
+/// A block of addresses (10.231.8B.0/21) no other test, in this process or
+/// another, uses meanwhile: two host-side links on one subnet would send
+/// one test's packets to the other's namespace. Claimed with a flock(2)
+/// on a file per block, held as long as the Hosts.
+fn claim_block() -> (usize, nix::fcntl::Flock<std::fs::File>) {
+    for block in 1..31 {
+        let path = std::env::temp_dir().join(format!("me-only-tests-netns-block-{block}"));
+        let file = std::fs::File::create(path).unwrap();
+        if let Ok(claim) =
+            nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        {
+            return (block, claim);
+        }
+    }
+    panic!("all address blocks for test hosts are in use");
 }
 
 impl Drop for Hosts {
