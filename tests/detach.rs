@@ -8,19 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use assert_cmd::prelude::*;
-use common::{free_port, me_only, one_error_line, text, unique_lock, wait_until_gone};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-
-/// A background command this test started, killed (by pid) when dropped.
-struct Detached(i32);
-
-impl Drop for Detached {
-    fn drop(&mut self) {
-        let _ = kill(Pid::from_raw(self.0), Signal::SIGKILL);
-        wait_until_gone(self.0);
-    }
-}
+use common::{Detached, free_port, me_only, one_error_line, text, unique_lock};
 
 /// Runs a `me-only --detach ...` to its end, as `pid=$(me-only -d ...)`
 /// would: stdout is read to its end, so this returning at all shows that

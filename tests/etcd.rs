@@ -481,9 +481,9 @@ fn fork_and_detach_hold_an_etcd_lock() {
     .output()
     .unwrap();
     assert!(output.status.success(), "{output:?}");
-    let detached: i32 = text(&output.stdout).trim().parse().unwrap();
+    let detached = common::Detached(text(&output.stdout).trim().parse().unwrap());
     refused(&mut on(&etcd, &[&lock, "echo", "ran"]), 4);
-    kill(Pid::from_raw(detached), Signal::SIGKILL).unwrap();
+    drop(detached);
     on(&etcd, &["--timeout", "10", &lock, "true"])
         .assert()
         .success();

@@ -322,3 +322,17 @@ pub fn read_until_a_line_with(reader: &mut impl BufRead, text: &str) {
         );
     }
 }
+
+/// A background command a test started (--detach), killed by pid when
+/// dropped, so that a failing test leaves nothing running.
+pub struct Detached(pub i32);
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        wait_until_gone(self.0);
+    }
+}
