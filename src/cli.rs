@@ -135,10 +135,11 @@ pub struct Cli {
     pub etcd: Option<EtcdOptions>,
 }
 
-/// The options of the etcd backend. They are added to the command line's
-/// definition only where the words ask for them (or for --help): each
-/// option clap defines costs every launch, and the launches that use a
-/// kernel lock are the ones that count (`full_command_needed`).
+// The options of the etcd backend. They are added to the command line's
+// definition only where the words ask for them (or for --help): each option
+// clap defines costs every launch, and the launches that use a kernel lock
+// are the ones that count (`full_command_needed`). Plain comments: a doc
+// comment here would become the whole program's description in --help.
 #[cfg(feature = "etcd")]
 #[derive(Debug, Clone, clap::Args)]
 pub struct EtcdOptions {
@@ -445,6 +446,18 @@ mod tests {
         ] {
             assert!(needed(full), "{full:?}");
         }
+    }
+
+    #[test]
+    fn the_full_definition_describes_me_only() {
+        let lean = Cli::command();
+        let full = full_command();
+        assert_eq!(full.get_about(), lean.get_about());
+        assert_eq!(full.get_long_about(), lean.get_long_about());
+        assert!(
+            lean.get_about()
+                .is_some_and(|about| about.to_string().starts_with("Run COMMAND only if"))
+        );
     }
 
     /// Where the lean definition is used, the full one would have parsed the
