@@ -52,7 +52,8 @@ EXAMPLES:
 /// is created on disk), with --tcp a loopback TCP port, or with --flock a
 /// flock(2) lock on the file LOCK. me-only takes it and execs COMMAND, which
 /// keeps me-only's pid and holds the lock until it and every process that
-/// inherited the lock descriptor are gone.
+/// inherited the lock descriptor are gone. With --etcd the lock is a name in
+/// an etcd cluster, for one instance across hosts.
 #[derive(Debug, Parser)]
 #[command(
     name = "me-only",
@@ -84,7 +85,7 @@ pub struct Cli {
     pub timeout: Option<Duration>,
 
     /// Run nothing: exit 0 if the lock is free, 4 (or -E) if held, and print
-    /// the holder's pid on stdout
+    /// the holder's pid on stdout (with --etcd, HOST PID)
     #[arg(short, long, conflicts_with_all = ["wait", "timeout", "fork", "detach"])]
     pub test: bool,
 
@@ -114,7 +115,7 @@ pub struct Cli {
     pub verbose: bool,
 
     /// The lock: an abstract socket name (at most 107 bytes), with --tcp a
-    /// port, with --flock a file
+    /// port, with --flock a file, with --etcd a name in etcd
     #[arg(value_name = "LOCK")]
     pub lock: OsString,
 
