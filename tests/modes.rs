@@ -346,8 +346,13 @@ fn fork_forwards_signals_to_the_child() {
         (Signal::SIGWINCH, "WINCH"),
     ];
     for (code, (signal, name)) in (40..).zip(forwarded) {
+        // `wait` lets the trap run at once; a short background sleep, not a
+        // long one killed from the trap: a signal that reaches the forked
+        // child before it resets its traps is lost there, and a long sleep
+        // then outlives the test (it did, about one run in ten).
         let script = format!(
-            "trap 'kill $!; exit {code}' {name}; sleep 1000 >/dev/null 2>&1 & echo ready; wait"
+            "trap 'exit {code}' {name}; echo ready; \
+             while :; do sleep 1 >/dev/null 2>&1 & wait $!; done"
         );
         let mut command = me_only();
         command.args(["--fork", &lock, "sh", "-c", &script]);
