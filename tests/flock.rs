@@ -4,36 +4,19 @@
 mod common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use assert_cmd::prelude::*;
-use common::{Holding, me_only, me_only_as_user, one_error_line, run_noting_pid, text};
+use common::{
+    Holding, flock_holder, lock_file, me_only, me_only_as_user, me_only_flock, one_error_line,
+    run_noting_pid, text,
+};
 
 /// A generous bound for "at once": the kernel wakes a blocked flock as the
 /// holder closes the file.
 const PROMPT: Duration = Duration::from_millis(500);
-
-/// A lock file path in a fresh directory (the file does not exist yet).
-fn lock_file() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("lock");
-    (dir, path)
-}
-
-/// util-linux `flock FILE sh -c ...`, holding the lock until released.
-fn flock_holder(path: &Path) -> Holding {
-    let mut command = Command::new("flock");
-    command.arg(path).args(["sh", "-c", "echo ready; exec cat"]);
-    Holding::spawn(command)
-}
-
-fn me_only_flock() -> Command {
-    let mut command = me_only();
-    command.arg("--flock");
-    command
-}
 
 /// util-linux flock(1), failing at once when the lock is held.
 fn flock_n() -> Command {
@@ -254,24 +237,15 @@ fn a_waiter_starts_promptly_when_the_flock1_holder_exits() {
 fn timeout_gives_up_in_time_against_a_flock1_holder() {
     let (_dir, path) = lock_file();
     let holder = flock_holder(&path);
-    let started = Instant::now();
-    let output = me_only()
-        .args(["--timeout", "0.3", "--flock"])
-        .arg(&path)
-        .args(["echo", "ran"])
-        .output()
-        .unwrap();
-    let waited = started.elapsed();
-    println!("--flock --timeout 0.3 returned after {waited:?}");
-    assert_eq!(output.status.code(), Some(4), "{output:?}");
-    assert!(output.stdout.is_empty());
-    assert!(
-        waited >= Duration::from_millis(300),
-        "gave up early: {waited:?}"
+    let line = common::gives_up_after(
+        me_only_flock()
+            .args(["--timeout", "0.3"])
+            .arg(&path)
+            .args(["echo", "ran"]),
+        Duration::from_millis(300),
     );
-    assert!(waited < Duration::from_secs(3), "gave up late: {waited:?}");
     assert_eq!(
-        one_error_line(&output.stderr),
+        line,
         format!(
             "me-only: {}: still held by pid {} (uid {}) after 0.3 s\n",
             path.display(),
@@ -401,51 +375,4 @@ fn a_lock_file_on_a_read_only_filesystem_is_a_lock_error() {
         one_error_line(&output.stderr),
         format!("me-only: {mount_point}/lock: cannot open: Read-only file system\n")
     );
-}
-
-/// /proc/locks is read in pieces, and locks that others take and drop
-/// between two pieces shift the rest: --test once missed a lock held all
-/// along this way (2 answers in 1000 said "free" beside six flock(1) loops; 4% beside
-/// the two lockers here).
-#[test]
-fn test_mode_sees_a_held_lock_while_other_locks_come_and_go() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    let (dir, path) = lock_file();
-    let holder = flock_holder(&path);
-    let stop = Arc::new(AtomicBool::new(false));
-    let churners: Vec<_> = (0..2)
-        .map(|n| {
-            let file = std::fs::File::create(dir.path().join(format!("churn{n}"))).unwrap();
-            let stop = Arc::clone(&stop);
-            std::thread::spawn(move || {
-                let mut file = file;
-                while !stop.load(Ordering::Relaxed) {
-                    let locked = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-                        .map_err(|(_, errno)| errno)
-                        .unwrap();
-                    file = locked.unlock().map_err(|(_, errno)| errno).unwrap();
-                }
-            })
-        })
-        .collect();
-    let answers: Vec<Option<i32>> = (0..200)
-        .map(|_| {
-            me_only_flock()
-                .arg("--test")
-                .arg(&path)
-                .output()
-                .unwrap()
-                .status
-                .code()
-        })
-        .collect();
-    stop.store(true, Ordering::Relaxed);
-    churners
-        .into_iter()
-        .for_each(|churner| churner.join().unwrap());
-    let missed = answers.iter().filter(|&&code| code != Some(4)).count();
-    assert_eq!(missed, 0, "{missed} of 200 answers missed the held lock");
-    assert!(holder.release().success());
 }

@@ -5,6 +5,7 @@
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -335,4 +336,39 @@ impl Drop for Detached {
         );
         wait_until_gone(self.0);
     }
+}
+
+/// Runs `command`, a me-only with `--timeout` on a held lock whose COMMAND
+/// would print on stdout, and checks that it gave up in time: exit 4 after
+/// at least `timeout` (and well before 3 s), COMMAND never run. Returns its
+/// one line on stderr.
+pub fn gives_up_after(command: &mut Command, timeout: Duration) -> String {
+    let started = Instant::now();
+    let line = refused(command, 4);
+    let waited = started.elapsed();
+    println!("--timeout {timeout:?} gave up after {waited:?}");
+    assert!(waited >= timeout, "gave up early: {waited:?}");
+    assert!(waited < Duration::from_secs(3), "gave up late: {waited:?}");
+    line
+}
+
+/// A lock file path in a fresh directory (the file does not exist yet).
+pub fn lock_file() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lock");
+    (dir, path)
+}
+
+/// util-linux `flock FILE sh -c ...`, holding the lock until released.
+pub fn flock_holder(path: &Path) -> Holding {
+    let mut command = Command::new("flock");
+    command.arg(path).args(["sh", "-c", "echo ready; exec cat"]);
+    Holding::spawn(command)
+}
+
+/// `me-only --flock ...`.
+pub fn me_only_flock() -> Command {
+    let mut command = me_only();
+    command.arg("--flock");
+    command
 }
