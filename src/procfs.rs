@@ -73,7 +73,7 @@ fn conflicts_with(listening: &Ip, ours: &Ipv4Addr) -> bool {
 
 /// Whether a socket is bound to the abstract name, listening or not.
 pub fn abstract_name_is_bound(name: &[u8]) -> bool {
-    unix_sockets_named(name, |_| ()).next().is_some()
+    !unix_sockets_named(name, |_| ()).is_empty()
 }
 
 /// The inode of the socket that listens on the abstract name.
@@ -91,12 +91,13 @@ pub fn abstract_listener_inode(name: &[u8]) -> Option<u64> {
         }
         std::str::from_utf8(fields.get(6)?).ok()?.parse().ok()
     })
+    .into_iter()
     .flatten()
     .next()
 }
 
 /// `extract` of each line of /proc/net/unix for a socket named `@name`.
-fn unix_sockets_named<T>(name: &[u8], extract: impl Fn(&[u8]) -> T) -> impl Iterator<Item = T> {
+fn unix_sockets_named<T>(name: &[u8], extract: impl Fn(&[u8]) -> T) -> Vec<T> {
     let table = fs::read("/proc/net/unix").unwrap_or_default();
     let mut path = Vec::with_capacity(name.len() + 1);
     path.push(b'@');
@@ -107,8 +108,7 @@ fn unix_sockets_named<T>(name: &[u8], extract: impl Fn(&[u8]) -> T) -> impl Iter
         .split(|&byte| byte == b'\n')
         .filter(|line| nth_field_rest(line, 7) == Some(path.as_slice()))
         .map(extract)
-        .collect::<Vec<T>>()
-        .into_iter()
+        .collect()
 }
 
 fn nth_field_rest(line: &[u8], n: usize) -> Option<&[u8]> {
