@@ -4,7 +4,7 @@ use std::io::Write;
 
 use log::info;
 
-use crate::backend::{Backend, Probe};
+use crate::backend::{Backend, Holder, Probe};
 use crate::error::Error;
 use crate::procfs;
 
@@ -27,10 +27,23 @@ pub fn report(lock: &dyn Backend, conflict_exit_code: u8) -> Result<u8, Error> {
         };
         // A closed stdout must not turn the answer into a panic.
         let _ = std::io::stdout().write_all(line.as_bytes());
-        let command_line = procfs::command_line(pid).unwrap_or_default();
-        info!("{}: held by {holder}: {command_line}", lock.name());
-    } else {
-        info!("{}: held by {holder}", lock.name());
+        // /proc is read only for the diagnostic, and only where the pid is
+        // one of this host's: an etcd holder elsewhere shares only its number.
+        if log::log_enabled!(log::Level::Info) && runs_here(&holder) {
+            let command_line = procfs::command_line(pid).unwrap_or_default();
+            info!("{}: held by {holder}: {command_line}", lock.name());
+            return Ok(conflict_exit_code);
+        }
     }
+    info!("{}: held by {holder}", lock.name());
     Ok(conflict_exit_code)
+}
+
+/// Whether the holder runs on this host (where the lock names no host, it
+/// is a kernel lock of this host's).
+fn runs_here(holder: &Holder) -> bool {
+    match &holder.host {
+        None => true,
+        Some(host) => nix::unistd::gethostname().is_ok_and(|ours| ours == host.as_str()),
+    }
 }
