@@ -75,19 +75,16 @@ impl EtcdLock {
     }
 
     fn error(&self, action: &'static str, err: CallError) -> Error {
-        match err {
-            CallError::Unreachable { endpoint, reason } => Error::Etcd {
-                lock: self.name.clone(),
-                what: format!("cannot {action}: etcd at {endpoint} does not answer: {reason}"),
-            },
-            CallError::Refused(message) => Error::Etcd {
-                lock: self.name.clone(),
-                what: format!("cannot {action}: etcd says: {message}"),
-            },
-            CallError::TimedOut => Error::Etcd {
-                lock: self.name.clone(),
-                what: format!("cannot {action}: timed out"),
-            },
+        let why = match err {
+            CallError::Unreachable { endpoint, reason } => {
+                format!("etcd at {endpoint} does not answer: {reason}")
+            }
+            CallError::Refused(message) => format!("etcd says: {message}"),
+            CallError::TimedOut => "timed out".to_owned(),
+        };
+        Error::Etcd {
+            lock: self.name.clone(),
+            what: format!("cannot {action}: {why}"),
         }
     }
 
