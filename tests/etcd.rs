@@ -287,6 +287,55 @@ fn a_deleted_key_fences_the_command_off() {
     );
 }
 
+/// A fenced-off COMMAND that shrugs off SIGTERM gets SIGKILL after
+/// --kill-after.
+#[test]
+fn a_command_that_ignores_sigterm_is_killed_after_kill_after() {
+    use std::os::unix::process::ExitStatusExt;
+
+    let Some(etcd) = Etcd::start() else { return };
+    let lock = lock_name("kill-after");
+    let script = "trap 'echo got-term' TERM; echo ready; \
+                  while :; do sleep 1 >/dev/null 2>&1 & wait $!; done";
+    let mut holder = on(
+        &etcd,
+        &[
+            "--ttl",
+            "3",
+            "--kill-after",
+            "0.5",
+            &lock,
+            "sh",
+            "-c",
+            script,
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut stdout = BufReader::new(holder.stdout.take().unwrap());
+    common::read_until_a_line_with(&mut stdout, "ready");
+    let deleted = etcd
+        .ctl()
+        .args(["del", "--prefix", &format!("{lock}/")])
+        .output()
+        .unwrap();
+    assert!(deleted.status.success(), "{deleted:?}");
+    common::read_until_a_line_with(&mut stdout, "got-term");
+    let termed = Instant::now();
+    let output = holder.wait_with_output().unwrap();
+    let killed_after = termed.elapsed();
+    println!("SIGKILL {killed_after:?} after SIGTERM (--kill-after 0.5)");
+    assert_eq!(output.status.signal(), Some(9), "{output:?}");
+    assert!(killed_after < Duration::from_secs(4), "{killed_after:?}");
+    assert!(
+        text(&output.stderr).contains("(SIGKILL after 0.5 s)"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
 /// etcd stops answering (SIGSTOP): once the TTL has passed, the command is
 /// fenced off, and a newcomer takes the lock once etcd is back.
 #[test]
