@@ -14,7 +14,8 @@ use crate::error::Error;
 /// entries are `KEY  description`, continuation lines are indented further.
 pub const AFTER_LONG_HELP: &str = "\
 EXIT STATUS:
-  the command's own  the lock was taken and COMMAND ran (me-only became it)
+  the command's own  the lock was taken and COMMAND ran (me-only became it; with
+                     --fork, me-only dies of the signal that killed COMMAND)
   0                  --test: the lock is free; --detach: COMMAND started
   1                  COMMAND not found, not executable, or exec failed
   2                  invalid usage: bad arguments, lock name too long, bad port
@@ -40,7 +41,8 @@ EXAMPLES:
   ExecStart=/usr/bin/me-only /run/myjob /usr/bin/myjob        (systemd unit)
   me-only --wait --timeout 30 /tmp/deploy ./deploy.sh
   pid=$(me-only --test /tmp/backup) || echo \"backup running as $pid\"
-  me-only --fork /run/daemon /usr/sbin/some-daemon --background
+  me-only /run/daemon /usr/sbin/some-daemon --background   (the daemon keeps the lock)
+  me-only --fork /run/job /usr/local/bin/job-that-closes-its-fds
   me-only --tcp 127.0.0.1:7000 ./server
   me-only --flock /var/lock/backup.lock /usr/local/bin/backup  (with flock(1) users)
   pid=$(me-only --detach /tmp/worker ./worker) && echo \"worker is $pid\"
@@ -90,9 +92,11 @@ pub struct Cli {
     pub test: bool,
 
     /// Keep the lock in me-only and run COMMAND as its child, forwarding
-    /// TERM, INT, HUP, QUIT, USR1, USR2 and WINCH; exit with its status
-    /// (128+N if killed by signal N). For commands that close all their
-    /// descriptors or daemonize
+    /// TERM, INT, HUP, QUIT, USR1, USR2 and WINCH; exit with its status, or
+    /// die of the signal that killed it. If me-only is killed, so is the
+    /// child. For commands that close all their descriptors but stay in the
+    /// foreground; a command that daemonizes needs the default exec mode,
+    /// whose lock descriptor its daemon inherits
     #[arg(short, long)]
     pub fork: bool,
 

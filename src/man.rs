@@ -23,7 +23,8 @@ const NOTES: &[&str] = &[
     "Every process that inherits the lock descriptor keeps the lock alive: a \
      daemonized child holds it after the command exits. A command that closes \
      all its descriptors loses it while it still runs; use --fork for such \
-     commands.",
+     commands if they stay in the foreground (a command that daemonizes \
+     needs the default exec mode).",
     "With --flock, the lock file is never deleted: a process waiting on a \
      deleted file would hold a lock that a newcomer, creating a new file by \
      that name, does not see. Use a path in a directory that only trusted \

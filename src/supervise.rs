@@ -1,6 +1,7 @@
 //! `--fork`: me-only keeps the lock and runs COMMAND as its child, for
-//! commands that close every descriptor or daemonize. The lock lives exactly
-//! as long as me-only, which lives as long as its child.
+//! commands that close every descriptor they inherit but stay in the
+//! foreground. The lock lives exactly as long as me-only, which lives as
+//! long as its child, and the child no longer than me-only.
 
 use std::ffi::OsString;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -63,11 +64,12 @@ pub fn run(held: Held, command: &[OsString]) -> Result<u8, Error> {
     held.lock.hand_over(std::process::id() as i32)?;
     let mut child = launch::child(command, &held, original_mask);
     child.env_remove(ENV_FD);
-    // SAFETY: sigaction is async-signal-safe.
+    let supervisor = nix::unistd::getpid();
+    // SAFETY: sigaction, prctl and getppid are async-signal-safe.
     unsafe {
         child.pre_exec(move || {
             sigaction(Signal::SIGCHLD, &original_sigchld)?;
-            Ok(())
+            die_with(supervisor)
         });
     }
     let mut child = child
@@ -81,12 +83,56 @@ pub fn run(held: Held, command: &[OsString]) -> Result<u8, Error> {
     let status = supervise(&mut child, &signals)
         .map_err(|errno| system_error("supervise the command", errno))?;
     drop(held.fd);
+    if let Some(signal) = status.signal() {
+        die_of(signal);
+    }
     Ok(exit_code(status))
+}
+
+/// Dies of the signal that killed the child, as exec mode would have, so
+/// that the caller sees it: a shell stops a loop when its job died of ^C,
+/// not when it exited 130. A core-dumping signal dumps no core of
+/// me-only's: the core, if any, was the child's. Returns if the signal
+/// does not kill (it cannot, having killed the child).
+fn die_of(signal: i32) {
+    let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
+    let Ok(signal) = Signal::try_from(signal) else {
+        return;
+    };
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    // SAFETY: installs the default disposition, no handler.
+    let _ = unsafe { sigaction(signal, &default) };
+    let _ = nix::sys::signal::raise(signal);
+    let mut only = SigSet::empty();
+    only.add(signal);
+    let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&only), None);
+}
+
+/// In the child: be killed when the supervisor dies, however it dies
+/// (SIGKILL, the OOM killer), for the lock dies with it. The kernel sends
+/// the signal when the thread that forked the child exits; me-only forks
+/// from its main thread, which lives as long as the process. It sends it
+/// after closing the supervisor's descriptors, so the lock is free a few
+/// microseconds before the child is marked for death; but then it runs no
+/// more of its own code, while a new holder has still to start its
+/// COMMAND. A supervisor already dead is seen as a new parent.
+fn die_with(supervisor: Pid) -> std::io::Result<()> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+    if nix::unistd::getppid() != supervisor {
+        // SAFETY: _exit is async-signal-safe; nothing is left to clean up.
+        unsafe { libc::_exit(libc::EXIT_FAILURE) };
+    }
+    Ok(())
 }
 
 /// Forwards signals to the child until it exits.
 fn supervise(child: &mut Child, signals: &SignalFd) -> Result<ExitStatus, Errno> {
     let pid = Pid::from_raw(child.id() as i32);
+    // A terminal's hang-up goes to its session leader alone (the rest of
+    // the session hears of it only when the leader exits): when me-only
+    // leads the session (ssh -t host me-only --fork ...), the child has
+    // not had it and must.
+    let leads_session = nix::unistd::getsid(None).is_ok_and(|sid| sid == nix::unistd::getpid());
     loop {
         let info = match signals.read_signal() {
             Ok(Some(info)) => info,
@@ -105,7 +151,9 @@ fn supervise(child: &mut Child, signals: &SignalFd) -> Result<ExitStatus, Errno>
                 Err(err) => return Err(errno_of(&err)),
             }
         }
-        if info.ssi_code != SI_KERNEL {
+        let child_had_it =
+            info.ssi_code == SI_KERNEL && !(signal == Signal::SIGHUP && leads_session);
+        if !child_had_it {
             debug!("forwarding {signal} to {pid}");
             // The child may have exited already; its SIGCHLD is on the way.
             let _ = nix::sys::signal::kill(pid, signal);

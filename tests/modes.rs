@@ -272,10 +272,6 @@ fn fork_passes_the_exit_status_through() {
         .assert()
         .code(7)
         .stdout("out\n");
-    me_only()
-        .args(["-f", &lock, "sh", "-c", "kill -KILL $$"])
-        .assert()
-        .code(128 + 9);
 }
 
 /// In fork mode me-only holds the lock: the child gets no lock descriptor
@@ -298,7 +294,10 @@ fn fork_holds_the_lock_in_me_only_not_in_the_child() {
         .code(4)
         .stdout(format!("{}\n", holder.pid));
     holder.signal(Signal::SIGTERM);
-    assert_eq!(holder.release().code(), Some(128 + 15));
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&holder.release()),
+        Some(libc::SIGTERM)
+    );
     me_only().args([&lock, "true"]).assert().success();
 }
 
@@ -426,4 +425,133 @@ fn waiters_do_not_spin() {
         assert_eq!(code, Some(4));
         assert!(cpu < Duration::from_millis(200), "{what}: {cpu:?}");
     }
+}
+
+/// The pids of `pid`'s children, as the kernel lists them.
+fn children_of(pid: u32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap()
+        .split_whitespace()
+        .map(|child| child.parse().unwrap())
+        .collect()
+}
+
+/// kill -9 of a --fork supervisor (the OOM killer, a service manager's
+/// final SIGKILL) must take its child along: the child has no lock of its
+/// own, and ran on beside the next instance.
+#[test]
+fn kill_9_of_a_fork_supervisor_ends_its_child() {
+    let lock = unique_lock("fork-kill-9");
+    // The child must not end for any other reason: no pipe of the test's
+    // closes under it.
+    let holder = Holding::with_script(["--fork", &lock], "echo ready; exec sleep 1000");
+    let children = children_of(holder.pid);
+    assert_eq!(children.len(), 1, "{children:?}");
+    let child = common::Detached(children[0]);
+    holder.kill();
+    assert!(
+        common::gone_within(child.0, Duration::from_secs(1)),
+        "the child of a killed --fork supervisor runs on without the lock"
+    );
+    me_only().args([&lock, "true"]).assert().success();
+}
+
+/// A child killed by a signal makes me-only die of the same signal, as
+/// exec mode would, so that the caller (a shell loop on ^C) sees what
+/// happened; a core-dumping signal dumps no core of me-only's.
+#[test]
+fn fork_dies_of_the_signal_that_killed_its_child() {
+    use std::os::unix::process::ExitStatusExt;
+
+    let lock = unique_lock("fork-reraise");
+    for (signal, name) in [(libc::SIGINT, "INT"), (libc::SIGQUIT, "QUIT"), (9, "KILL")] {
+        let mut command = me_only();
+        command.args(["--fork", &lock, "sh", "-c", &format!("kill -{name} $$")]);
+        // The default dispositions, whatever the test runner ignores.
+        // SAFETY: signal() is async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                for ignored_in_background in [libc::SIGINT, libc::SIGQUIT] {
+                    libc::signal(ignored_in_background, libc::SIG_DFL);
+                }
+                Ok(())
+            });
+        }
+        let status = command.status().unwrap();
+        assert_eq!(status.signal(), Some(signal), "{name}: {status:?}");
+        assert!(!status.core_dumped(), "{name}: me-only dumped core");
+    }
+}
+
+/// `ssh -t host me-only --fork ...`: me-only leads the session, and the
+/// terminal's hang-up goes to the session leader alone; the child must
+/// have it too, or it runs on after its user is gone.
+#[test]
+fn fork_passes_a_hang_up_on_when_it_leads_the_session() {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+
+    let lock = unique_lock("fork-hangup");
+    let (master, terminal) = pseudo_terminal();
+    let raw_terminal = terminal.as_raw_fd();
+    let mut command = me_only();
+    command.args([
+        "--fork",
+        &lock,
+        "sh",
+        "-c",
+        "trap 'exit 42' HUP; echo ready; while :; do sleep 1 & wait $!; done",
+    ]);
+    // SAFETY: setsid, ioctl, dup2 and signal are async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            nix::unistd::setsid()?;
+            if libc::ioctl(raw_terminal, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            for standard in 0..3 {
+                libc::dup2(raw_terminal, standard);
+            }
+            libc::signal(libc::SIGHUP, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let mut me_only = common::KillOnDrop(command.spawn().unwrap());
+    drop(terminal);
+    let mut master = master;
+    let mut said = Vec::new();
+    let mut byte = [0];
+    while !said.ends_with(b"ready") {
+        assert_eq!(master.read(&mut byte).unwrap(), 1, "{said:?}");
+        said.push(byte[0]);
+    }
+    drop(master); // hang up
+    assert!(
+        common::gone_within(me_only.0.id() as i32, Duration::from_secs(10)),
+        "the child never had the hang-up"
+    );
+    assert_eq!(me_only.0.wait().unwrap().code(), Some(42));
+}
+
+/// A new pseudo-terminal, master and slave, both close-on-exec from the
+/// start: a process that another test thread starts meanwhile must not
+/// keep either open, or closing the master would not hang up.
+fn pseudo_terminal() -> (std::fs::File, std::fs::File) {
+    use nix::fcntl::OFlag;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let master =
+        nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC).unwrap();
+    nix::pty::grantpt(&master).unwrap();
+    nix::pty::unlockpt(&master).unwrap();
+    let name = nix::pty::ptsname_r(&master).unwrap();
+    // std opens close-on-exec.
+    let terminal = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(name)
+        .unwrap();
+    let master = std::fs::File::from(std::os::fd::OwnedFd::from(master));
+    (master, terminal)
 }

@@ -208,11 +208,20 @@ pub fn one_error_line(stderr: &[u8]) -> String {
 }
 
 /// Blocks until process `pid` (not necessarily our child) has exited, which
-/// is after the kernel closed its descriptors. Event-driven: a pidfd becomes
-/// readable when the process exits.
+/// is after the kernel closed its descriptors.
 pub fn wait_until_gone(pid: i32) {
+    assert!(exits_within(pid, nix::poll::PollTimeout::NONE));
+}
+
+/// Whether process `pid` (not necessarily our child) exits within `limit`.
+pub fn gone_within(pid: i32, limit: Duration) -> bool {
+    exits_within(pid, nix::poll::PollTimeout::try_from(limit).unwrap())
+}
+
+/// Event-driven: a pidfd becomes readable when its process exits.
+fn exits_within(pid: i32, timeout: nix::poll::PollTimeout) -> bool {
     use nix::libc;
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use nix::poll::{PollFd, PollFlags, poll};
     use std::os::fd::{FromRawFd, OwnedFd};
 
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
@@ -224,7 +233,7 @@ pub fn wait_until_gone(pid: i32) {
             Some(libc::ESRCH),
             "pidfd_open({pid}): {err}"
         );
-        return; // already gone
+        return true; // already gone
     }
     // SAFETY: the syscall just returned this descriptor to us alone.
     let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
@@ -232,7 +241,7 @@ pub fn wait_until_gone(pid: i32) {
         std::os::fd::AsFd::as_fd(&pidfd),
         PollFlags::POLLIN,
     )];
-    poll(&mut fds, PollTimeout::NONE).expect("poll the pidfd");
+    poll(&mut fds, timeout).expect("poll the pidfd") == 1
 }
 
 /// The inode of `socket:[N]`, as readlink of a socket descriptor prints it.
@@ -335,6 +344,17 @@ impl Drop for Detached {
             nix::sys::signal::Signal::SIGKILL,
         );
         wait_until_gone(self.0);
+    }
+}
+
+/// A child process a test started, killed and reaped when dropped, so that
+/// a failing test leaves nothing running.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
