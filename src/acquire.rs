@@ -32,8 +32,9 @@ pub fn acquire(
     name_holder: bool,
 ) -> Result<Option<OwnedFd>, Error> {
     let started = Instant::now();
+    // A limit past what the clock can count to has no end.
     let deadline = match patience {
-        Patience::For(limit) => Some(started + limit),
+        Patience::For(limit) => started.checked_add(limit),
         Patience::None | Patience::Forever => None,
     };
     let mut backoff = Duration::ZERO;

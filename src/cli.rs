@@ -83,7 +83,12 @@ pub struct Cli {
 
     /// Wait at most SECS (fractions allowed; implies --wait), then exit as
     /// when held; 0 does not wait
-    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    #[arg(
+        long,
+        value_name = "SECS",
+        value_parser = parse_seconds,
+        allow_negative_numbers = true
+    )]
     pub timeout: Option<Duration>,
 
     /// Run nothing: exit 0 if the lock is free, 4 (or -E) if held, and print
@@ -107,7 +112,14 @@ pub struct Cli {
     pub detach: bool,
 
     /// Exit with N instead of 4 when the lock is held
-    #[arg(short = 'E', long, value_name = "N", default_value_t = 4)]
+    #[arg(
+        short = 'E',
+        long,
+        value_name = "N",
+        default_value_t = 4,
+        value_parser = parse_exit_code,
+        allow_negative_numbers = true
+    )]
     pub conflict_exit_code: u8,
 
     /// Say nothing when the lock is held (other errors are still reported)
@@ -172,7 +184,13 @@ pub struct EtcdOptions {
 
     /// With --etcd: how long a fenced-off COMMAND has between SIGTERM and
     /// SIGKILL [default: 10]
-    #[arg(long, value_name = "SECS", value_parser = parse_seconds, requires = "etcd")]
+    #[arg(
+        long,
+        value_name = "SECS",
+        value_parser = parse_seconds,
+        allow_negative_numbers = true,
+        requires = "etcd"
+    )]
     pub kill_after: Option<Duration>,
 }
 
@@ -236,13 +254,26 @@ const ETCD_DEFAULT_KILL_AFTER: Duration = Duration::from_secs(10);
 #[cfg(feature = "etcd")]
 pub const ENV_ETCD_ENDPOINTS: &str = "ME_ONLY_ETCD_ENDPOINTS";
 
-/// A number of seconds, fractions allowed.
+/// A number of seconds, fractions allowed. One too large for a Duration
+/// (about 585 billion years) is refused as such; a smaller one that the
+/// clock cannot count to is the caller's to treat as "no end".
 fn parse_seconds(text: &str) -> Result<Duration, String> {
     let seconds: f64 = text
         .parse()
-        .map_err(|_| format!("'{text}' is not a number of seconds"))?;
+        .ok()
+        .filter(|seconds: &f64| seconds.is_finite())
+        .ok_or_else(|| format!("'{text}' is not a number of seconds"))?;
+    if seconds < 0.0 {
+        return Err(format!("'{text}' is negative: seconds must be 0 or more"));
+    }
     Duration::try_from_secs_f64(seconds)
-        .map_err(|_| format!("'{text}' is not a number of seconds from 0 up"))
+        .map_err(|_| format!("'{text}' is too large a number of seconds"))
+}
+
+/// An exit code, 0-255.
+fn parse_exit_code(text: &str) -> Result<u8, String> {
+    text.parse()
+        .map_err(|_| format!("'{text}' is not an exit code (0-255)"))
 }
 
 /// What the command line asks for.

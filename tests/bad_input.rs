@@ -8,6 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Output;
 
+use assert_cmd::prelude::*;
 use common::{me_only, one_error_line, text, unique_lock};
 
 /// A command that leaves a trace if it ever runs.
@@ -81,8 +82,13 @@ fn unknown_option_is_usage() {
 #[test]
 fn conflict_exit_code_out_of_range_is_usage() {
     let witness = Witness::new();
-    for bad in ["256", "-1", "four"] {
-        refused(&with_witness(&["-E", bad, "/tmp/a"], &witness), 2);
+    for bad in ["256", "-1", "four", "99999999999999999999"] {
+        let line = refused(&with_witness(&["-E", bad, "/tmp/a"], &witness), 2);
+        // What is wrong with the value, not "unexpected argument '-1'".
+        assert!(
+            line.contains(&format!("'{bad}' is not an exit code (0-255)")),
+            "{bad}: {line}"
+        );
     }
     witness.assert_not_run();
 }
@@ -209,9 +215,9 @@ fn privileged_port_as_unprivileged_user_is_lock_error_3() {
             .map(|text| text.trim().parse().unwrap())
             .unwrap_or(1024);
     if unprivileged_start <= port {
-        eprintln!(
-            "skipped: every port is unprivileged here (ip_unprivileged_port_start = {unprivileged_start})"
-        );
+        common::skip(&format!(
+            "every port is unprivileged here (ip_unprivileged_port_start = {unprivileged_start})"
+        ));
         return;
     }
     let witness = Witness::new();
@@ -290,5 +296,29 @@ fn bad_timeouts_are_usage() {
         );
         assert!(line.contains(timeout), "{timeout}: {line}");
     }
+    let line = refused(&with_witness(&["--timeout", "-1", "/tmp/a"], &witness), 2);
+    assert!(line.contains("'-1' is negative"), "{line}");
+    let line = refused(&with_witness(&["--timeout", "1e20", "/tmp/a"], &witness), 2);
+    assert!(line.contains("'1e20' is too large"), "{line}");
     witness.assert_not_run();
+}
+
+/// A timeout beyond what the clock can count to (1e19 s panicked on an
+/// Instant overflow) is a wait without end.
+#[test]
+fn a_huge_timeout_waits_without_end() {
+    let lock = unique_lock("huge-timeout");
+    me_only()
+        .args(["--timeout", "1e19", &lock, "echo", "ran"])
+        .assert()
+        .success()
+        .stdout("ran\n")
+        .stderr("");
+    let holder = common::Holding::start([&lock]);
+    let waiter =
+        common::spawn_waiting(me_only().args(["-v", "--timeout", "1e19", &lock, "echo", "ran"]));
+    assert!(holder.release().success());
+    let output = waiter.wait_with_output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(text(&output.stdout), "ran\n");
 }

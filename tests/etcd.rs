@@ -30,10 +30,18 @@ impl Etcd {
         Etcd::start_also_on(&[])
     }
 
+    /// As `start`, for a test that also runs etcdctl (`ctl`, `keys_under`);
+    /// None where either is missing.
+    fn start_with_etcdctl() -> Option<Etcd> {
+        if !common::programs_or_skip(&["etcd", "etcdctl"]) {
+            return None;
+        }
+        Etcd::start()
+    }
+
     /// As `start`, also serving clients on `ips` (the same port).
     fn start_also_on(ips: &[String]) -> Option<Etcd> {
-        if Command::new("etcd").arg("--version").output().is_err() {
-            println!("skipped: etcd is not installed (apt-get install etcd-server)");
+        if !common::programs_or_skip(&["etcd"]) {
             return None;
         }
         let data = tempfile::tempdir().unwrap();
@@ -123,7 +131,9 @@ fn on(etcd: &Etcd, args: &[&str]) -> Command {
 
 #[test]
 fn a_holder_keeps_others_out_and_says_where_it_runs() {
-    let Some(etcd) = Etcd::start() else { return };
+    let Some(etcd) = Etcd::start_with_etcdctl() else {
+        return;
+    };
     let lock = lock_name("held");
     let script = "[ -z \"${ME_ONLY_FD+set}\" ] || echo fd-set; \
                   [ \"$ME_ONLY_LOCK\" = \"$0\" ] || echo no-lock; \
@@ -267,7 +277,9 @@ fn fenced_holder(etcd: &Etcd, lock: &str, ttl: &str) -> (Child, BufReader<ChildS
 
 #[test]
 fn a_deleted_key_fences_the_command_off() {
-    let Some(etcd) = Etcd::start() else { return };
+    let Some(etcd) = Etcd::start_with_etcdctl() else {
+        return;
+    };
     let lock = lock_name("deleted");
     let (holder, mut stdout) = fenced_holder(&etcd, &lock, "3");
     let deleted = etcd
@@ -293,7 +305,9 @@ fn a_deleted_key_fences_the_command_off() {
 fn a_command_that_ignores_sigterm_is_killed_after_kill_after() {
     use std::os::unix::process::ExitStatusExt;
 
-    let Some(etcd) = Etcd::start() else { return };
+    let Some(etcd) = Etcd::start_with_etcdctl() else {
+        return;
+    };
     let lock = lock_name("kill-after");
     let script = "trap 'echo got-term' TERM; echo ready; \
                   while :; do sleep 1 >/dev/null 2>&1 & wait $!; done";
@@ -364,7 +378,9 @@ fn an_unreachable_etcd_fences_the_command_off_after_the_ttl() {
 /// Waiters queue in etcd's lock service and run oldest first.
 #[test]
 fn waiters_run_in_the_order_they_came() {
-    let Some(etcd) = Etcd::start() else { return };
+    let Some(etcd) = Etcd::start_with_etcdctl() else {
+        return;
+    };
     let lock = lock_name("queue");
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("order");
@@ -394,7 +410,9 @@ fn waiters_run_in_the_order_they_came() {
 
 #[test]
 fn timeout_gives_up_and_leaves_no_waiter_key() {
-    let Some(etcd) = Etcd::start() else { return };
+    let Some(etcd) = Etcd::start_with_etcdctl() else {
+        return;
+    };
     let lock = lock_name("timeout");
     let holder = Holding::start(["--etcd", &etcd.endpoint, &lock]);
     let line = common::gives_up_after(
@@ -471,7 +489,9 @@ fn endpoints_come_from_the_environment() {
 /// etcdctl lock uses the same keys: the two exclude each other.
 #[test]
 fn etcdctl_lock_and_me_only_exclude_each_other() {
-    let Some(etcd) = Etcd::start() else { return };
+    let Some(etcd) = Etcd::start_with_etcdctl() else {
+        return;
+    };
     let lock = lock_name("etcdctl");
     // etcdctl gives its command no stdin: it holds until a FIFO opens.
     let dir = tempfile::tempdir().unwrap();
@@ -549,7 +569,7 @@ impl Hosts {
     /// `count` (at most 7) of them; None (with a line saying why) where
     /// namespaces cannot be made.
     fn create(count: usize) -> Option<Hosts> {
-        if !common::root_or_skip("make network namespaces") {
+        if !common::root_or_skip("make network namespaces") || !common::programs_or_skip(&["ip"]) {
             return None;
         }
         let (block, claim) = claim_block();
@@ -576,7 +596,7 @@ impl Hosts {
             for command in commands {
                 let done = Command::new("sh").args(["-c", &command]).output().unwrap();
                 if !done.status.success() {
-                    println!("skipped: {command}: {}", text(&done.stderr).trim());
+                    common::skip(&format!("{command}: {}", text(&done.stderr).trim()));
                     return None;
                 }
             }

@@ -36,6 +36,9 @@ fn uid() -> u32 {
 
 #[test]
 fn a_flock1_holder_keeps_me_only_out() {
+    if !common::programs_or_skip(&["flock"]) {
+        return;
+    }
     let (_dir, path) = lock_file();
     let holder = flock_holder(&path);
     assert_eq!(
@@ -62,6 +65,9 @@ fn a_flock1_holder_keeps_me_only_out() {
 
 #[test]
 fn a_me_only_holder_keeps_flock1_out() {
+    if !common::programs_or_skip(&["flock"]) {
+        return;
+    }
     let (_dir, path) = lock_file();
     let holder = Holding::start([Path::new("--flock"), &path]);
     echo_ran_under(flock_n(), &path).code(1).stdout("");
@@ -196,6 +202,9 @@ fn a_lock_file_the_user_may_not_read_is_a_lock_error() {
 
 #[test]
 fn test_mode_prints_the_flock1_holders_pid() {
+    if !common::programs_or_skip(&["flock"]) {
+        return;
+    }
     let (_dir, path) = lock_file();
     me_only()
         .args(["--flock", "--test"])
@@ -226,6 +235,9 @@ fn test_mode_prints_the_flock1_holders_pid() {
 
 #[test]
 fn a_waiter_starts_promptly_when_the_flock1_holder_exits() {
+    if !common::programs_or_skip(&["flock"]) {
+        return;
+    }
     let (_dir, path) = lock_file();
     let path = path.display().to_string();
     let latency = common::handover(flock_holder(Path::new(&path)), &["--flock", &path]);
@@ -235,6 +247,9 @@ fn a_waiter_starts_promptly_when_the_flock1_holder_exits() {
 
 #[test]
 fn timeout_gives_up_in_time_against_a_flock1_holder() {
+    if !common::programs_or_skip(&["flock"]) {
+        return;
+    }
     let (_dir, path) = lock_file();
     let holder = flock_holder(&path);
     let line = common::gives_up_after(
@@ -271,6 +286,9 @@ fn timeout_gives_up_in_time_against_a_flock1_holder() {
 /// no descriptor of it.
 #[test]
 fn fork_keeps_the_flock_in_me_only() {
+    if !common::programs_or_skip(&["flock"]) {
+        return;
+    }
     let (_dir, path) = lock_file();
     let script = format!(
         "if ls -l /proc/$$/fd | grep -q '{}'; then echo leaked; fi; echo ready; exec cat",
@@ -303,12 +321,12 @@ fn fork_keeps_the_flock_in_me_only() {
 /// starts in) the abstract lock is not seen, the --flock lock is.
 #[test]
 fn a_new_network_namespace_sees_the_flock_lock_but_not_the_abstract_one() {
-    if !common::root_or_skip("unshare -n") {
+    if !common::root_or_skip("unshare -n") || !common::programs_or_skip(&["unshare"]) {
         return;
     }
     let unshare = Command::new("unshare").args(["-n", "true"]).output();
     if !unshare.as_ref().is_ok_and(|output| output.status.success()) {
-        println!("skipped: unshare -n does not work here: {unshare:?}");
+        common::skip(&format!("unshare -n does not work here: {unshare:?}"));
         return;
     }
     let in_new_namespace = |lock_args: &[&str]| {
@@ -348,7 +366,7 @@ fn a_new_network_namespace_sees_the_flock_lock_but_not_the_abstract_one() {
 /// nothing outside sees it.
 #[test]
 fn a_lock_file_on_a_read_only_filesystem_is_a_lock_error() {
-    if !common::root_or_skip("unshare -m and mount") {
+    if !common::root_or_skip("unshare -m and mount") || !common::programs_or_skip(&["unshare"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -365,7 +383,9 @@ fn a_lock_file_on_a_read_only_filesystem_is_a_lock_error() {
     };
     let probe = in_read_only_mount("--version");
     if !probe.status.success() {
-        println!("skipped: cannot mount a tmpfs in a new mount namespace here: {probe:?}");
+        common::skip(&format!(
+            "cannot mount a tmpfs in a new mount namespace here: {probe:?}"
+        ));
         return;
     }
     let output = in_read_only_mount(&format!("--flock '{mount_point}/lock' echo ran"));

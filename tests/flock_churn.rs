@@ -13,6 +13,9 @@ use common::{flock_holder, lock_file, me_only_flock};
 /// the two lockers here).
 #[test]
 fn test_mode_sees_a_held_lock_while_other_locks_come_and_go() {
+    if !common::programs_or_skip(&["flock"]) {
+        return;
+    }
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -315,9 +315,81 @@ pub fn refused(command: &mut Command, code: i32) -> String {
 pub fn root_or_skip(needs_root_for: &str) -> bool {
     let root = nix::unistd::getuid().is_root();
     if !root {
-        println!("skipped: needs root to {needs_root_for}");
+        skip(&format!("needs root to {needs_root_for}"));
     }
     root
+}
+
+/// The programs beyond sh and coreutils that some tests run, and the Debian
+/// package that has each.
+const PACKAGE_OF: &[(&str, &str)] = &[
+    ("etcd", "etcd-server"),
+    ("etcdctl", "etcd-client"),
+    ("flock", "util-linux"),
+    ("ip", "iproute2"),
+    ("ss", "iproute2"),
+    ("unshare", "util-linux"),
+];
+
+/// Whether every one of `programs` is on PATH; if not, skips the calling
+/// test, naming what is missing and the package to install.
+pub fn programs_or_skip(programs: &[&str]) -> bool {
+    let missing: Vec<String> = programs
+        .iter()
+        .filter(|program| !on_path(program))
+        .map(|program| {
+            let package = PACKAGE_OF
+                .iter()
+                .find(|(name, _)| name == program)
+                .map_or(*program, |(_, package)| package);
+            format!("{program} (apt-get install {package})")
+        })
+        .collect();
+    if !missing.is_empty() {
+        skip(&format!("needs {}", missing.join(", ")));
+    }
+    missing.is_empty()
+}
+
+fn on_path(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join(program))
+                .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+        })
+    })
+}
+
+static SKIPPED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Says that the calling test is skipped, and why: in its own output, and
+/// in one line on the test binary's stderr when it exits, which cargo shows
+/// even when every test passed (it hides a passing test's output).
+pub fn skip(reason: &str) {
+    static REPORT_AT_EXIT: std::sync::Once = std::sync::Once::new();
+
+    println!("skipped: {reason}");
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    SKIPPED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .push(format!("{test} ({reason})"));
+    // SAFETY: registers a function that takes no arguments and returns.
+    REPORT_AT_EXIT.call_once(|| unsafe {
+        nix::libc::atexit(report_skipped);
+    });
+}
+
+extern "C" fn report_skipped() {
+    use std::io::Write;
+
+    let skipped = SKIPPED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let line = format!("skipped {}: {}\n", skipped.len(), skipped.join("; "));
+    let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
 /// Reads lines until one contains `text`; fails if the writer ends first.
