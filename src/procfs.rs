@@ -154,16 +154,31 @@ pub fn has_open(pid: i32, opened: Opened) -> bool {
 }
 
 /// A process (of user `uid`, if given, and not one of `ignored`) that has it
-/// open, where /proc lets us look.
+/// open, where /proc lets us look. Its pid is one of this pid namespace's:
+/// a /proc mounted for another (a namespace entered without remounting it)
+/// is not searched.
 pub fn pid_with_open(opened: Opened, uid: Option<u32>, ignored: &[i32]) -> Option<i32> {
     use std::os::unix::fs::MetadataExt;
 
+    if !shows_our_pids() {
+        return None;
+    }
     fs::read_dir("/proc")
         .ok()?
         .filter_map(Result::ok)
         .filter(|entry| uid.is_none_or(|uid| entry.metadata().is_ok_and(|meta| meta.uid() == uid)))
         .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
         .find(|&pid| !ignored.contains(&pid) && has_open(pid, opened))
+}
+
+/// Whether /proc numbers processes as this pid namespace does: its `self`
+/// is our own pid.
+fn shows_our_pids() -> bool {
+    fs::read_link("/proc/self").is_ok_and(|link| {
+        link.to_str()
+            .and_then(|pid| pid.parse::<u32>().ok())
+            .is_some_and(|pid| pid == std::process::id())
+    })
 }
 
 /// A flock(2) lock, or a wait for one, as /proc/locks lists it.
@@ -176,7 +191,8 @@ struct FlockEntry {
 }
 
 /// Who holds a flock(2) lock on a file, and who waits for it, by pid as
-/// /proc/locks shows them: 0 for one in a pid namespace this one cannot see.
+/// /proc/locks shows them: 0 for one in a pid namespace this one cannot see
+/// (and for all, where /proc was mounted for another pid namespace).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct FlockLockers {
     pub holder: Option<i32>,
@@ -209,15 +225,14 @@ pub fn flock_lockers(device: (u32, u32), inode: u64) -> FlockLockers {
     if on_inode.iter().any(|entry| entry.device == device) {
         on_inode.retain(|entry| entry.device == device);
     }
+    let ours = shows_our_pids();
+    let pid = |entry: &FlockEntry| if ours { entry.pid } else { 0 };
     FlockLockers {
-        holder: on_inode
-            .iter()
-            .find(|entry| !entry.waiting)
-            .map(|entry| entry.pid),
+        holder: on_inode.iter().find(|entry| !entry.waiting).map(pid),
         waiting: on_inode
             .iter()
             .filter(|entry| entry.waiting)
-            .map(|entry| entry.pid)
+            .map(pid)
             .collect(),
     }
 }

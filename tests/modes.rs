@@ -555,3 +555,54 @@ fn pseudo_terminal() -> (std::fs::File, std::fs::File) {
     let master = std::fs::File::from(std::os::fd::OwnedFd::from(master));
     (master, terminal)
 }
+
+/// From inside a pid namespace the holder's pid is not visible: the kernel
+/// says 0 (SO_PEERCRED, /proc/locks), and `kill $(me-only -t LOCK)` must
+/// not become `kill 0`. No pid is printed, whether /proc there is the
+/// namespace's own or still the outer one (whose pids mean nothing inside).
+/// (A /proc of the namespace's own hides flock(2) locks of processes
+/// outside it altogether: the README says so; --flock is tested with the
+/// outer /proc only.)
+#[test]
+fn test_mode_prints_no_pid_for_a_holder_outside_its_pid_namespace() {
+    if !common::root_or_skip("unshare -p") || !common::programs_or_skip(&["unshare"]) {
+        return;
+    }
+    let (_dir, file) = common::lock_file();
+    let own_proc = &["-p", "-f", "--mount-proc"][..];
+    let outer_proc = &["-p", "-f"][..];
+    for (lock_args, unshares) in [
+        (
+            vec![unique_lock("other-namespace")],
+            vec![own_proc, outer_proc],
+        ),
+        (
+            vec!["--flock".into(), file.display().to_string()],
+            vec![outer_proc],
+        ),
+    ] {
+        let holder = Holding::start(&lock_args);
+        for unshare in unshares {
+            let inside = |args: &[&str]| {
+                std::process::Command::new("unshare")
+                    .args(unshare)
+                    .arg(common::ME_ONLY)
+                    .args(&lock_args)
+                    .args(args)
+                    .output()
+                    .unwrap()
+            };
+            let test = inside(&["--test"]);
+            if test.status.code() != Some(4) && text(&test.stderr).starts_with("unshare") {
+                common::skip(&format!("unshare {unshare:?} does not work here: {test:?}"));
+                return;
+            }
+            let what = format!("{lock_args:?} in unshare {unshare:?}");
+            assert_eq!(test.status.code(), Some(4), "{what}: {test:?}");
+            assert_eq!(text(&test.stdout), "", "{what}");
+            let conflict = one_error_line(&inside(&["true"]).stderr);
+            assert!(!conflict.contains("by pid"), "{what}: {conflict}");
+        }
+        drop(holder);
+    }
+}

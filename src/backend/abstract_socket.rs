@@ -74,7 +74,9 @@ impl Backend for AbstractLock {
         match probe.connect(&self.address) {
             Ok(()) => Ok(Probe::Held(match getsockopt(&probe, PeerCredentials) {
                 Ok(credentials) => {
-                    let recorded = Some(credentials.pid());
+                    // 0: the listener is in a pid namespace this one
+                    // cannot see into.
+                    let recorded = Some(credentials.pid()).filter(|&pid| pid > 0);
                     let uid = Some(credentials.uid());
                     let pid = match procfs::abstract_listener_inode(self.abstract_name()) {
                         Some(inode) => current_holder(recorded, Opened::Socket(inode), uid, &[]),
