@@ -6,6 +6,8 @@
 use std::fs;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 
+use nix::libc;
+
 /// A listening TCP socket that holds a port, as /proc/net/tcp{,6} shows it.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Listener {
@@ -199,8 +201,8 @@ pub struct FlockLockers {
     pub waiting: Vec<i32>,
 }
 
-/// The flock(2) lockers of the file with this device (major, minor) and
-/// inode.
+/// The flock(2) lockers of the file with this device (major, minor: the
+/// superblock's, see `superblock_device`) and inode.
 pub fn flock_lockers(device: (u32, u32), inode: u64) -> FlockLockers {
     // The kernel freezes the lock list only while one read() fills one
     // page; between reads, locks that others take or drop shift the rest,
@@ -219,12 +221,7 @@ pub fn flock_lockers(device: (u32, u32), inode: u64) -> FlockLockers {
             break;
         }
     }
-    // btrfs gives each subvolume's files a device number of its own in
-    // stat(2), while /proc/locks shows the filesystem's: where no lock has
-    // both, those on the same inode number are taken to be ours.
-    if on_inode.iter().any(|entry| entry.device == device) {
-        on_inode.retain(|entry| entry.device == device);
-    }
+    on_inode.retain(|entry| entry.device == device);
     let ours = shows_our_pids();
     let pid = |entry: &FlockEntry| if ours { entry.pid } else { 0 };
     FlockLockers {
@@ -238,6 +235,49 @@ pub fn flock_lockers(device: (u32, u32), inode: u64) -> FlockLockers {
 }
 
 const LOCKS_TABLE_PASSES: usize = 3;
+
+/// The device (major, minor) of the filesystem that `path` is on, as
+/// /proc/locks names it: the superblock's, which stat(2) does not always
+/// give (btrfs gives each subvolume a device number of its own). Found
+/// from the file's mount id (statx) in /proc/self/mountinfo; None where
+/// either is unavailable.
+pub fn superblock_device(path: &std::path::Path) -> Option<(u32, u32)> {
+    use std::os::unix::ffi::OsStrExt;
+
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statx is a plain C struct that zeroes validly.
+    let mut status: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: the path is a C string, the buffer ours; the link itself, as
+    // --flock never follows one.
+    let done = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+            libc::STATX_MNT_ID,
+            &mut status,
+        )
+    };
+    if done != 0 || status.stx_mask & libc::STATX_MNT_ID == 0 {
+        return None;
+    }
+    mount_device(
+        &fs::read_to_string("/proc/self/mountinfo").ok()?,
+        status.stx_mnt_id,
+    )
+}
+
+/// The device of mount `id` in mountinfo: `ID PARENT MAJOR:MINOR ROOT ...`.
+fn mount_device(mountinfo: &str, id: u64) -> Option<(u32, u32)> {
+    mountinfo.lines().find_map(|line| {
+        let mut fields = line.split(' ');
+        if fields.next()?.parse::<u64>().ok()? != id {
+            return None;
+        }
+        let (major, minor) = fields.nth(1)?.split_once(':')?;
+        Some((major.parse().ok()?, minor.parse().ok()?))
+    })
+}
 
 /// /proc/locks, read a page or more at a time.
 fn read_locks_table() -> String {
@@ -357,6 +397,16 @@ mod tests {
             parse_flock_line("3: POSIX  ADVISORY  WRITE 9 fe:00:10010630 0 EOF"),
             None
         );
+    }
+
+    #[test]
+    fn a_mounts_device_is_its_third_field() {
+        let mountinfo = "22 27 0:21 / /proc rw,relatime - proc proc rw\n\
+                         27 1 254:0 / / rw,relatime - ext4 /dev/vda1 rw\n\
+                         61 27 0:55 /@home /home rw - btrfs /dev/vdb rw\n";
+        assert_eq!(mount_device(mountinfo, 27), Some((254, 0)));
+        assert_eq!(mount_device(mountinfo, 61), Some((0, 55)));
+        assert_eq!(mount_device(mountinfo, 2), None);
     }
 
     #[test]

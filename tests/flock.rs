@@ -396,3 +396,36 @@ fn a_lock_file_on_a_read_only_filesystem_is_a_lock_error() {
         format!("me-only: {mount_point}/lock: cannot open: Read-only file system\n")
     );
 }
+
+/// /proc/locks names a file by its filesystem's device and inode number;
+/// two filesystems can each have a file with the same inode number (two
+/// tmpfs number theirs alike), and a lock on one is not a lock on the
+/// other. Both are mounted in a mount namespace of the test's own.
+#[test]
+fn test_mode_does_not_mistake_a_lock_on_another_filesystem_for_this_one() {
+    if !common::root_or_skip("unshare -m and mount")
+        || !common::programs_or_skip(&["unshare", "flock"])
+    {
+        return;
+    }
+    let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let script = r#"
+        mount -t tmpfs none "$1" && mount -t tmpfs none "$2" || exit 97
+        touch "$1/lock" "$2/lock"
+        [ "$(stat -c %i "$1/lock")" = "$(stat -c %i "$2/lock")" ] || exit 98
+        flock "$1/lock" sh -c '
+            "$0" --flock --test "$1/lock" >/dev/null; echo "this $?"
+            "$0" --flock --test "$2/lock" >/dev/null; echo "other $?"' "$3" "$1" "$2"
+    "#;
+    let output = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
+        .args([first.path(), second.path()])
+        .arg(common::ME_ONLY)
+        .output()
+        .unwrap();
+    if matches!(output.status.code(), Some(97 | 98)) {
+        common::skip(&format!("two tmpfs with alike inode numbers: {output:?}"));
+        return;
+    }
+    assert_eq!(text(&output.stdout), "this 4\nother 0\n", "{output:?}");
+}

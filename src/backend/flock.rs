@@ -160,7 +160,8 @@ impl Backend for FlockLock {
             });
         }
         // Device numbers are 12 + 20 bits wide.
-        let device = (major(status.st_dev) as u32, minor(status.st_dev) as u32);
+        let device = procfs::superblock_device(&self.path)
+            .unwrap_or((major(status.st_dev) as u32, minor(status.st_dev) as u32));
         let lockers = procfs::flock_lockers(device, status.st_ino);
         let Some(recorded) = lockers.holder else {
             return Ok(Probe::Free);
