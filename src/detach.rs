@@ -52,8 +52,8 @@ pub fn run(held: Held, command: &[OsString]) -> Result<u8, Error> {
         return Err(err);
     }
     debug!(
-        "{lock_name}: lock held on fd {:?} by pid {}",
-        held.fd,
+        "{lock_name}: lock held {} by pid {}",
+        held.whereabouts(),
         child.id()
     );
     // COMMAND runs whatever becomes of this line: a closed stdout must not

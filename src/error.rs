@@ -79,6 +79,12 @@ impl Error {
         }
     }
 
+    /// The line on stderr: `me-only: <what went wrong>`, one line whatever
+    /// the names in it hold.
+    pub fn line(&self) -> String {
+        format!("me-only: {}\n", printable(&self.to_string()))
+    }
+
     /// Whether the line on stderr is wanted; `--quiet` silences conflicts only.
     pub fn is_reported(&self, conflict: ConflictPolicy) -> bool {
         !(conflict.quiet && matches!(self, Error::Busy { .. }))
@@ -97,6 +103,21 @@ impl Error {
             errno,
         }
     }
+}
+
+/// `text` with control characters escaped (`\n` for a newline, `\u{1b}`
+/// for escape), so that a message that quotes a name holding one stays one
+/// line and cannot play tricks on a terminal.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// The errno behind an I/O error, so that messages read "Permission denied"
@@ -193,6 +214,15 @@ mod tests {
         assert_eq!(
             timed_out.to_string(),
             "/tmp/a: still held by pid 4242 (uid 0) after 0.5 s"
+        );
+        let odd = Error::Busy {
+            lock: "a\nb\x1b[2J".into(),
+            holder: Holder::unknown(),
+            waited: None,
+        };
+        assert_eq!(
+            odd.line(),
+            "me-only: a\\nb\\u{1b}[2J: already held by another process\n"
         );
         let lock = Error::lock("127.0.0.1:80", "bind", &io::Error::from_raw_os_error(13));
         assert_eq!(

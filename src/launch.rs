@@ -2,7 +2,7 @@
 //! pid and holds the lock descriptor itself.
 
 use std::ffi::{CString, OsStr, OsString};
-use std::os::fd::{IntoRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -14,7 +14,7 @@ use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
 
 use crate::backend::Backend;
-use crate::error::Error;
+use crate::error::{Error, printable};
 use crate::inherited;
 
 /// Names COMMAND learns its lock by.
@@ -34,6 +34,27 @@ impl Held<'_> {
     pub fn name(&self) -> &str {
         self.lock.name()
     }
+
+    /// Where the lock is held, for diagnostics: "on fd 3".
+    pub fn whereabouts(&self) -> String {
+        whereabouts(self.fd.as_ref().map(AsRawFd::as_raw_fd))
+    }
+}
+
+fn whereabouts(fd: Option<RawFd>) -> String {
+    match fd {
+        Some(fd) => format!("on fd {fd}"),
+        None => "with no descriptor (a lease)".to_owned(),
+    }
+}
+
+/// COMMAND and its arguments as a person would type them, for diagnostics.
+pub fn words(command: &[OsString]) -> String {
+    let words: Vec<String> = command
+        .iter()
+        .map(|word| printable(&word.to_string_lossy()))
+        .collect();
+    words.join(" ")
 }
 
 /// Execs COMMAND with the lock descriptor left open; returns only on failure.
@@ -68,7 +89,11 @@ pub fn exec(held: Held, command: &[OsString]) -> Error {
             std::env::set_var(variable, value);
         }
     }
-    debug!("{name}: lock held on fd {fd:?}; exec {command:?}");
+    debug!(
+        "{name}: lock held {}; exec {}",
+        whereabouts(fd),
+        words(command)
+    );
     inherited::restore_sigpipe();
     match nix::unistd::execvp(&argv[0], &argv) {
         Err(errno) => exec_error(name, &command[0], errno),

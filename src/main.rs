@@ -63,8 +63,7 @@ fn me_only() -> u8 {
                 // One write, so that lines of instances sharing a stderr
                 // (a cron log, a journal) never interleave; and a closed or
                 // broken stderr must not turn into a panic.
-                let line = format!("me-only: {err}\n");
-                let _ = std::io::stderr().write_all(line.as_bytes());
+                let _ = std::io::stderr().write_all(err.line().as_bytes());
             }
             err.exit_code(policy)
         }

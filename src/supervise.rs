@@ -76,8 +76,8 @@ pub fn run(held: Held, command: &[OsString]) -> Result<u8, Error> {
         .spawn()
         .map_err(|err| exec_error(lock_name, &command[0], errno_of(&err)))?;
     debug!(
-        "{lock_name}: lock held on fd {:?} by me-only; child pid {}",
-        held.fd,
+        "{lock_name}: lock held {} by me-only; child pid {}",
+        held.whereabouts(),
         child.id()
     );
     let status = supervise(&mut child, &signals)

@@ -322,3 +322,36 @@ fn a_huge_timeout_waits_without_end() {
     assert!(output.status.success(), "{output:?}");
     assert_eq!(text(&output.stdout), "ran\n");
 }
+
+/// Every error is one line, even when LOCK or COMMAND holds a newline or
+/// another control character: they are shown escaped.
+#[test]
+fn names_with_newlines_still_give_one_line() {
+    let lock = format!("{}\nsecond line", unique_lock("newline"));
+    let shown = lock.replace('\n', "\\n");
+    let line = refused(&words(&[&lock, "no-such\ncommand\r"]), 1);
+    assert_eq!(
+        line,
+        format!("me-only: {shown}: no-such\\ncommand\\r: command not found\n")
+    );
+    let holder = common::Holding::start([&lock]);
+    let line = refused(&words(&[&lock, "true"]), 4);
+    assert!(
+        line.starts_with(&format!(
+            "me-only: {shown}: already held by pid {} ",
+            holder.pid
+        )),
+        "{line}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("no\ndir").join("lock");
+    let line = refused(
+        &[
+            OsString::from("--flock"),
+            file.clone().into(),
+            "true".into(),
+        ],
+        3,
+    );
+    assert!(line.contains("no\\ndir/lock: cannot open"), "{line}");
+}

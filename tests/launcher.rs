@@ -262,7 +262,15 @@ fn verbose_and_rust_log_print_diagnostics_on_stderr_only_when_asked() {
         text(&output.stderr)
     };
     let expected = format!("me-only: debug: {lock}: lock held on fd ");
-    assert!(diagnostics(&["-v"], None).starts_with(&expected));
+    // Said as a person would: "on fd 3; exec true", not "fd Some(3)".
+    let verbose = diagnostics(&["-v"], None);
+    assert_eq!(
+        verbose
+            .strip_prefix(&expected)
+            .and_then(|rest| rest.split_once(';')),
+        Some(("3", " exec true\n")),
+        "{verbose}"
+    );
     assert!(diagnostics(&["--verbose"], None).starts_with(&expected));
     assert!(diagnostics(&[], Some("debug")).starts_with(&expected));
     assert_eq!(diagnostics(&[], None), "");

@@ -64,6 +64,18 @@ pub enum CallError {
     TimedOut,
 }
 
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Unreachable { endpoint, reason } => {
+                write!(f, "etcd at {endpoint} does not answer: {reason}")
+            }
+            CallError::Refused(message) => write!(f, "etcd says: {message}"),
+            CallError::TimedOut => write!(f, "timed out"),
+        }
+    }
+}
+
 /// The etcd cluster, as its client URLs.
 #[derive(Debug, Clone)]
 pub struct Gateway {

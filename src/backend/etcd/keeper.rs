@@ -173,7 +173,7 @@ fn renew(gateway: &Gateway, watch: &Watch, timeout: Duration) -> Renewal {
         Ok(0) => return Renewal::Lost("lease lost: it expired or was revoked"),
         Ok(_) => {}
         Err(err) => {
-            log::debug!("{}: renewing the lease: {err:?}", watch.lock);
+            log::debug!("{}: renewing the lease: {err}", watch.lock);
             return Renewal::NoAnswer;
         }
     }
@@ -191,7 +191,7 @@ fn fence(watch: &Watch, holder: &OwnedFd, reason: &str) {
     let kill_after = watch.settings.kill_after;
     let line = format!(
         "me-only: {}: {reason}; terminating pid {} (SIGKILL after {} s)\n",
-        watch.lock,
+        crate::error::printable(&watch.lock),
         watch.holder,
         kill_after.as_secs_f64()
     );

@@ -75,16 +75,9 @@ impl EtcdLock {
     }
 
     fn error(&self, action: &'static str, err: CallError) -> Error {
-        let why = match err {
-            CallError::Unreachable { endpoint, reason } => {
-                format!("etcd at {endpoint} does not answer: {reason}")
-            }
-            CallError::Refused(message) => format!("etcd says: {message}"),
-            CallError::TimedOut => "timed out".to_owned(),
-        };
         Error::Etcd {
             lock: self.name.clone(),
-            what: format!("cannot {action}: {why}"),
+            what: format!("cannot {action}: {err}"),
         }
     }
 
@@ -155,7 +148,7 @@ impl EtcdLock {
 
     fn give_back(&self, lease: i64) {
         if let Err(err) = self.gateway().revoke(lease, gateway::CALL_TIMEOUT) {
-            log::debug!("{}: revoking lease {lease:x}: {err:?}", self.name);
+            log::debug!("{}: revoking lease {lease:x}: {err}", self.name);
         }
     }
 }
@@ -267,7 +260,7 @@ impl Renewer {
         let thread = std::thread::spawn(move || {
             while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(period) {
                 if let Err(err) = gateway.keep_alive(lease, period) {
-                    log::debug!("renewing waiter lease {lease:x}: {err:?}");
+                    log::debug!("renewing waiter lease {lease:x}: {err}");
                 }
             }
         });
