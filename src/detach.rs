@@ -6,12 +6,16 @@
 
 use std::ffi::OsString;
 use std::io::Write;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, IntoRawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 
 use log::debug;
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, open};
+use nix::libc;
 use nix::sys::signal::{SigmaskHow, sigprocmask};
+use nix::sys::stat::Mode;
 
 use crate::error::{Error, errno_of};
 use crate::launch::{self, ENV_FD, Held, exec_error};
@@ -25,6 +29,8 @@ pub fn run(held: Held, command: &[OsString]) -> Result<u8, Error> {
     let mut mask = nix::sys::signal::SigSet::empty();
     sigprocmask(SigmaskHow::SIG_BLOCK, None, Some(&mut mask))
         .map_err(|errno| Error::lock_errno(lock_name, "read the signal mask", errno))?;
+    occupy_closed_stdin_and_stdout()
+        .map_err(|errno| Error::lock_errno(lock_name, "open /dev/null", errno))?;
     let mut child = launch::child(command, &held, mask);
     match &held.fd {
         Some(fd) => {
@@ -60,4 +66,26 @@ pub fn run(held: Held, command: &[OsString]) -> Result<u8, Error> {
     // make its start look like a failure.
     let _ = std::io::stdout().write_all(format!("{}\n", child.id()).as_bytes());
     Ok(0)
+}
+
+/// Puts /dev/null on descriptor 0 or 1 where me-only was started with it
+/// closed. Otherwise std's spawn would open its /dev/null (close-on-exec)
+/// or its error pipe right there, and "move" it onto itself, so COMMAND
+/// would start with the descriptor closed, and the next file it opens would
+/// become its stdin or stdout.
+fn occupy_closed_stdin_and_stdout() -> Result<(), Errno> {
+    for standard in 0..=1 {
+        // SAFETY: F_GETFD only looks at the descriptor.
+        let closed =
+            unsafe { libc::fcntl(standard, libc::F_GETFD) } == -1 && Errno::last() == Errno::EBADF;
+        if closed {
+            // open() takes the lowest free descriptor: this one, as those
+            // below it are open by now. Not close-on-exec, and kept open
+            // for good (std's spawn puts its /dev/null over it in COMMAND).
+            let null = open("/dev/null", OFlag::O_RDWR | OFlag::O_NOCTTY, Mode::empty())?;
+            debug_assert_eq!(null.as_raw_fd(), standard);
+            let _ = null.into_raw_fd();
+        }
+    }
+    Ok(())
 }

@@ -157,3 +157,40 @@ fn detach_waits_for_the_lock_when_asked() {
         .code(4)
         .stdout(format!("{}\n", second.0));
 }
+
+/// Started with stdin and stdout closed (as some supervisors and cron
+/// set-ups do), COMMAND still gets /dev/null on both, so that the next
+/// file it opens does not become its stdin or stdout.
+#[test]
+fn detach_gives_dev_null_for_closed_stdin_and_stdout() {
+    use std::os::unix::process::CommandExt;
+
+    let lock = unique_lock("detach-closed");
+    let mut command = me_only();
+    command
+        .args([
+            "--detach",
+            &lock,
+            "find",
+            "/proc/self/fd/",
+            "-mindepth",
+            "1",
+        ])
+        .args(["-name", "[01]", "-fprintf", "/dev/stderr", "%f %l\n"])
+        .stderr(Stdio::piped());
+    // SAFETY: close is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            nix::libc::close(0);
+            nix::libc::close(1);
+            Ok(())
+        });
+    }
+    // stderr is read to its end: until the background command exits.
+    let output = command.output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let stderr = text(&output.stderr);
+    let mut seen: Vec<&str> = stderr.lines().collect();
+    seen.sort();
+    assert_eq!(seen, ["0 /dev/null", "1 /dev/null"]);
+}
