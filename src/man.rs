@@ -43,10 +43,12 @@ const NOTES: &[&str] = &[
      ME_ONLY_FENCE with whatever COMMAND writes, and have the store refuse \
      older tokens. Waiters (--wait) queue in etcd's lock service, oldest \
      first, and contend with etcdctl lock.",
-    "Asking who holds an abstract lock (a conflict, --test, --wait) connects to \
-     the holder's listening socket; the kernel keeps such connections until the \
+    "Asking who holds an abstract lock (a conflict, --test) connects to the \
+     holder's listening socket; the kernel keeps such connections until the \
      holder exits, up to net.core.somaxconn of them, after which the holder's \
-     pid is no longer reported and waiters fall back to a short backoff.",
+     pid is no longer reported and waiters fall back to a short backoff. A \
+     waiter (--wait) keeps one connection for as long as it waits; -q asks \
+     nothing.",
 ];
 
 const SEE_ALSO: &str =

@@ -606,3 +606,58 @@ fn test_mode_prints_no_pid_for_a_holder_outside_its_pid_namespace() {
         drop(holder);
     }
 }
+
+/// Connections queued on the holder's listening socket, as `ss -xl`'s
+/// Recv-Q shows them (the holder never accepts).
+fn queued_on(lock: &str) -> u32 {
+    let output = std::process::Command::new("ss")
+        .args(["-xlH", "src", &format!("@{lock}")])
+        .output()
+        .unwrap();
+    let listing = text(&output.stdout);
+    let fields: Vec<&str> = listing.split_whitespace().collect();
+    assert_eq!(
+        fields.get(4),
+        Some(&format!("@{lock}").as_str()),
+        "{listing}"
+    );
+    fields[2].parse().unwrap()
+}
+
+/// A waiter keeps one connection to the holder for as long as it waits:
+/// one per look, never accepted, filled the holder's queue (somaxconn) in
+/// about an hour, after which no waiter could watch the holder any more.
+#[test]
+fn a_waiter_queues_one_connection_however_long_it_waits() {
+    if !common::programs_or_skip(&["ss"]) {
+        return;
+    }
+    let lock = unique_lock("queue");
+    let _holder = Holding::start([&lock]);
+    // -q: no connection to ask who holds it, at the end.
+    me_only()
+        .args(["-q", "--timeout", "3.5", &lock, "true"])
+        .assert()
+        .code(4);
+    assert_eq!(queued_on(&lock), 1);
+}
+
+/// The last instant before a deadline is slept, not spun: a poll timeout
+/// rounded down to 0 ms made dozens of tries in it.
+#[test]
+fn a_timeout_tries_a_handful_of_times() {
+    let lock = unique_lock("tries");
+    let address = format!("127.0.0.1:{}", free_port());
+    for lock_args in [vec![lock.as_str()], vec!["--tcp", &address]] {
+        let _holder = Holding::start(&lock_args);
+        let output = me_only()
+            .args(["-v", "--timeout", "0.3"])
+            .args(&lock_args)
+            .arg("true")
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(4), "{output:?}");
+        let tries = text(&output.stderr).matches("trying again").count();
+        assert!(tries <= 3, "{lock_args:?}: {tries} tries in 0.3 s");
+    }
+}

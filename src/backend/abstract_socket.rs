@@ -10,8 +10,8 @@ use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use socket2::{Domain, SockAddr, Type};
 
 use super::{
-    Attempt, Backend, Holder, Probe, Waited, bind_and_listen, current_holder, new_socket,
-    wait_for_listener_to_close,
+    Attempt, Backend, Holder, ListenerWatch, Probe, Waited, bind_and_listen, current_holder,
+    new_socket,
 };
 use crate::error::{Error, errno_of};
 use crate::procfs::{self, Opened};
@@ -22,6 +22,7 @@ pub const MAX_NAME_LEN: usize = 107;
 pub struct AbstractLock {
     name: String,
     address: SockAddr,
+    watch: ListenerWatch,
 }
 
 impl AbstractLock {
@@ -44,7 +45,11 @@ impl AbstractLock {
         abstract_path.extend_from_slice(bytes);
         let address = SockAddr::unix(OsStr::from_bytes(&abstract_path))
             .map_err(|err| Error::Usage(format!("{name}: not a valid lock name: {err}")))?;
-        Ok(AbstractLock { name, address })
+        Ok(AbstractLock {
+            name,
+            address,
+            watch: ListenerWatch::default(),
+        })
     }
 }
 
@@ -61,7 +66,7 @@ impl Backend for AbstractLock {
 
     fn try_acquire(&self) -> Result<Attempt, Error> {
         let socket = new_socket(&self.name, Domain::UNIX, Type::STREAM)?;
-        bind_and_listen(&self.name, socket, &self.address)
+        bind_and_listen(&self.name, socket, &self.address, &self.watch)
     }
 
     /// Connects to the holder's listening socket: its peer credentials are
@@ -104,7 +109,8 @@ impl Backend for AbstractLock {
     }
 
     fn wait_for_release(&self, deadline: Option<Instant>) -> Result<Waited, Error> {
-        wait_for_listener_to_close(&self.name, Domain::UNIX, &self.address, deadline)
+        self.watch
+            .wait(&self.name, Domain::UNIX, &self.address, deadline)
     }
 }
 

@@ -7,6 +7,7 @@ pub mod etcd;
 mod flock;
 mod tcp;
 
+use std::cell::Cell;
 use std::ffi::OsStr;
 use std::fmt;
 use std::io;
@@ -133,11 +134,13 @@ pub fn from_cli(lock: &OsStr, kind: Kind) -> Result<Box<dyn Backend>, Error> {
 }
 
 /// Binds a fresh socket and listens on it: the step both socket backends take
-/// the lock with. "In use" at either step means another holder.
+/// the lock with. "In use" at either step means another holder. Once the
+/// lock is ours, a waiter's `watch` on the old holder is dropped.
 fn bind_and_listen(
     lock: &str,
     socket: socket2::Socket,
     address: &socket2::SockAddr,
+    watch: &ListenerWatch,
 ) -> Result<Attempt, Error> {
     let in_use = |err: &io::Error| errno_of(err) == Errno::EADDRINUSE;
     match socket.bind(address) {
@@ -150,7 +153,10 @@ fn bind_and_listen(
     match socket.listen(i32::MAX) {
         Err(err) if in_use(&err) => Ok(Attempt::Busy),
         Err(err) => Err(Error::lock(lock, "listen", &err)),
-        Ok(()) => Ok(Attempt::Acquired(Some(socket.into()))),
+        Ok(()) => {
+            watch.stop();
+            Ok(Attempt::Acquired(Some(socket.into())))
+        }
     }
 }
 
@@ -204,35 +210,74 @@ fn current_holder(
 /// the holder is something other than a listener that just closes.
 const RECHECK_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Connects to the holder's listening socket and waits for the hang-up that
-/// the kernel sends every queued connection when that socket is closed,
-/// which is when the last holder of the lock is gone.
-fn wait_for_listener_to_close(
+/// A waiter's one connection to the holder's listening socket, kept for as
+/// long as it waits: the kernel hangs it up when that socket is closed,
+/// which is when the last holder of the lock is gone. The holder never
+/// accepts it, so it stays in the holder's queue until the holder exits:
+/// a new connection for every look would fill that queue.
+#[derive(Default)]
+struct ListenerWatch(Cell<Option<socket2::Socket>>);
+
+impl ListenerWatch {
+    /// Waits for the hang-up, or until it is time to look again.
+    fn wait(
+        &self,
+        lock: &str,
+        domain: socket2::Domain,
+        address: &socket2::SockAddr,
+        deadline: Option<Instant>,
+    ) -> Result<Waited, Error> {
+        let watcher = match self.0.take() {
+            Some(watcher) => watcher,
+            None => match connect_watcher(lock, domain, address)? {
+                Some(watcher) => watcher,
+                None => return Ok(Waited::NothingToWatch),
+            },
+        };
+        let mut wait = RECHECK_INTERVAL;
+        if let Some(deadline) = deadline {
+            wait = wait.min(deadline.saturating_duration_since(Instant::now()));
+        }
+        let mut watched = [PollFd::new(watcher.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut watched, whole_milliseconds(wait)) {
+            // Time to look again, on the same connection.
+            Ok(0) | Err(Errno::EINTR) => self.0.set(Some(watcher)),
+            // Hung up (or answered, by something that is not me-only):
+            // the next wait connects anew.
+            Ok(_) => {}
+            Err(errno) => return Err(Error::lock_errno(lock, "wait for the holder", errno)),
+        }
+        Ok(Waited::Event)
+    }
+
+    /// The lock is ours: the connection has nothing more to tell.
+    fn stop(&self) {
+        drop(self.0.take());
+    }
+}
+
+/// Connects to the holder's listening socket; None where nothing listens
+/// (refused: bound but not listening, or just let go) or its queue is full.
+fn connect_watcher(
     lock: &str,
     domain: socket2::Domain,
     address: &socket2::SockAddr,
-    deadline: Option<Instant>,
-) -> Result<Waited, Error> {
+) -> Result<Option<socket2::Socket>, Error> {
     let watcher = new_socket(lock, domain, socket2::Type::STREAM.nonblocking())?;
     match watcher.connect(address) {
         Ok(()) => {}
         // TCP: the handshake completes, or is reset, while we poll.
         Err(err) if errno_of(&err) == Errno::EINPROGRESS => {}
-        // Refused (bound but not listening, or just let go) or a full
-        // backlog: there is nothing to watch.
-        Err(_) => return Ok(Waited::NothingToWatch),
+        Err(_) => return Ok(None),
     }
     log::debug!("{lock}: waiting for the holder to let go");
-    let mut wait = RECHECK_INTERVAL;
-    if let Some(deadline) = deadline {
-        wait = wait.min(deadline.saturating_duration_since(Instant::now()));
-    }
-    let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
-    let mut watched = [PollFd::new(watcher.as_fd(), PollFlags::POLLIN)];
-    match poll(&mut watched, timeout) {
-        Ok(_) | Err(Errno::EINTR) => Ok(Waited::Event),
-        Err(errno) => Err(Error::lock_errno(lock, "wait for the holder", errno)),
-    }
+    Ok(Some(watcher))
+}
+
+/// A poll timeout of `wait`, rounded up to whole milliseconds: rounded
+/// down, the last millisecond before a deadline would be spun through.
+fn whole_milliseconds(wait: Duration) -> PollTimeout {
+    PollTimeout::try_from(wait.as_nanos().div_ceil(1_000_000)).unwrap_or(PollTimeout::MAX)
 }
 
 /// The message of a usage error that parsing LOCK must give.

@@ -8,16 +8,14 @@ use std::time::Instant;
 use nix::errno::Errno;
 use socket2::{Domain, SockAddr, Socket, Type};
 
-use super::{
-    Attempt, Backend, Holder, Probe, Waited, bind_and_listen, new_socket,
-    wait_for_listener_to_close,
-};
+use super::{Attempt, Backend, Holder, ListenerWatch, Probe, Waited, bind_and_listen, new_socket};
 use crate::error::{Error, errno_of};
 use crate::procfs::{self, Opened};
 
 pub struct TcpLock {
     name: String,
     address: SockAddr,
+    watch: ListenerWatch,
 }
 
 impl TcpLock {
@@ -38,6 +36,7 @@ impl TcpLock {
         Ok(TcpLock {
             name: address.to_string(),
             address: address.into(),
+            watch: ListenerWatch::default(),
         })
     }
 }
@@ -76,7 +75,12 @@ impl Backend for TcpLock {
     /// last holder linger in TIME_WAIT. It also lets two sockets bind the same
     /// port, but only one can then listen: listen() is where the lock is won.
     fn try_acquire(&self) -> Result<Attempt, Error> {
-        bind_and_listen(&self.name, self.reusable_socket()?, &self.address)
+        bind_and_listen(
+            &self.name,
+            self.reusable_socket()?,
+            &self.address,
+            &self.watch,
+        )
     }
 
     /// Binds without listening: refused if anyone holds the port, while a
@@ -100,7 +104,8 @@ impl Backend for TcpLock {
     }
 
     fn wait_for_release(&self, deadline: Option<Instant>) -> Result<Waited, Error> {
-        wait_for_listener_to_close(&self.name, Domain::IPV4, &self.address, deadline)
+        self.watch
+            .wait(&self.name, Domain::IPV4, &self.address, deadline)
     }
 }
 
