@@ -17,13 +17,16 @@ EXIT STATUS:
   the command's own  the lock was taken and COMMAND ran (me-only became it; with
                      --fork, me-only dies of the signal that killed COMMAND)
   0                  --test: the lock is free; --detach: COMMAND started
-  1                  COMMAND not found, not executable, or exec failed
-  2                  invalid usage: bad arguments, lock name too long, bad port
+  1                  COMMAND not found, not executable, a directory, or exec failed
+  2                  invalid usage: bad arguments, an empty or too long lock name
+                     (over 107 bytes), a bad port or address, a bad number
+                     (--timeout, -E)
   3                  lock error: the lock could not be set up (socket, bind, listen,
                      a lock file that cannot be opened or is not a regular file,
                      an etcd endpoint that does not answer)
   4                  the lock is held by another instance, or --timeout ran out
-                     (-E changes it); --test prints the holder's pid on stdout
+                     (-E N changes it, N in 0-255); --test prints the holder's pid
+                     on stdout
 
 ENVIRONMENT:
   ME_ONLY_LOCK            set for COMMAND: the LOCK it holds
@@ -162,7 +165,9 @@ pub struct Cli {
 pub struct EtcdOptions {
     /// Lock the name LOCK in an etcd cluster, for one instance across hosts.
     /// ENDPOINTS: http://HOST:PORT[,...]; without them (--etcd= or --etcd
-    /// followed by another option), ME_ONLY_ETCD_ENDPOINTS
+    /// followed by another option), ME_ONLY_ETCD_ENDPOINTS. A word right
+    /// after --etcd is always ENDPOINTS: `--etcd LOCK CMD` is not what you
+    /// mean, `--etcd= LOCK CMD` is
     #[arg(
         long,
         value_name = "ENDPOINTS",

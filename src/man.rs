@@ -4,7 +4,7 @@
 //! is stale. Regenerate with `ME_ONLY_UPDATE_MAN=1 cargo test man_page`.
 
 use clap_mangen::Man;
-use clap_mangen::roff::{Roff, bold, roman};
+use clap_mangen::roff::{Roff, bold, italic, roman};
 
 use crate::cli::{AFTER_LONG_HELP, full_command};
 
@@ -62,7 +62,7 @@ fn render() -> String {
     let mut page = Vec::new();
     man.render_title(&mut page).unwrap();
     man.render_name_section(&mut page).unwrap();
-    man.render_synopsis_section(&mut page).unwrap();
+    page.extend(synopsis().to_roff().into_bytes());
     man.render_description_section(&mut page).unwrap();
     man.render_options_section(&mut page).unwrap();
 
@@ -91,6 +91,52 @@ fn render() -> String {
     let mut text = String::from_utf8(page).unwrap();
     text.push_str(&roff.to_roff());
     text
+}
+
+/// SYNOPSIS, with each option's value named (clap_mangen leaves values
+/// out): `me-only [--timeout SECS] [-E|--conflict-exit-code N] ...`.
+fn synopsis() -> Roff {
+    let mut command = full_command();
+    command.build();
+    let mut line = vec![bold(command.get_name())];
+    for option in command.get_arguments().filter(|arg| !arg.is_positional()) {
+        line.push(roman(" ["));
+        let short = option.get_short().map(|short| format!("-{short}"));
+        let long = option.get_long().map(|long| format!("--{long}"));
+        for (n, name) in short.into_iter().chain(long).enumerate() {
+            if n > 0 {
+                line.push(roman("|"));
+            }
+            line.push(bold(name));
+        }
+        if option.get_action().takes_values() {
+            let value = option
+                .get_value_names()
+                .and_then(|names| names.first())
+                .map_or("VALUE".to_owned(), ToString::to_string);
+            let optional = option
+                .get_num_args()
+                .is_some_and(|range| range.min_values() == 0);
+            if optional {
+                line.extend([roman("[="), italic(value), roman("]")]);
+            } else {
+                line.extend([roman(" "), italic(value)]);
+            }
+        }
+        line.push(roman("]"));
+    }
+    line.extend([
+        roman(" "),
+        italic("LOCK"),
+        roman(" ["),
+        italic("COMMAND"),
+        roman(" ["),
+        italic("ARGS"),
+        roman("]...]"),
+    ]);
+    let mut roff = Roff::new();
+    roff.control("SH", ["SYNOPSIS"]).text(line);
+    roff
 }
 
 /// Splits the help text into its `HEADING:` sections.
@@ -166,6 +212,26 @@ fn man_page_has_the_sections_and_every_option() {
             let escaped = format!("--{long}").replace('-', "\\-");
             assert!(page.contains(&escaped), "--{long}");
         }
+    }
+}
+
+#[test]
+fn man_page_synopsis_names_option_values() {
+    let page = render();
+    let synopsis = page
+        .lines()
+        .skip_while(|line| *line != ".SH SYNOPSIS")
+        .nth(1)
+        .unwrap();
+    for shown in [
+        "[\\fB\\-\\-timeout\\fR \\fISECS\\fR]",
+        "[\\fB\\-E\\fR|\\fB\\-\\-conflict\\-exit\\-code\\fR \\fIN\\fR]",
+        "[\\fB\\-\\-etcd\\fR[=\\fIENDPOINTS\\fR]]",
+        "[\\fB\\-w\\fR|\\fB\\-\\-wait\\fR]",
+        "[\\fB\\-h\\fR|\\fB\\-\\-help\\fR]",
+        "\\fILOCK\\fR [\\fICOMMAND\\fR [\\fIARGS\\fR]...]",
+    ] {
+        assert!(synopsis.contains(shown), "{shown} not in {synopsis}");
     }
 }
 

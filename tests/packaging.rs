@@ -46,3 +46,45 @@ fn example_job_says_running_with_its_pid() {
         common::run_noting_pid(std::process::Command::new(&script).args(["0", "3"]));
     assert_eq!(stdout, format!("running {pid}\n").repeat(3));
 }
+
+/// One text for the exit status, everywhere: the README's table says what
+/// `--help` (and so the man page, made from it) says, word for word once
+/// the README's backticks are gone.
+#[test]
+fn readme_exit_status_table_is_the_help_text() {
+    let help = common::me_only().arg("--help").output().unwrap();
+    let help = common::text(&help.stdout);
+    let section = help
+        .split("EXIT STATUS:\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n\n").next())
+        .expect("an EXIT STATUS section in --help");
+    // `  KEY  description`, continued on more deeply indented lines.
+    let mut from_help: Vec<(String, String)> = Vec::new();
+    for line in section.lines() {
+        let body = &line[2..];
+        match from_help.last_mut() {
+            Some((_, description)) if body.starts_with(' ') => {
+                description.push(' ');
+                description.push_str(body.trim());
+            }
+            _ => {
+                let (code, description) = body.split_once("  ").unwrap();
+                from_help.push((code.to_owned(), description.trim().to_owned()));
+            }
+        }
+    }
+    let readme = in_repo("README.md");
+    let from_readme: Vec<(String, String)> = readme
+        .split("| code | meaning |\n|---|---|\n")
+        .nth(1)
+        .expect("the README's exit status table")
+        .lines()
+        .take_while(|line| line.starts_with('|'))
+        .map(|row| {
+            let cells: Vec<&str> = row.trim_matches('|').split(" | ").collect();
+            (cells[0].trim().to_owned(), cells[1].trim().replace('`', ""))
+        })
+        .collect();
+    assert_eq!(from_readme, from_help);
+}
