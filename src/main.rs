@@ -18,6 +18,7 @@ mod man;
 mod procfs;
 mod supervise;
 mod test_mode;
+mod unix_diag;
 
 use std::io::Write;
 

@@ -8,6 +8,8 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 
 use nix::libc;
 
+use crate::unix_diag::NamedSocket;
+
 /// A listening TCP socket that holds a port, as /proc/net/tcp{,6} shows it.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Listener {
@@ -73,33 +75,14 @@ fn conflicts_with(listening: &Ip, ours: &Ipv4Addr) -> bool {
     }
 }
 
-/// Whether a socket is bound to the abstract name, listening or not.
-pub fn abstract_name_is_bound(name: &[u8]) -> bool {
-    !unix_sockets_named(name, |_| ()).is_empty()
-}
-
-/// The inode of the socket that listens on the abstract name.
-pub fn abstract_listener_inode(name: &[u8]) -> Option<u64> {
+/// The sockets bound to the abstract `name`, as /proc/net/unix lists them:
+/// where the kernel has no unix_diag (see unix_diag.rs, which is exact).
+/// This table prints names raw, so a name holding a newline can forge a
+/// line here.
+pub fn abstract_sockets(name: &[u8]) -> Vec<NamedSocket> {
     // Flags: __SO_ACCEPTCON (listening). Queued connections show the
     // listener's name too, but no process has them open.
     const LISTENING: &[u8] = b"00010000";
-    unix_sockets_named(name, |line| {
-        let fields: Vec<&[u8]> = line
-            .split(u8::is_ascii_whitespace)
-            .filter(|f| !f.is_empty())
-            .collect();
-        if fields.get(3) != Some(&LISTENING) {
-            return None;
-        }
-        std::str::from_utf8(fields.get(6)?).ok()?.parse().ok()
-    })
-    .into_iter()
-    .flatten()
-    .next()
-}
-
-/// `extract` of each line of /proc/net/unix for a socket named `@name`.
-fn unix_sockets_named<T>(name: &[u8], extract: impl Fn(&[u8]) -> T) -> Vec<T> {
     let table = fs::read("/proc/net/unix").unwrap_or_default();
     let mut path = Vec::with_capacity(name.len() + 1);
     path.push(b'@');
@@ -109,7 +92,16 @@ fn unix_sockets_named<T>(name: &[u8], extract: impl Fn(&[u8]) -> T) -> Vec<T> {
     table
         .split(|&byte| byte == b'\n')
         .filter(|line| nth_field_rest(line, 7) == Some(path.as_slice()))
-        .map(extract)
+        .filter_map(|line| {
+            let fields: Vec<&[u8]> = line
+                .split(u8::is_ascii_whitespace)
+                .filter(|f| !f.is_empty())
+                .collect();
+            Some(NamedSocket {
+                inode: std::str::from_utf8(fields.get(6)?).ok()?.parse().ok()?,
+                listening: fields.get(3) == Some(&LISTENING),
+            })
+        })
         .collect()
 }
 
@@ -407,6 +399,25 @@ mod tests {
         assert_eq!(mount_device(mountinfo, 27), Some((254, 0)));
         assert_eq!(mount_device(mountinfo, 61), Some((0, 55)));
         assert_eq!(mount_device(mountinfo, 2), None);
+    }
+
+    #[test]
+    fn the_unix_table_lists_a_bound_name_and_whether_it_listens() {
+        use std::os::unix::ffi::OsStrExt;
+
+        let name = format!("me-only-unit/{}/procfs", std::process::id());
+        assert_eq!(abstract_sockets(name.as_bytes()), []);
+        let socket =
+            socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+        let path = format!("\0{name}");
+        socket
+            .bind(&socket2::SockAddr::unix(std::ffi::OsStr::from_bytes(path.as_bytes())).unwrap())
+            .unwrap();
+        let found = abstract_sockets(name.as_bytes());
+        assert_eq!(found.len(), 1);
+        assert!(!found[0].listening);
+        socket.listen(1).unwrap();
+        assert!(abstract_sockets(name.as_bytes())[0].listening);
     }
 
     #[test]

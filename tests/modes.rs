@@ -661,3 +661,28 @@ fn a_timeout_tries_a_handful_of_times() {
         assert!(tries <= 3, "{lock_args:?}: {tries} tries in 0.3 s");
     }
 }
+
+/// /proc/net/unix prints a socket's name as it is, newlines and all: a name
+/// bound by anyone can carry a forged line that names another lock, which
+/// nobody holds. --test must not believe it.
+#[test]
+fn a_socket_name_with_a_forged_line_does_not_make_a_lock_held() {
+    let lock = unique_lock("forged");
+    let forged = format!("x\n0000000000000000: 00000002 00000000 00010000 0001 01 99999 @{lock}");
+    let mut name = vec![0];
+    name.extend_from_slice(forged.as_bytes());
+    let spoofer = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+    spoofer
+        .bind(&socket2::SockAddr::unix(std::ffi::OsStr::from_bytes(&name)).unwrap())
+        .unwrap();
+    me_only()
+        .args(["--test", &lock])
+        .assert()
+        .code(0)
+        .stdout("");
+    me_only()
+        .args([&lock, "echo", "ran"])
+        .assert()
+        .success()
+        .stdout("ran\n");
+}

@@ -15,6 +15,7 @@ use super::{
 };
 use crate::error::{Error, errno_of};
 use crate::procfs::{self, Opened};
+use crate::unix_diag::{self, NamedSocket};
 
 /// The longest abstract name: sun_path (108 bytes) less the leading NUL.
 pub const MAX_NAME_LEN: usize = 107;
@@ -57,6 +58,13 @@ impl AbstractLock {
     fn abstract_name(&self) -> &[u8] {
         self.address.as_abstract_namespace().unwrap_or_default()
     }
+
+    /// The sockets bound to the name: from the kernel's socket diagnostics,
+    /// which give names exactly, or else from /proc/net/unix.
+    fn bound_sockets(&self) -> Vec<NamedSocket> {
+        let name = self.abstract_name();
+        unix_diag::abstract_sockets(name).unwrap_or_else(|| procfs::abstract_sockets(name))
+    }
 }
 
 impl Backend for AbstractLock {
@@ -83,8 +91,11 @@ impl Backend for AbstractLock {
                     // cannot see into.
                     let recorded = Some(credentials.pid()).filter(|&pid| pid > 0);
                     let uid = Some(credentials.uid());
-                    let pid = match procfs::abstract_listener_inode(self.abstract_name()) {
-                        Some(inode) => current_holder(recorded, Opened::Socket(inode), uid, &[]),
+                    let listener = self.bound_sockets().into_iter().find(|s| s.listening);
+                    let pid = match listener {
+                        Some(listener) => {
+                            current_holder(recorded, Opened::Socket(listener.inode), uid, &[])
+                        }
                         None => recorded,
                     };
                     Holder {
@@ -98,7 +109,7 @@ impl Backend for AbstractLock {
             Err(err) if errno_of(&err) == Errno::EAGAIN => Ok(Probe::Held(Holder::unknown())),
             // Refused: nobody listens, but the name may still be bound.
             Err(err) if errno_of(&err) == Errno::ECONNREFUSED => {
-                if procfs::abstract_name_is_bound(self.abstract_name()) {
+                if !self.bound_sockets().is_empty() {
                     Ok(Probe::Held(Holder::unknown()))
                 } else {
                     Ok(Probe::Free)
