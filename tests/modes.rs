@@ -347,13 +347,13 @@ fn fork_forwards_signals_to_the_child() {
         command.args(["--fork", &lock, "sh", "-c", &script]);
         // sh cannot trap a signal that was ignored when it started (POSIX),
         // and a test run from the background of a non-interactive shell
-        // starts with INT and QUIT ignored, which me-only passes on: the
-        // child starts from the defaults here.
+        // starts with INT and QUIT ignored (under nohup, HUP too), which
+        // me-only passes on: the child starts from the defaults here.
         // SAFETY: signal() is async-signal-safe.
         unsafe {
             command.pre_exec(|| {
-                for ignored_in_background in [libc::SIGINT, libc::SIGQUIT] {
-                    libc::signal(ignored_in_background, libc::SIG_DFL);
+                for maybe_ignored in [libc::SIGINT, libc::SIGQUIT, libc::SIGHUP] {
+                    libc::signal(maybe_ignored, libc::SIG_DFL);
                 }
                 Ok(())
             });
