@@ -829,3 +829,34 @@ fn a_command_that_cannot_run_leaves_the_lock_free() {
         started.elapsed()
     );
 }
+
+/// A caller that ignores SIGCHLD (some daemons and job runners do) made
+/// every --etcd launch fail ("cannot start the lease keeper"). COMMAND gets
+/// the disposition it was given.
+#[test]
+fn an_ignored_sigchld_neither_stops_the_launch_nor_changes_for_command() {
+    use std::os::unix::process::CommandExt;
+
+    let Some(etcd) = Etcd::start() else { return };
+    let lock = lock_name("sigchld");
+    for fork in [&[][..], &["--fork"]] {
+        let mut command = on(&etcd, fork);
+        command.args([&lock, "grep", "^SigIgn", "/proc/self/status"]);
+        // SAFETY: signal() is async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                nix::libc::signal(nix::libc::SIGCHLD, nix::libc::SIG_IGN);
+                Ok(())
+            });
+        }
+        let output = command.output().unwrap();
+        assert!(output.status.success(), "{fork:?}: {output:?}");
+        let ignored = text(&output.stdout);
+        let mask = u64::from_str_radix(ignored.trim().rsplit('\t').next().unwrap(), 16).unwrap();
+        assert_ne!(
+            mask & (1 << (nix::libc::SIGCHLD - 1)),
+            0,
+            "{fork:?}: {ignored}"
+        );
+    }
+}

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::libc;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+use nix::sys::signal::{
+    SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, sigaction, sigprocmask,
+};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::{ForkResult, fork};
@@ -44,6 +46,19 @@ pub fn renewal_period(ttl: i64) -> Duration {
 
 /// Starts the keeper. Returns once it runs on its own, watching.
 pub fn start(watch: Watch) -> Result<(), Errno> {
+    // With SIGCHLD ignored (as a caller may have left it) the kernel reaps
+    // children itself, and the wait for the first one fails: the default,
+    // for as long as the start takes; COMMAND gets the caller's back.
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    // SAFETY: installs the default disposition, no handler.
+    let inherited = unsafe { sigaction(Signal::SIGCHLD, &default) }?;
+    let started = start_with_sigchld_at_default(watch);
+    // SAFETY: puts back what sigaction just returned.
+    unsafe { sigaction(Signal::SIGCHLD, &inherited) }?;
+    started
+}
+
+fn start_with_sigchld_at_default(watch: Watch) -> Result<(), Errno> {
     let holder = pidfd_open(watch.holder)?;
     let (mut ready, ready_write) = std::io::pipe().map_err(|err| errno_of(&err))?;
     // SAFETY: me-only is single-threaded here (a waiter's renewal thread has
