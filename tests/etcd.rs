@@ -860,3 +860,33 @@ fn an_ignored_sigchld_neither_stops_the_launch_nor_changes_for_command() {
         );
     }
 }
+
+/// The keeper's command line names the lock, not COMMAND's words (so that
+/// `pkill -f job` does not hit it); and a keeper told to stop (SIGTERM)
+/// stops COMMAND before it gives the lock back: a new holder never runs
+/// beside the old command.
+#[test]
+fn a_keeper_told_to_stop_fences_the_command_first() {
+    let Some(etcd) = Etcd::start() else { return };
+    let lock = lock_name("keeper-term");
+    let (mut holder, _stdout) = fenced_holder(&etcd, &lock, "30");
+    let keeper = keeper_of(&lock).expect("a keeper runs");
+    let cmdline = std::fs::read(format!("/proc/{keeper}/cmdline")).unwrap();
+    let words: Vec<String> = cmdline
+        .split(|&b| b == 0)
+        .filter(|word| !word.is_empty())
+        .map(text)
+        .collect();
+    assert_eq!(words, ["me-only-keeper", lock.as_str()]);
+    kill(keeper, Signal::SIGTERM).unwrap();
+    // The command said "terminated" and exited 0 on the keeper's SIGTERM.
+    assert!(
+        common::gone_within(holder.id() as i32, Duration::from_secs(5)),
+        "the command runs on after its keeper stopped"
+    );
+    let status = holder.wait().unwrap();
+    assert!(status.success(), "{status}");
+    on(&etcd, &["--timeout", "10", &lock, "true"])
+        .assert()
+        .success();
+}

@@ -108,6 +108,7 @@ fn keep(watch: &Watch, holder: OwnedFd, mut ready: std::io::PipeWriter) {
         return;
     };
     let _ = nix::sys::prctl::set_name(c"me-only-keeper");
+    retitle(&watch.lock);
     if ready.write_all(&[1]).is_err() {
         return;
     }
@@ -134,11 +135,22 @@ fn keep(watch: &Watch, holder: OwnedFd, mut ready: std::io::PipeWriter) {
             Err(_) => return,
         }
         let ready = |event: &PollFd| event.revents().is_some_and(|r| !r.is_empty());
-        if ready(&events[0]) || ready(&events[1]) {
-            // COMMAND is gone, or the keeper is told to stop (a unit being
-            // stopped): the lock goes at once, not after the TTL.
+        if ready(&events[0]) {
+            // COMMAND is gone: the lock goes at once, not after the TTL.
             let _ = gateway.revoke(watch.lease, CALL_TIMEOUT);
             return;
+        }
+        if ready(&events[1]) {
+            // Told to stop (a unit being stopped, an operator): the lock
+            // goes with the keeper, so COMMAND goes first, or it would run
+            // beside the next holder.
+            let signal = signals
+                .read_signal()
+                .ok()
+                .flatten()
+                .and_then(|info| Signal::try_from(info.ssi_signo as i32).ok())
+                .map_or("a signal", Signal::as_str);
+            return fence(watch, &holder, &format!("the lease keeper got {signal}"));
         }
         let now = Instant::now();
         if now >= lost_at {
@@ -218,6 +230,42 @@ fn fence(watch: &Watch, holder: &OwnedFd, reason: &str) {
         let _ = pidfd_send_signal(holder, libc::SIGKILL);
     }
     let _ = watch.settings.gateway.revoke(watch.lease, CALL_TIMEOUT);
+}
+
+/// Rewrites the keeper's command line, what ps and `pkill -f` read, to
+/// `me-only-keeper LOCK`: inherited from me-only, it was COMMAND's, and a
+/// `pkill -f job` meant for the job hit the keeper. The new words go into
+/// the memory of the old ones (as setproctitle does), cut to their length;
+/// the rest is zeroed.
+fn retitle(lock: &str) {
+    let Some((start, end)) = argument_area() else {
+        return;
+    };
+    let mut title = b"me-only-keeper\0".to_vec();
+    title.extend_from_slice(lock.as_bytes());
+    title.push(0);
+    // SAFETY: [start, end) holds this process's argument strings, in its
+    // own writable memory, as the kernel reports them; nothing of the
+    // keeper's reads them (they were copied into `watch` before the fork).
+    let area = unsafe { std::slice::from_raw_parts_mut(start as *mut u8, end - start) };
+    let kept = title.len().min(area.len());
+    area[..kept].copy_from_slice(&title[..kept]);
+    area[kept..].fill(0);
+    if let Some(last) = area.last_mut() {
+        *last = 0;
+    }
+}
+
+/// Where the argument strings are: arg_start and arg_end, fields 48 and 49
+/// of /proc/self/stat (counted after the command name, which may hold
+/// spaces).
+fn argument_area() -> Option<(usize, usize)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    let mut fields = after_name.split(' ').skip(45);
+    let start: usize = fields.next()?.parse().ok()?;
+    let end: usize = fields.next()?.parse().ok()?;
+    (start != 0 && start < end).then_some((start, end))
 }
 
 /// Lets go of every descriptor inherited from me-only's caller but stderr
