@@ -217,16 +217,25 @@ fn kill_9_of_the_command_frees_the_lock_within_a_second() {
     );
 }
 
-/// kill -9 of COMMAND and its keeper: nothing revokes, the lease runs out.
+/// kill -9 of COMMAND, its keeper and the keeper's sentry: nothing
+/// revokes, the lease runs out.
 #[test]
 fn kill_9_of_everything_frees_the_lock_within_the_ttl() {
     let Some(etcd) = Etcd::start() else { return };
     let lock = lock_name("kill-all");
     let holder = Holding::start(["--etcd", &etcd.endpoint, "--ttl", "2", &lock]);
     let keeper = keeper_of(&lock).expect("a keeper runs");
-    kill(keeper, Signal::SIGKILL).unwrap();
+    let sentry = sentry_of(&lock).expect("a sentry runs");
+    // All stopped first, so that none sees another die and revokes.
+    for pid in [keeper, sentry] {
+        kill(pid, Signal::SIGSTOP).unwrap();
+    }
+    for pid in [keeper, sentry] {
+        kill(pid, Signal::SIGKILL).unwrap();
+    }
     holder.signal(Signal::SIGKILL);
     common::wait_until_gone(keeper.as_raw());
+    common::wait_until_gone(sentry.as_raw());
     let started = Instant::now();
     on(&etcd, &["--timeout", "10", &lock, "true"])
         .assert()
@@ -239,6 +248,16 @@ fn kill_9_of_everything_frees_the_lock_within_the_ttl() {
 /// The keeper of `lock`: a process named me-only-keeper whose command line
 /// names the lock.
 fn keeper_of(lock: &str) -> Option<Pid> {
+    helper_of("me-only-keeper", lock)
+}
+
+/// The sentry that watches the keeper of `lock`.
+fn sentry_of(lock: &str) -> Option<Pid> {
+    helper_of("me-only-sentry", lock)
+}
+
+/// The process named `name` whose command line names `lock`.
+fn helper_of(name: &str, lock: &str) -> Option<Pid> {
     std::fs::read_dir("/proc")
         .ok()?
         .flatten()
@@ -247,7 +266,7 @@ fn keeper_of(lock: &str) -> Option<Pid> {
             let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
             let names_lock = cmdline.split(|&b| b == 0).any(|arg| arg == lock.as_bytes());
-            (comm.trim() == "me-only-keeper" && names_lock).then(|| Pid::from_raw(pid))
+            (comm.trim() == name && names_lock).then(|| Pid::from_raw(pid))
         })
 }
 
@@ -889,4 +908,38 @@ fn a_keeper_told_to_stop_fences_the_command_first() {
     on(&etcd, &["--timeout", "10", &lock, "true"])
         .assert()
         .success();
+}
+
+/// kill -9 (or the OOM killer) of the keeper or of its sentry, whichever:
+/// the other stops COMMAND and gives the lock back, at once rather than
+/// after the TTL, and never before COMMAND is gone.
+#[test]
+fn kill_9_of_the_keeper_or_its_sentry_fences_the_command() {
+    let Some(etcd) = Etcd::start() else { return };
+    for (victim, what) in [
+        (keeper_of as fn(&str) -> Option<Pid>, "keeper"),
+        (sentry_of, "sentry"),
+    ] {
+        let lock = lock_name(&format!("kill-{what}"));
+        let (mut holder, mut stdout) = fenced_holder(&etcd, &lock, "30");
+        let pid = victim(&lock).expect("it runs");
+        kill(pid, Signal::SIGKILL).unwrap();
+        assert!(
+            common::gone_within(holder.id() as i32, Duration::from_secs(5)),
+            "{what}: the command runs on"
+        );
+        common::read_until_a_line_with(&mut stdout, "terminated");
+        let status = holder.wait().unwrap();
+        assert!(status.success(), "{what}: {status}");
+        let started = Instant::now();
+        on(&etcd, &["--timeout", "10", &lock, "true"])
+            .assert()
+            .success();
+        let freed = started.elapsed();
+        println!("freed {freed:?} after kill -9 of the {what} (TTL 30 s)");
+        assert!(
+            freed < Duration::from_secs(3),
+            "{what}: {freed:?}: not revoked"
+        );
+    }
 }

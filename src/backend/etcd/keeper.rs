@@ -7,7 +7,8 @@
 //!
 //! It is started through a double fork, so it is not COMMAND's child: a
 //! COMMAND that waits for all its children never meets it, and COMMAND keeps
-//! me-only's pid.
+//! me-only's pid. It forks a sentry that fences COMMAND off should the
+//! keeper die, and watches the sentry in turn.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -108,12 +109,19 @@ fn keep(watch: &Watch, holder: OwnedFd, mut ready: std::io::PipeWriter) {
         return;
     };
     let _ = nix::sys::prctl::set_name(c"me-only-keeper");
-    retitle(&watch.lock);
+    retitle("me-only-keeper", &watch.lock);
+    let Ok(sentry) = start_sentry(watch, &holder) else {
+        return;
+    };
     if ready.write_all(&[1]).is_err() {
         return;
     }
     drop(ready);
-    detach_from_inherited([holder.as_raw_fd(), signals.as_fd().as_raw_fd()]);
+    detach_from_inherited(&[
+        holder.as_raw_fd(),
+        signals.as_fd().as_raw_fd(),
+        sentry.as_raw_fd(),
+    ]);
     let gateway = &watch.settings.gateway;
     let ttl = Duration::from_secs(watch.settings.ttl.max(1) as u64);
     let period = renewal_period(watch.settings.ttl);
@@ -126,6 +134,7 @@ fn keep(watch: &Watch, holder: OwnedFd, mut ready: std::io::PipeWriter) {
         let mut events = [
             PollFd::new(holder.as_fd(), PollFlags::POLLIN),
             PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+            PollFd::new(sentry.as_fd(), PollFlags::POLLIN),
         ];
         match poll(
             &mut events,
@@ -135,7 +144,7 @@ fn keep(watch: &Watch, holder: OwnedFd, mut ready: std::io::PipeWriter) {
             Err(_) => return,
         }
         let ready = |event: &PollFd| event.revents().is_some_and(|r| !r.is_empty());
-        if ready(&events[0]) {
+        if ready(&events[0]) || (ready(&events[2]) && has_exited(&holder)) {
             // COMMAND is gone: the lock goes at once, not after the TTL.
             let _ = gateway.revoke(watch.lease, CALL_TIMEOUT);
             return;
@@ -151,6 +160,11 @@ fn keep(watch: &Watch, holder: OwnedFd, mut ready: std::io::PipeWriter) {
                 .and_then(|info| Signal::try_from(info.ssi_signo as i32).ok())
                 .map_or("a signal", Signal::as_str);
             return fence(watch, &holder, &format!("the lease keeper got {signal}"));
+        }
+        if ready(&events[2]) {
+            // The sentry died (the OOM killer, kill -9): with it gone, the
+            // keeper's own death would leave COMMAND unfenced.
+            return fence(watch, &holder, "the lease keeper's sentry died");
         }
         let now = Instant::now();
         if now >= lost_at {
@@ -175,6 +189,44 @@ fn keep(watch: &Watch, holder: OwnedFd, mut ready: std::io::PipeWriter) {
             Renewal::NoAnswer => next_renewal = Instant::now() + period.min(RETRY),
         }
     }
+}
+
+/// Forks the sentry: a second small process that watches the keeper, and
+/// fences COMMAND off and gives the lock back if the keeper dies while
+/// COMMAND runs (kill -9, the OOM killer), since nothing would then renew
+/// the lease nor stop COMMAND when it ran out. The keeper watches the
+/// sentry likewise, so that either may die alone. Returns the sentry's
+/// pidfd.
+fn start_sentry(watch: &Watch, holder: &OwnedFd) -> Result<OwnedFd, Errno> {
+    let keeper = pidfd_open(nix::unistd::getpid().as_raw())?;
+    // SAFETY: the keeper is single-threaded; the child runs only its own
+    // code and leaves by _exit.
+    match unsafe { fork() }? {
+        ForkResult::Parent { child } => pidfd_open(child.as_raw()),
+        ForkResult::Child => {
+            let _ = nix::sys::prctl::set_name(c"me-only-sentry");
+            retitle("me-only-sentry", &watch.lock);
+            detach_from_inherited(&[holder.as_raw_fd(), keeper.as_raw_fd()]);
+            let mut events = [
+                PollFd::new(holder.as_fd(), PollFlags::POLLIN),
+                PollFd::new(keeper.as_fd(), PollFlags::POLLIN),
+            ];
+            while poll(&mut events, PollTimeout::NONE) == Err(Errno::EINTR) {}
+            // The keeper ends only once COMMAND has, or after fencing it:
+            // if COMMAND still runs, the keeper died.
+            if !has_exited(holder) {
+                fence(watch, holder, "the lease keeper died");
+            }
+            // SAFETY: _exit runs nothing of the parent's.
+            unsafe { libc::_exit(0) }
+        }
+    }
+}
+
+/// Whether the process behind `pidfd` has exited, without waiting.
+fn has_exited(pidfd: &OwnedFd) -> bool {
+    let mut exited = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+    poll(&mut exited, PollTimeout::ZERO).is_ok_and(|ready| ready > 0)
 }
 
 /// How long before the lease can run out in etcd the keeper gives it up
@@ -228,20 +280,24 @@ fn fence(watch: &Watch, holder: &OwnedFd, reason: &str) {
     let timeout = PollTimeout::try_from(kill_after).unwrap_or(PollTimeout::MAX);
     if poll(&mut exited, timeout) == Ok(0) {
         let _ = pidfd_send_signal(holder, libc::SIGKILL);
+        // A moment for the kill to land, so that the sentry, which sees
+        // the keeper end next, finds COMMAND gone too.
+        let _ = poll(&mut exited, PollTimeout::from(1000u16));
     }
     let _ = watch.settings.gateway.revoke(watch.lease, CALL_TIMEOUT);
 }
 
-/// Rewrites the keeper's command line, what ps and `pkill -f` read, to
-/// `me-only-keeper LOCK`: inherited from me-only, it was COMMAND's, and a
-/// `pkill -f job` meant for the job hit the keeper. The new words go into
-/// the memory of the old ones (as setproctitle does), cut to their length;
-/// the rest is zeroed.
-fn retitle(lock: &str) {
+/// Rewrites the process's command line, what ps and `pkill -f` read, to
+/// `NAME LOCK`: inherited from me-only, it was COMMAND's, and a `pkill -f
+/// job` meant for the job hit the keeper. The new words go into the memory
+/// of the old ones (as setproctitle does), cut to their length; the rest is
+/// zeroed.
+fn retitle(name: &str, lock: &str) {
     let Some((start, end)) = argument_area() else {
         return;
     };
-    let mut title = b"me-only-keeper\0".to_vec();
+    let mut title = name.as_bytes().to_vec();
+    title.push(0);
     title.extend_from_slice(lock.as_bytes());
     title.push(0);
     // SAFETY: [start, end) holds this process's argument strings, in its
@@ -270,8 +326,8 @@ fn argument_area() -> Option<(usize, usize)> {
 
 /// Lets go of every descriptor inherited from me-only's caller but stderr
 /// (a pipe someone reads to its end must not wait for the keeper), keeping
-/// only its own two.
-fn detach_from_inherited(keep: [i32; 2]) {
+/// only its own.
+fn detach_from_inherited(keep: &[i32]) {
     if let Ok(null) = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -284,7 +340,7 @@ fn detach_from_inherited(keep: [i32; 2]) {
     }
     // Close 3 and up, around the two kept ones.
     let mut first = 3;
-    let mut kept: Vec<i32> = keep.into_iter().filter(|&fd| fd >= first).collect();
+    let mut kept: Vec<i32> = keep.iter().copied().filter(|&fd| fd >= first).collect();
     kept.sort_unstable();
     for last in kept.into_iter().map(|fd| fd - 1).chain([i32::MAX]) {
         if first <= last {
