@@ -943,3 +943,260 @@ fn kill_9_of_the_keeper_or_its_sentry_fences_the_command() {
         );
     }
 }
+
+/// How a stand-in endpoint misbehaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    /// Passes the connection on to the real etcd.
+    None,
+    /// HTTP 503 with etcd's message, as a member without quorum answers.
+    Unavailable,
+    /// HTTP 404 in plain text, as any other HTTP server (or etcd's peer
+    /// port) answers.
+    NotEtcd,
+    /// 200 OK and a body of two GiB.
+    Huge,
+    /// 200 OK, then one byte every 200 ms, for ever.
+    Dribble,
+    /// Reads the request and never answers.
+    Silent,
+}
+
+/// An endpoint on a loopback port of its own that answers with `fault`,
+/// switchable at any time (each call is a connection of its own), or
+/// passes connections on to etcd. Its threads serve until the test ends.
+struct FaultyEndpoint {
+    url: String,
+    fault: std::sync::Arc<std::sync::Mutex<Fault>>,
+}
+
+impl FaultyEndpoint {
+    fn new(etcd: &Etcd, fault: Fault) -> FaultyEndpoint {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let etcd_address = etcd.endpoint.trim_start_matches("http://").to_owned();
+        let fault = std::sync::Arc::new(std::sync::Mutex::new(fault));
+        let current = fault.clone();
+        std::thread::spawn(move || {
+            for connection in listener.incoming().flatten() {
+                let fault = *current.lock().unwrap();
+                let etcd_address = etcd_address.clone();
+                std::thread::spawn(move || serve(connection, fault, &etcd_address));
+            }
+        });
+        FaultyEndpoint { url, fault }
+    }
+
+    fn set(&self, fault: Fault) {
+        *self.fault.lock().unwrap() = fault;
+    }
+}
+
+fn serve(mut client: std::net::TcpStream, fault: Fault, etcd_address: &str) {
+    use std::io::Read;
+
+    if fault == Fault::None {
+        let Ok(mut server) = std::net::TcpStream::connect(etcd_address) else {
+            return;
+        };
+        let (mut client_in, mut server_out) =
+            (client.try_clone().unwrap(), server.try_clone().unwrap());
+        std::thread::spawn(move || std::io::copy(&mut client_in, &mut server_out));
+        let _ = std::io::copy(&mut server, &mut client);
+        // The other direction's copy holds the connection open: end it.
+        let _ = client.shutdown(std::net::Shutdown::Both);
+        return;
+    }
+    // The request: its head, then as many bytes as its Content-Length says.
+    let mut request = Vec::new();
+    let mut byte = [0];
+    while !request.ends_with(b"\r\n\r\n") {
+        if client.read(&mut byte).unwrap_or(0) == 0 {
+            return;
+        }
+        request.push(byte[0]);
+    }
+    let head = text(&request).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .map_or(0, |value| value.trim().parse().unwrap());
+    let mut body = vec![0; length];
+    let _ = client.read_exact(&mut body);
+    let _ = match fault {
+        Fault::None => unreachable!(),
+        Fault::Unavailable => client.write_all(
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
+              Connection: close\r\n\r\n\
+              {\"error\":\"etcdserver: no leader\",\"code\":14,\"message\":\"etcdserver: no leader\"}",
+        ),
+        Fault::NotEtcd => client.write_all(
+            b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n\
+              404 page not found\n",
+        ),
+        Fault::Huge => client
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2147483648\r\n\r\n")
+            .and_then(|()| {
+                let zeros = vec![b'0'; 64 * 1024];
+                loop {
+                    client.write_all(&zeros)?;
+                }
+            }),
+        Fault::Dribble => b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n"
+            .iter()
+            .chain(std::iter::repeat(&b' '))
+            .try_for_each(|byte| {
+                std::thread::sleep(Duration::from_millis(200));
+                client.write_all(&[*byte])
+            }),
+        Fault::Silent => client.read(&mut byte).map(drop),
+    };
+}
+
+/// Runs `command` (a me-only that must fail) to its end, or kills it after
+/// `limit`; returns its output and how long it ran.
+fn run_within(command: &mut Command, limit: Duration) -> (std::process::Output, Duration) {
+    let started = Instant::now();
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let ended = common::gone_within(pid, limit);
+    if !ended {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    let output = child.wait_with_output().unwrap();
+    let took = started.elapsed();
+    assert!(ended, "still running after {limit:?}: {output:?}");
+    (output, took)
+}
+
+/// A member that cannot serve (HTTP 503, no leader) is passed over for the
+/// next endpoint; alone, it is exit 3 quoting etcd's message.
+#[test]
+fn an_unavailable_member_is_passed_over() {
+    let Some(etcd) = Etcd::start() else { return };
+    let unavailable = FaultyEndpoint::new(&etcd, Fault::Unavailable);
+    let lock = lock_name("unavailable");
+    let both = format!("{},{}", unavailable.url, etcd.endpoint);
+    me_only()
+        .args(["--etcd", &both, &lock, "echo", "ran"])
+        .assert()
+        .success()
+        .stdout("ran\n");
+    let line = refused(
+        me_only().args(["--etcd", &unavailable.url, &lock, "echo", "ran"]),
+        3,
+    );
+    assert_eq!(
+        line,
+        format!(
+            "me-only: {lock}: cannot grant a lease: etcd at {} is unavailable (HTTP 503): \
+             etcdserver: no leader\n",
+            unavailable.url
+        )
+    );
+}
+
+/// Something that is not an etcd client endpoint says so, in words a
+/// person reads, not a JSON parser's.
+#[test]
+fn an_endpoint_that_is_not_etcd_says_so() {
+    let Some(etcd) = Etcd::start() else { return };
+    let other = FaultyEndpoint::new(&etcd, Fault::NotEtcd);
+    let lock = lock_name("not-etcd");
+    let line = refused(
+        me_only().args(["--etcd", &other.url, &lock, "echo", "ran"]),
+        3,
+    );
+    assert_eq!(
+        line,
+        format!(
+            "me-only: {lock}: cannot grant a lease: {} is not an etcd client endpoint (HTTP 404)\n",
+            other.url
+        )
+    );
+}
+
+/// A huge answer is cut off at a cap (it took 4.2 GB of memory), and one
+/// dribbled a byte at a time at the call's deadline (it ran 25 s and more):
+/// both are exit 3, in about the call's 5 s at most.
+#[test]
+fn huge_and_dribbled_answers_are_cut_off() {
+    let Some(etcd) = Etcd::start() else { return };
+    for (fault, says) in [
+        (Fault::Huge, "its answer is larger than 1024 KiB"),
+        (Fault::Dribble, "no answer within"),
+    ] {
+        let endpoint = FaultyEndpoint::new(&etcd, fault);
+        let lock = lock_name("cut-off");
+        let (output, took) = run_within(
+            me_only().args(["--etcd", &endpoint.url, "--timeout", "1", &lock, "true"]),
+            Duration::from_secs(20),
+        );
+        println!("{fault:?}: exit {:?} after {took:?}", output.status.code());
+        assert_eq!(output.status.code(), Some(3), "{fault:?}: {output:?}");
+        let line = common::one_error_line(&output.stderr);
+        assert!(line.contains(says), "{fault:?}: {line}");
+        assert!(took < Duration::from_secs(8), "{fault:?}: {took:?}");
+    }
+}
+
+/// One deadline bounds the keeper's whole renewal, whatever the endpoint
+/// does: when renewals stop getting answers (a silent endpoint, or one that
+/// dribbles), COMMAND is fenced off no later than the TTL after the last
+/// renewal that was answered.
+#[test]
+fn a_keeper_whose_renewals_go_unanswered_fences_within_the_ttl() {
+    let Some(etcd) = Etcd::start() else { return };
+    for fault in [Fault::Dribble, Fault::Silent] {
+        let endpoint = FaultyEndpoint::new(&etcd, Fault::None);
+        let lock = lock_name("renewal-deadline");
+        let script = "trap 'echo terminated; exit 0' TERM; echo ready; \
+                      while :; do sleep 1 & wait $!; done";
+        let mut holder = me_only()
+            .args([
+                "--etcd",
+                &endpoint.url,
+                "--ttl",
+                "3",
+                "--kill-after",
+                "1",
+                &lock,
+            ])
+            .args(["sh", "-c", script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(holder.stdout.take().unwrap());
+        common::read_until_a_line_with(&mut stdout, "ready");
+        // No renewal is answered from here on: the last one answered was
+        // at most this long ago.
+        endpoint.set(fault);
+        let cut_off = Instant::now();
+        let fenced = common::gone_within(holder.id() as i32, Duration::from_secs(10));
+        let took = cut_off.elapsed();
+        if !fenced {
+            // The keeper and its sentry keep stderr open: they go too.
+            let _ = holder.kill();
+            for helper in [keeper_of(&lock), sentry_of(&lock)].into_iter().flatten() {
+                let _ = kill(helper, Signal::SIGKILL);
+            }
+        }
+        let output = holder.wait_with_output().unwrap();
+        println!("{fault:?}: fenced {took:?} after the cut (TTL 3 s)");
+        assert!(fenced, "{fault:?}: not fenced within 10 s: {output:?}");
+        assert!(
+            took <= Duration::from_secs(3),
+            "{fault:?}: fenced late: {took:?}"
+        );
+        assert!(
+            fenced_for_unreachable(&text(&output.stderr), 3),
+            "{fault:?}: {}",
+            text(&output.stderr)
+        );
+    }
+}

@@ -1,6 +1,9 @@
 //! A small blocking client for etcd's v3 JSON gateway (etcd 3.4+): one
-//! HTTP/1.1 POST per call, `Connection: close`, every step bounded in time.
-//! Keys and values travel base64-encoded, 64-bit numbers as strings.
+//! HTTP/1.1 POST per call, `Connection: close`. Every call has one deadline
+//! that bounds all of it: every endpoint tried, every connect, every read
+//! (a server that dribbles its answer a byte at a time is cut off at the
+//! deadline, not timed per read), and answers are capped in size. Keys and
+//! values travel base64-encoded, 64-bit numbers as strings.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -13,8 +16,16 @@ use serde_json::{Value, json};
 /// How long an endpoint may take to accept a connection before the next is
 /// tried.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long an ordinary call may take once connected.
+/// How long an ordinary call may take, all endpoints tried included.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest answer read: etcd's answers to me-only's calls are a few
+/// hundred bytes; a larger one is not etcd's (or not sane).
+const MAX_ANSWER: usize = 1 << 20;
+
+/// The deadline of an ordinary call made now.
+pub fn soon() -> Instant {
+    Instant::now() + CALL_TIMEOUT
+}
 
 /// One etcd client URL, `http://HOST:PORT`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +33,8 @@ pub struct Endpoint {
     pub url: String,
     host: String,
     port: u16,
+    /// The host's addresses, once resolved for good (see `Gateway::resolved`).
+    addresses: Option<Vec<SocketAddr>>,
 }
 
 impl Endpoint {
@@ -39,10 +52,14 @@ impl Endpoint {
             url: url.to_owned(),
             host: host.to_owned(),
             port,
+            addresses: None,
         })
     }
 
     fn addresses(&self) -> Result<Vec<SocketAddr>, String> {
+        if let Some(addresses) = &self.addresses {
+            return Ok(addresses.clone());
+        }
         if let Ok(ip) = self.host.parse::<std::net::IpAddr>() {
             return Ok(vec![SocketAddr::new(ip, self.port)]);
         }
@@ -56,8 +73,9 @@ impl Endpoint {
 /// Why a call failed.
 #[derive(Debug)]
 pub enum CallError {
-    /// No endpoint answered: the last one tried, and why.
-    Unreachable { endpoint: String, reason: String },
+    /// No endpoint answered as a working etcd member: why not, for the last
+    /// one tried, naming it.
+    Unreachable(String),
     /// etcd answered, and refused (its message).
     Refused(String),
     /// The call's own time ran out while etcd was reachable (a lock wait).
@@ -67,9 +85,7 @@ pub enum CallError {
 impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CallError::Unreachable { endpoint, reason } => {
-                write!(f, "etcd at {endpoint} does not answer: {reason}")
-            }
+            CallError::Unreachable(why) => write!(f, "{why}"),
             CallError::Refused(message) => write!(f, "etcd says: {message}"),
             CallError::TimedOut => write!(f, "timed out"),
         }
@@ -97,59 +113,84 @@ impl Gateway {
         Ok(Gateway { endpoints })
     }
 
-    /// POSTs `body` to `path` on the first endpoint that answers; `timeout`
-    /// bounds the call once connected, and an endpoint that takes longer is
-    /// given up for the next.
-    pub fn call(&self, path: &str, body: &Value, timeout: Duration) -> Result<Value, CallError> {
-        self.call_until(path, body, timeout, false)
+    /// The same cluster, each endpoint's host resolved now and for good:
+    /// for the keeper, whose renewals must fit a deadline that a name
+    /// lookup (which cannot be bounded) could overrun.
+    pub fn resolved(&self) -> Gateway {
+        let endpoints = self
+            .endpoints
+            .iter()
+            .map(|endpoint| Endpoint {
+                addresses: endpoint.addresses().ok(),
+                ..endpoint.clone()
+            })
+            .collect();
+        Gateway { endpoints }
     }
 
-    /// As `call`, but when `slow_is_final`, an endpoint that took the whole
-    /// `timeout` ends the call (TimedOut): for calls that wait on purpose.
+    /// POSTs `body` to `path`, trying endpoint after endpoint until one
+    /// answers as a working member, all before `deadline`.
+    pub fn call(&self, path: &str, body: &Value, deadline: Instant) -> Result<Value, CallError> {
+        self.call_until(path, body, deadline, false)
+    }
+
+    /// As `call`, but when `slow_is_final`, an endpoint still silent at
+    /// `deadline` ends the call (TimedOut): for calls that wait on purpose.
     fn call_until(
         &self,
         path: &str,
         body: &Value,
-        timeout: Duration,
+        deadline: Instant,
         slow_is_final: bool,
     ) -> Result<Value, CallError> {
         let mut last = None;
         for endpoint in &self.endpoints {
-            let reason = match post(endpoint, path, body, timeout) {
+            let started = Instant::now();
+            let why = match post(endpoint, path, body, deadline) {
                 Ok(answer) => return answer,
                 Err(NoAnswer::Slow) if slow_is_final => return Err(CallError::TimedOut),
-                Err(NoAnswer::Slow) => format!("no answer within {timeout:?}"),
-                Err(NoAnswer::Failed(reason)) => reason,
+                Err(NoAnswer::Slow) => format!(
+                    "etcd at {} does not answer: no answer within {:.1} s",
+                    endpoint.url,
+                    started.elapsed().as_secs_f64()
+                ),
+                Err(NoAnswer::Failed(reason)) => {
+                    format!("etcd at {} does not answer: {reason}", endpoint.url)
+                }
+                Err(NoAnswer::Unavailable(status, message)) => format!(
+                    "etcd at {} is unavailable (HTTP {status}): {message}",
+                    endpoint.url
+                ),
+                Err(NoAnswer::NotEtcd(what)) => {
+                    format!("{} is not an etcd client endpoint ({what})", endpoint.url)
+                }
             };
-            log::debug!("{}: {reason}", endpoint.url);
-            last = Some(CallError::Unreachable {
-                endpoint: endpoint.url.clone(),
-                reason,
-            });
+            log::debug!("{why}");
+            last = Some(CallError::Unreachable(why));
         }
         Err(last.unwrap_or(CallError::Refused("no endpoint".into())))
     }
 
     pub fn grant(&self, ttl: i64) -> Result<i64, CallError> {
-        let answer = self.call("/v3/lease/grant", &json!({ "TTL": ttl }), CALL_TIMEOUT)?;
+        let answer = self.call("/v3/lease/grant", &json!({ "TTL": ttl }), soon())?;
         number(&answer["ID"]).ok_or_else(|| refused(&answer))
     }
 
-    pub fn revoke(&self, lease: i64, timeout: Duration) -> Result<(), CallError> {
+    pub fn revoke(&self, lease: i64, deadline: Instant) -> Result<(), CallError> {
         self.call(
             "/v3/lease/revoke",
             &json!({ "ID": lease.to_string() }),
-            timeout,
+            deadline,
         )
         .map(drop)
     }
 
     /// Renews the lease once; its remaining TTL, 0 if it is gone.
-    pub fn keep_alive(&self, lease: i64, timeout: Duration) -> Result<i64, CallError> {
+    pub fn keep_alive(&self, lease: i64, deadline: Instant) -> Result<i64, CallError> {
         let answer = self.call(
             "/v3/lease/keepalive",
             &json!({ "ID": lease.to_string() }),
-            timeout,
+            deadline,
         )?;
         Ok(number(&answer["result"]["TTL"]).unwrap_or(0))
     }
@@ -178,7 +219,7 @@ impl Gateway {
                 "lease": lease.to_string(),
             }}],
         });
-        let answer = self.call("/v3/kv/txn", &body, CALL_TIMEOUT)?;
+        let answer = self.call("/v3/kv/txn", &body, soon())?;
         if answer["succeeded"] != json!(true) {
             return Ok(None);
         }
@@ -198,16 +239,16 @@ impl Gateway {
             "sort_target": "CREATE",
             "limit": "1",
         });
-        let answer = self.call("/v3/kv/range", &body, CALL_TIMEOUT)?;
+        let answer = self.call("/v3/kv/range", &body, soon())?;
         Ok(answer["kvs"].get(0).and_then(KeyValue::from_json))
     }
 
     /// The key, if it exists.
-    pub fn get(&self, key: &[u8], timeout: Duration) -> Result<Option<KeyValue>, CallError> {
+    pub fn get(&self, key: &[u8], deadline: Instant) -> Result<Option<KeyValue>, CallError> {
         let answer = self.call(
             "/v3/kv/range",
             &json!({ "key": BASE64.encode(key) }),
-            timeout,
+            deadline,
         )?;
         Ok(answer["kvs"].get(0).and_then(KeyValue::from_json))
     }
@@ -218,7 +259,7 @@ impl Gateway {
             "value": BASE64.encode(value),
             "lease": lease.to_string(),
         });
-        self.call("/v3/kv/put", &body, CALL_TIMEOUT).map(drop)
+        self.call("/v3/kv/put", &body, soon()).map(drop)
     }
 
     /// etcd's lock service: queues a key `NAME/<lease>` behind older ones
@@ -231,15 +272,12 @@ impl Gateway {
     ) -> Result<Vec<u8>, CallError> {
         // A wait without deadline still re-asks now and then, in case the
         // connection silently died.
-        let timeout = match deadline {
-            Some(deadline) => deadline.saturating_duration_since(Instant::now()),
-            None => Duration::from_secs(24 * 3600),
-        };
-        if timeout.is_zero() {
+        let deadline = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(24 * 3600));
+        if deadline <= Instant::now() {
             return Err(CallError::TimedOut);
         }
         let body = json!({ "name": BASE64.encode(name), "lease": lease.to_string() });
-        let answer = self.call_until("/v3/lock/lock", &body, timeout, true)?;
+        let answer = self.call_until("/v3/lock/lock", &body, deadline, true)?;
         answer["key"]
             .as_str()
             .and_then(|key| BASE64.decode(key).ok())
@@ -295,19 +333,34 @@ fn number(field: &Value) -> Option<i64> {
 }
 
 fn refused(answer: &Value) -> CallError {
-    CallError::Refused(
-        answer["message"]
-            .as_str()
-            .or(answer["error"].as_str())
-            .map_or_else(|| answer.to_string(), str::to_owned),
-    )
+    CallError::Refused(etcd_message(answer).unwrap_or_else(|| answer.to_string()))
 }
 
-/// Why an endpoint gave no answer.
+/// The message of an error answer, as etcd's gateway words it (flat, or
+/// nested under "error" by some versions).
+fn etcd_message(answer: &Value) -> Option<String> {
+    [
+        &answer["message"],
+        &answer["error"],
+        &answer["error"]["message"],
+    ]
+    .into_iter()
+    .find_map(Value::as_str)
+    .map(str::to_owned)
+}
+
+/// Why an endpoint gave no answer that counts: the call moves on to the
+/// next.
 enum NoAnswer {
     /// It did not answer within the call's time.
     Slow,
     Failed(String),
+    /// A member that cannot serve (no leader, no quorum): its HTTP status
+    /// and etcd's message.
+    Unavailable(u16, String),
+    /// Something that answers, but not as an etcd client endpoint does (a
+    /// peer port, another HTTP server): what it answered.
+    NotEtcd(String),
 }
 
 impl From<String> for NoAnswer {
@@ -322,21 +375,15 @@ impl From<&str> for NoAnswer {
     }
 }
 
-/// One request on a fresh connection. Err: the endpoint did not answer (try
-/// the next); Ok(Err): it answered with an error.
+/// One request on a fresh connection. Err: the endpoint did not answer as
+/// a working member (try the next); Ok(Err): it answered with an error.
 fn post(
     endpoint: &Endpoint,
     path: &str,
     body: &Value,
-    timeout: Duration,
+    deadline: Instant,
 ) -> Result<Result<Value, CallError>, NoAnswer> {
-    let mut stream = connect(endpoint)?;
-    let io = |err: std::io::Error| match err.kind() {
-        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => NoAnswer::Slow,
-        _ => NoAnswer::Failed(err.to_string()),
-    };
-    stream.set_read_timeout(Some(timeout)).map_err(io)?;
-    stream.set_write_timeout(Some(timeout)).map_err(io)?;
+    let mut stream = connect(endpoint, deadline)?;
     let body = body.to_string();
     let request = format!(
         "POST {path} HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: application/json\r\n\
@@ -345,27 +392,78 @@ fn post(
         endpoint.port,
         body.len()
     );
-    stream.write_all(request.as_bytes()).map_err(io)?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).map_err(io)?;
-    let (status, body) = parse_response(&response).ok_or("not an HTTP answer")?;
-    let answer: Value =
-        serde_json::from_slice(&body).map_err(|err| NoAnswer::Failed(err.to_string()))?;
-    if status != 200 {
-        return Ok(Err(refused(&answer)));
+    stream
+        .set_write_timeout(Some(time_left(deadline)?))
+        .map_err(io_failure)?;
+    stream.write_all(request.as_bytes()).map_err(io_failure)?;
+    let response = read_answer(&mut stream, deadline)?;
+    let (status, body) =
+        parse_response(&response).ok_or_else(|| NoAnswer::NotEtcd("not an HTTP answer".into()))?;
+    let answer: Option<Value> = serde_json::from_slice(&body).ok();
+    match (status, answer) {
+        (200, Some(answer)) => Ok(Ok(answer)),
+        (500..=599, answer) => Err(NoAnswer::Unavailable(
+            status,
+            answer
+                .as_ref()
+                .and_then(etcd_message)
+                .unwrap_or_else(|| "no message".into()),
+        )),
+        (_, Some(answer)) if etcd_message(&answer).is_some() => Ok(Err(refused(&answer))),
+        _ => Err(NoAnswer::NotEtcd(format!("HTTP {status}"))),
     }
-    Ok(Ok(answer))
 }
 
-fn connect(endpoint: &Endpoint) -> Result<TcpStream, String> {
+/// What is left of the time until `deadline`; none left is Slow.
+fn time_left(deadline: Instant) -> Result<Duration, NoAnswer> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(NoAnswer::Slow);
+    }
+    Ok(left)
+}
+
+fn io_failure(err: std::io::Error) -> NoAnswer {
+    match err.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => NoAnswer::Slow,
+        _ => NoAnswer::Failed(err.to_string()),
+    }
+}
+
+/// Reads the whole answer (the server closes the connection after it),
+/// by `deadline` however slowly it comes, and no more than MAX_ANSWER.
+fn read_answer(stream: &mut TcpStream, deadline: Instant) -> Result<Vec<u8>, NoAnswer> {
+    let mut answer = Vec::new();
+    let mut chunk = [0; 16 * 1024];
+    loop {
+        stream
+            .set_read_timeout(Some(time_left(deadline)?))
+            .map_err(io_failure)?;
+        match stream.read(&mut chunk) {
+            Ok(0) => return Ok(answer),
+            Ok(read) if answer.len() + read > MAX_ANSWER => {
+                return Err(NoAnswer::Failed(format!(
+                    "its answer is larger than {} KiB",
+                    MAX_ANSWER / 1024
+                )));
+            }
+            Ok(read) => answer.extend_from_slice(&chunk[..read]),
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(io_failure(err)),
+        }
+    }
+}
+
+fn connect(endpoint: &Endpoint, deadline: Instant) -> Result<TcpStream, NoAnswer> {
     let mut last = format!("{}: no address", endpoint.host);
     for address in endpoint.addresses()? {
-        match TcpStream::connect_timeout(&address, CONNECT_TIMEOUT) {
+        let timeout = time_left(deadline)?.min(CONNECT_TIMEOUT);
+        match TcpStream::connect_timeout(&address, timeout) {
             Ok(stream) => return Ok(stream),
             Err(err) => last = err.to_string(),
         }
     }
-    Err(last)
+    Err(NoAnswer::Failed(last))
 }
 
 /// The status code and the body (chunked transfer undone) of a complete

@@ -27,7 +27,7 @@ use nix::unistd::{ForkResult, fork};
 use crate::error::errno_of;
 
 use super::Settings;
-use super::gateway::{CALL_TIMEOUT, Gateway};
+use super::gateway::{self, Gateway};
 
 /// What the keeper looks after.
 pub struct Watch {
@@ -146,7 +146,7 @@ fn keep(watch: &Watch, holder: OwnedFd, mut ready: std::io::PipeWriter) {
         let ready = |event: &PollFd| event.revents().is_some_and(|r| !r.is_empty());
         if ready(&events[0]) || (ready(&events[2]) && has_exited(&holder)) {
             // COMMAND is gone: the lock goes at once, not after the TTL.
-            let _ = gateway.revoke(watch.lease, CALL_TIMEOUT);
+            let _ = gateway.revoke(watch.lease, gateway::soon());
             return;
         }
         if ready(&events[1]) {
@@ -180,7 +180,7 @@ fn keep(watch: &Watch, holder: OwnedFd, mut ready: std::io::PipeWriter) {
         }
         // The lease runs from when etcd got the renewal, which is after
         // `now`: counting from `now` errs on the side of fencing early.
-        match renew(gateway, watch, period.min(lost_at - now)) {
+        match renew(gateway, watch, lost_at.min(now + period)) {
             Renewal::Renewed => {
                 renewed = now;
                 next_renewal = now + period;
@@ -246,9 +246,10 @@ enum Renewal {
     NoAnswer,
 }
 
-/// Renews the lease and checks that the key is still ours.
-fn renew(gateway: &Gateway, watch: &Watch, timeout: Duration) -> Renewal {
-    match gateway.keep_alive(watch.lease, timeout) {
+/// Renews the lease and checks that the key is still ours, both by
+/// `deadline`.
+fn renew(gateway: &Gateway, watch: &Watch, deadline: Instant) -> Renewal {
+    match gateway.keep_alive(watch.lease, deadline) {
         Ok(0) => return Renewal::Lost("lease lost: it expired or was revoked"),
         Ok(_) => {}
         Err(err) => {
@@ -256,7 +257,7 @@ fn renew(gateway: &Gateway, watch: &Watch, timeout: Duration) -> Renewal {
             return Renewal::NoAnswer;
         }
     }
-    match gateway.get(&watch.key, timeout) {
+    match gateway.get(&watch.key, deadline) {
         Ok(Some(kv)) if kv.lease == watch.lease => Renewal::Renewed,
         Ok(_) => Renewal::Lost("lock key deleted"),
         // The lease was renewed: the key is checked again next time.
@@ -284,7 +285,7 @@ fn fence(watch: &Watch, holder: &OwnedFd, reason: &str) {
         // the keeper end next, finds COMMAND gone too.
         let _ = poll(&mut exited, PollTimeout::from(1000u16));
     }
-    let _ = watch.settings.gateway.revoke(watch.lease, CALL_TIMEOUT);
+    let _ = watch.settings.gateway.revoke(watch.lease, gateway::soon());
 }
 
 /// Rewrites the process's command line, what ps and `pkill -f` read, to

@@ -133,7 +133,7 @@ impl EtcdLock {
             .map_err(|err| self.error("record the holder", err))?;
         let stored = self
             .gateway()
-            .get(&key, gateway::CALL_TIMEOUT)
+            .get(&key, gateway::soon())
             .map_err(|err| self.error("read the lock key", err))?
             .ok_or_else(|| Error::Etcd {
                 lock: self.name.clone(),
@@ -147,7 +147,7 @@ impl EtcdLock {
     }
 
     fn give_back(&self, lease: i64) {
-        if let Err(err) = self.gateway().revoke(lease, gateway::CALL_TIMEOUT) {
+        if let Err(err) = self.gateway().revoke(lease, gateway::soon()) {
             log::debug!("{}: revoking lease {lease:x}: {err}", self.name);
         }
     }
@@ -214,9 +214,15 @@ impl Backend for EtcdLock {
         let Some(taken) = self.taken.borrow().clone() else {
             return Ok(());
         };
+        // Resolved now: a renewal must fit its deadline, and a name lookup
+        // cannot be bounded.
+        let settings = Settings {
+            gateway: self.gateway().resolved(),
+            ..self.settings.clone()
+        };
         let watch = keeper::Watch {
             lock: self.name.clone(),
-            settings: self.settings.clone(),
+            settings,
             lease: taken.lease,
             key: taken.key,
             holder,
@@ -259,7 +265,7 @@ impl Renewer {
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
             while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(period) {
-                if let Err(err) = gateway.keep_alive(lease, period) {
+                if let Err(err) = gateway.keep_alive(lease, Instant::now() + period) {
                     log::debug!("renewing waiter lease {lease:x}: {err}");
                 }
             }
