@@ -39,8 +39,8 @@ const NOTES: &[&str] = &[
      lease of --ttl seconds that a keeper process (me-only-keeper LOCK in ps) \
      renews while COMMAND runs and revokes when it exits. If the lease is lost \
      (etcd unreachable for the TTL, or the key deleted), or the keeper is told \
-     to stop, or dies (a sentry process watches it), COMMAND gets SIGTERM, \
-     then SIGKILL after \
+     to stop, or dies (a sentry process watches it), COMMAND and its \
+     descendants get SIGTERM, then SIGKILL after \
      --kill-after seconds: until then a new holder may already run, so pass \
      ME_ONLY_FENCE with whatever COMMAND writes, and have the store refuse \
      older tokens. Waiters (--wait) queue in etcd's lock service, oldest \

@@ -1200,3 +1200,78 @@ fn a_keeper_whose_renewals_go_unanswered_fences_within_the_ttl() {
         );
     }
 }
+
+/// A fenced-off COMMAND's descendants stop too, not COMMAND alone: with
+/// `sh -c '...; sleep 1000'` only sh died and sleep ran on, and a child that
+/// shrugs off SIGTERM ran on beside the next holder. Both kinds are gone
+/// --kill-after after the fence; with --fork too.
+#[test]
+fn a_fenced_command_takes_its_descendants_along() {
+    let Some(etcd) = Etcd::start_with_etcdctl() else {
+        return;
+    };
+    // A child that dies of SIGTERM, and one that ignores it and must be
+    // killed; the shell waits for both.
+    let script = "sleep 1000 & (trap '' TERM; exec sleep 1001) & echo ready; wait";
+    for mode in [&[][..], &["--fork"]] {
+        let lock = lock_name("descendants");
+        let mut holder = on(&etcd, &["--ttl", "3", "--kill-after", "1"])
+            .args(mode)
+            .args([&lock, "sh", "-c", script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(holder.stdout.take().unwrap());
+        common::read_until_a_line_with(&mut stdout, "ready");
+        // The children exec sleep on their own time: look until both have
+        // (as util-linux's flock tests look for the holder's child).
+        let looking = Instant::now();
+        let mut sleeps = sleeps_under(holder.id() as i32);
+        while sleeps.len() < 2 && looking.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+            sleeps = sleeps_under(holder.id() as i32);
+        }
+        let sleeps: Vec<common::Detached> = sleeps.into_iter().map(common::Detached).collect();
+        assert_eq!(sleeps.len(), 2, "{mode:?}: the command's children");
+        let deleted = etcd
+            .ctl()
+            .args(["del", "--prefix", &format!("{lock}/")])
+            .output()
+            .unwrap();
+        assert!(deleted.status.success(), "{deleted:?}");
+        for sleep in &sleeps {
+            assert!(
+                common::gone_within(sleep.0, Duration::from_secs(5)),
+                "{mode:?}: a descendant of the fenced command runs on"
+            );
+        }
+        let output = holder.wait_with_output().unwrap();
+        assert!(
+            text(&output.stderr).contains("and its descendants (SIGKILL after 1 s)"),
+            "{}",
+            text(&output.stderr)
+        );
+    }
+}
+
+/// The pids of the `sleep` processes among `pid`'s descendants.
+fn sleeps_under(pid: i32) -> Vec<i32> {
+    let mut found = Vec::new();
+    let mut parents = vec![pid];
+    while let Some(parent) = parents.pop() {
+        let children = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+            .unwrap_or_default();
+        for child in children
+            .split_whitespace()
+            .map(|c| c.parse::<i32>().unwrap())
+        {
+            let comm = std::fs::read_to_string(format!("/proc/{child}/comm")).unwrap_or_default();
+            if comm.trim() == "sleep" {
+                found.push(child);
+            }
+            parents.push(child);
+        }
+    }
+    found
+}

@@ -11,7 +11,7 @@
 //! keeper die, and watches the sentry in turn.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -28,6 +28,7 @@ use crate::error::errno_of;
 
 use super::Settings;
 use super::gateway::{self, Gateway};
+use super::tree::{Tree, has_exited, pidfd_open};
 
 /// What the keeper looks after.
 pub struct Watch {
@@ -223,12 +224,6 @@ fn start_sentry(watch: &Watch, holder: &OwnedFd) -> Result<OwnedFd, Errno> {
     }
 }
 
-/// Whether the process behind `pidfd` has exited, without waiting.
-fn has_exited(pidfd: &OwnedFd) -> bool {
-    let mut exited = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
-    poll(&mut exited, PollTimeout::ZERO).is_ok_and(|ready| ready > 0)
-}
-
 /// How long before the lease can run out in etcd the keeper gives it up
 /// and fences COMMAND off: etcd counts the TTL from when it got the last
 /// renewal, later than the keeper sent it, so COMMAND has at least this
@@ -270,21 +265,15 @@ fn renew(gateway: &Gateway, watch: &Watch, deadline: Instant) -> Renewal {
 fn fence(watch: &Watch, holder: &OwnedFd, reason: &str) {
     let kill_after = watch.settings.kill_after;
     let line = format!(
-        "me-only: {}: {reason}; terminating pid {} (SIGKILL after {} s)\n",
+        "me-only: {}: {reason}; terminating pid {} and its descendants (SIGKILL after {} s)\n",
         crate::error::printable(&watch.lock),
         watch.holder,
         kill_after.as_secs_f64()
     );
     let _ = std::io::stderr().write_all(line.as_bytes());
-    let _ = pidfd_send_signal(holder, libc::SIGTERM);
-    let mut exited = [PollFd::new(holder.as_fd(), PollFlags::POLLIN)];
-    let timeout = PollTimeout::try_from(kill_after).unwrap_or(PollTimeout::MAX);
-    if poll(&mut exited, timeout) == Ok(0) {
-        let _ = pidfd_send_signal(holder, libc::SIGKILL);
-        // A moment for the kill to land, so that the sentry, which sees
-        // the keeper end next, finds COMMAND gone too.
-        let _ = poll(&mut exited, PollTimeout::from(1000u16));
-    }
+    // COMMAND and all it started: a child that outlived its parent would
+    // run beside the next holder.
+    Tree::freeze(watch.holder, holder).terminate(kill_after);
     let _ = watch.settings.gateway.revoke(watch.lease, gateway::soon());
 }
 
@@ -351,26 +340,4 @@ fn detach_from_inherited(keep: &[i32]) {
         }
         first = last.saturating_add(2);
     }
-}
-
-fn pidfd_open(pid: i32) -> Result<OwnedFd, Errno> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    Errno::result(fd)?;
-    // SAFETY: the kernel just returned this descriptor to us alone.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-fn pidfd_send_signal(pidfd: &OwnedFd, signal: libc::c_int) -> Result<(), Errno> {
-    // SAFETY: no siginfo is passed; the descriptor is open.
-    let done = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            signal,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    };
-    Errno::result(done).map(drop)
 }

@@ -11,6 +11,7 @@
 
 mod gateway;
 mod keeper;
+mod tree;
 
 use std::cell::RefCell;
 use std::ffi::OsStr;

@@ -1,0 +1,160 @@
+//! COMMAND's process tree, for fencing it off as one: COMMAND and every
+//! process it started (`sh -c 'sleep 27; job'`: sh and sleep) must stop, or
+//! a child that outlives its parent runs beside the next holder.
+//!
+//! The tree is found from the parent pids /proc lists, and frozen
+//! (SIGSTOP) while it is found, round after round until no new process
+//! appears: a stopped process cannot fork, so the set is then whole. Each
+//! member is held by a pidfd, so no signal reaches a process that reused a
+//! pid, and members orphaned meanwhile (reparented away from the tree) are
+//! still reached. Not reached: processes that left the tree before the
+//! fence (a daemon that double-forked to init), and those of other users
+//! that the keeper may not signal.
+
+use std::collections::HashSet;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::libc;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
+/// Processes held by pidfds.
+pub struct Tree {
+    members: Vec<(i32, OwnedFd)>,
+}
+
+impl Tree {
+    /// `root` (held by `root_fd`) and all its descendants, stopped.
+    pub fn freeze(root: i32, root_fd: &OwnedFd) -> Tree {
+        let mut tree = Tree {
+            members: Vec::new(),
+        };
+        if let Ok(fd) = root_fd.try_clone() {
+            let _ = send(&fd, libc::SIGSTOP);
+            tree.members.push((root, fd));
+        }
+        tree.grow();
+        tree
+    }
+
+    /// Adds (stopped) the descendants of the members, until no new one
+    /// appears.
+    fn grow(&mut self) {
+        let mut known: HashSet<i32> = self.members.iter().map(|(pid, _)| *pid).collect();
+        loop {
+            let parents = parent_pids();
+            let new: Vec<i32> = parents
+                .iter()
+                .filter(|(pid, parent)| known.contains(parent) && !known.contains(pid))
+                .map(|(pid, _)| *pid)
+                .collect();
+            if new.is_empty() {
+                return;
+            }
+            for pid in new {
+                known.insert(pid);
+                if let Ok(fd) = pidfd_open(pid) {
+                    let _ = send(&fd, libc::SIGSTOP);
+                    self.members.push((pid, fd));
+                }
+            }
+        }
+    }
+
+    /// Sends `signal` to every member.
+    pub fn signal(&self, signal: libc::c_int) {
+        for (_, fd) in &self.members {
+            let _ = send(fd, signal);
+        }
+    }
+
+    /// Ends the tree: SIGTERM to every member, then SIGKILL, after
+    /// `kill_after`, to those still there and to whatever they started
+    /// meanwhile. Returns once all are gone, or a moment after the kill.
+    pub fn terminate(mut self, kill_after: Duration) {
+        self.signal(libc::SIGTERM);
+        // Stopped, a member would only take its SIGTERM when continued.
+        self.signal(libc::SIGCONT);
+        if self.exit_within(kill_after) {
+            return;
+        }
+        self.members.iter().for_each(|(_, fd)| {
+            let _ = send(fd, libc::SIGSTOP);
+        });
+        self.grow();
+        self.signal(libc::SIGKILL);
+        self.exit_within(Duration::from_secs(1));
+    }
+
+    /// Waits until every member has exited, or `limit` is up; whether all
+    /// have. Those that have are let go.
+    fn exit_within(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            self.members.retain(|(_, fd)| !has_exited(fd));
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.members.is_empty() || left.is_zero() {
+                return self.members.is_empty();
+            }
+            let mut events: Vec<PollFd> = self
+                .members
+                .iter()
+                .map(|(_, fd)| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
+                .collect();
+            let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+            if let Err(errno) = poll(&mut events, timeout)
+                && errno != Errno::EINTR
+            {
+                return false;
+            }
+        }
+    }
+}
+
+/// Every process's pid and parent pid, as /proc shows them.
+fn parent_pids() -> Vec<(i32, i32)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // pid (comm) state ppid ...: the name may hold spaces and ')'.
+            let after_name = &stat[stat.rfind(')')? + 2..];
+            let parent = after_name.split(' ').nth(1)?.parse().ok()?;
+            Some((pid, parent))
+        })
+        .collect()
+}
+
+/// Whether the process behind `pidfd` has exited, without waiting.
+pub fn has_exited(pidfd: &OwnedFd) -> bool {
+    let mut exited = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+    poll(&mut exited, PollTimeout::ZERO).is_ok_and(|ready| ready > 0)
+}
+
+pub fn pidfd_open(pid: i32) -> Result<OwnedFd, Errno> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    Errno::result(fd)?;
+    // SAFETY: the kernel just returned this descriptor to us alone.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Sends `signal` to the process behind `pidfd`.
+pub fn send(pidfd: &OwnedFd, signal: libc::c_int) -> Result<(), Errno> {
+    // SAFETY: no siginfo is passed; the descriptor is open.
+    let done = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    Errno::result(done).map(drop)
+}
