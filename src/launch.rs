@@ -20,6 +20,9 @@ use crate::inherited;
 /// Names COMMAND learns its lock by.
 pub const ENV_LOCK: &str = "ME_ONLY_LOCK";
 pub const ENV_FD: &str = "ME_ONLY_FD";
+/// The fencing token of a lock that has one (etcd's); an outer me-only's
+/// must not pass for the inner COMMAND's.
+pub const ENV_FENCE: &str = "ME_ONLY_FENCE";
 
 /// A lock just taken, to be handed to COMMAND.
 pub struct Held<'a> {
@@ -85,6 +88,7 @@ pub fn exec(held: Held, command: &[OsString]) -> Error {
             Some(fd) => std::env::set_var(ENV_FD, fd.to_string()),
             None => std::env::remove_var(ENV_FD),
         }
+        std::env::remove_var(ENV_FENCE);
         for (variable, value) in lock.environment() {
             std::env::set_var(variable, value);
         }
@@ -111,12 +115,14 @@ pub fn keep_across_exec(lock_name: &str, lock_fd: &OwnedFd) -> Result<(), Error>
 /// COMMAND as a child process that starts as if started directly: with
 /// `mask`, the signal mask me-only was started with, and SIGPIPE as it was,
 /// both of which std's spawn resets; and with ME_ONLY_LOCK and what the
-/// backend adds (ME_ONLY_FD is the caller's to set).
+/// backend adds, an outer me-only's ME_ONLY_FENCE removed (ME_ONLY_FD is
+/// the caller's to set).
 pub fn child(command: &[OsString], held: &Held, mask: SigSet) -> Command {
     let mut child = Command::new(&command[0]);
     child
         .args(&command[1..])
         .env(ENV_LOCK, held.given)
+        .env_remove(ENV_FENCE)
         .envs(held.lock.environment());
     // SAFETY: between fork and exec only async-signal-safe calls are made:
     // sigprocmask and signal.

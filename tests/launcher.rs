@@ -168,6 +168,33 @@ fn command_learns_the_lock_from_me_only_lock() {
         .stdout(lock);
 }
 
+/// An outer me-only's variables never reach an inner COMMAND as if they
+/// were its own: an --etcd holder's ME_ONLY_FENCE, and its ME_ONLY_LOCK and
+/// ME_ONLY_FD, are replaced or removed, in every mode.
+#[test]
+fn an_outer_me_onlys_variables_do_not_leak_into_command() {
+    let lock = unique_lock("outer-env");
+    let show = "printf '%s|%s|%s' \"${ME_ONLY_LOCK-unset}\" \"${ME_ONLY_FD-unset}\" \
+                \"${ME_ONLY_FENCE-unset}\" >&2";
+    for mode in [&[][..], &["--fork"], &["--detach"]] {
+        let output = me_only()
+            .env("ME_ONLY_LOCK", "outer")
+            .env("ME_ONLY_FD", "9")
+            .env("ME_ONLY_FENCE", "1234")
+            .args(mode)
+            .args([&lock, "sh", "-c", show])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{mode:?}: {output:?}");
+        let seen = text(&output.stderr);
+        let (lock_seen, rest) = seen.split_once('|').unwrap();
+        let (fd_seen, fence_seen) = rest.split_once('|').unwrap();
+        assert_eq!(lock_seen, lock, "{mode:?}");
+        assert_ne!(fd_seen, "9", "{mode:?}");
+        assert_eq!(fence_seen, "unset", "{mode:?}");
+    }
+}
+
 #[test]
 fn arguments_after_command_pass_untouched() {
     let lock = unique_lock("args");

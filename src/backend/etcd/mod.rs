@@ -24,6 +24,7 @@ pub use gateway::Gateway;
 
 use super::{Attempt, Backend, Holder, Probe, Waited};
 use crate::error::Error;
+use crate::launch::ENV_FENCE;
 
 /// What the command line says about the etcd lock.
 #[derive(Debug, Clone)]
@@ -51,10 +52,6 @@ pub struct EtcdLock {
     settings: Settings,
     taken: RefCell<Option<Taken>>,
 }
-
-/// COMMAND's fencing token: pass it with whatever it writes, so that the
-/// writes of a holder that lost its lease can be told apart.
-pub const ENV_FENCE: &str = "ME_ONLY_FENCE";
 
 impl EtcdLock {
     pub fn parse(lock: &OsStr, settings: Settings) -> Result<EtcdLock, Error> {
@@ -206,6 +203,8 @@ impl Backend for EtcdLock {
 
     fn environment(&self) -> Vec<(&'static str, String)> {
         match &*self.taken.borrow() {
+            // COMMAND's fencing token: passed with whatever it writes, the
+            // writes of a holder that lost its lease can be told apart.
             Some(taken) => vec![(ENV_FENCE, taken.fence.to_string())],
             None => Vec::new(),
         }
