@@ -5,6 +5,7 @@
 //! deadline, not timed per read), and answers are capped in size. Keys and
 //! values travel base64-encoded, 64-bit numbers as strings.
 
+use std::cell::Cell;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
@@ -96,6 +97,9 @@ impl std::fmt::Display for CallError {
 #[derive(Debug, Clone)]
 pub struct Gateway {
     endpoints: Vec<Endpoint>,
+    /// The endpoint that answered last, tried first next time: one that
+    /// failed costs its share of a call's time once, not every call.
+    preferred: Cell<usize>,
 }
 
 impl Gateway {
@@ -110,7 +114,10 @@ impl Gateway {
         if endpoints.is_empty() {
             return Err("no etcd endpoint given".into());
         }
-        Ok(Gateway { endpoints })
+        Ok(Gateway {
+            endpoints,
+            preferred: Cell::new(0),
+        })
     }
 
     /// The same cluster, each endpoint's host resolved now and for good:
@@ -125,17 +132,23 @@ impl Gateway {
                 ..endpoint.clone()
             })
             .collect();
-        Gateway { endpoints }
+        Gateway {
+            endpoints,
+            preferred: self.preferred.clone(),
+        }
     }
 
     /// POSTs `body` to `path`, trying endpoint after endpoint until one
-    /// answers as a working member, all before `deadline`.
+    /// answers as a working member, all before `deadline`. Each endpoint
+    /// gets an equal share of the time left, so that a silent one leaves
+    /// time for the next.
     pub fn call(&self, path: &str, body: &Value, deadline: Instant) -> Result<Value, CallError> {
         self.call_until(path, body, deadline, false)
     }
 
     /// As `call`, but when `slow_is_final`, an endpoint still silent at
-    /// `deadline` ends the call (TimedOut): for calls that wait on purpose.
+    /// `deadline` ends the call (TimedOut): for calls that wait on purpose,
+    /// which give the first endpoint all the time.
     fn call_until(
         &self,
         path: &str,
@@ -144,10 +157,21 @@ impl Gateway {
         slow_is_final: bool,
     ) -> Result<Value, CallError> {
         let mut last = None;
-        for endpoint in &self.endpoints {
+        let count = self.endpoints.len();
+        for tried in 0..count {
+            let index = (self.preferred.get() + tried) % count;
+            let endpoint = &self.endpoints[index];
             let started = Instant::now();
-            let why = match post(endpoint, path, body, deadline) {
-                Ok(answer) => return answer,
+            let untried = (count - tried) as u32;
+            let share = match slow_is_final {
+                true => deadline,
+                false => started + deadline.saturating_duration_since(started) / untried,
+            };
+            let why = match post(endpoint, path, body, share) {
+                Ok(answer) => {
+                    self.preferred.set(index);
+                    return answer;
+                }
                 Err(NoAnswer::Slow) if slow_is_final => return Err(CallError::TimedOut),
                 Err(NoAnswer::Slow) => format!(
                     "etcd at {} does not answer: no answer within {:.1} s",
