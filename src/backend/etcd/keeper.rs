@@ -200,13 +200,26 @@ fn keep(watch: &Watch, holder: OwnedFd, mut ready: std::io::PipeWriter) {
 /// pidfd.
 fn start_sentry(watch: &Watch, holder: &OwnedFd) -> Result<OwnedFd, Errno> {
     let keeper = pidfd_open(nix::unistd::getpid().as_raw())?;
+    let (mut ready, mut ready_write) = std::io::pipe().map_err(|err| errno_of(&err))?;
     // SAFETY: the keeper is single-threaded; the child runs only its own
     // code and leaves by _exit.
     match unsafe { fork() }? {
-        ForkResult::Parent { child } => pidfd_open(child.as_raw()),
+        ForkResult::Parent { child } => {
+            drop(ready_write);
+            // One byte once the sentry watches, under its own name: only
+            // then may COMMAND start.
+            let mut byte = [0];
+            match ready.read(&mut byte) {
+                Ok(1) => pidfd_open(child.as_raw()),
+                _ => Err(Errno::ECHILD),
+            }
+        }
         ForkResult::Child => {
+            drop(ready);
             let _ = nix::sys::prctl::set_name(c"me-only-sentry");
             retitle("me-only-sentry", &watch.lock);
+            let _ = ready_write.write_all(&[1]);
+            drop(ready_write);
             detach_from_inherited(&[holder.as_raw_fd(), keeper.as_raw_fd()]);
             let mut events = [
                 PollFd::new(holder.as_fd(), PollFlags::POLLIN),
