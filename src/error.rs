@@ -109,15 +109,15 @@ impl Error {
 /// for escape), so that a message that quotes a name holding one stays one
 /// line and cannot play tricks on a terminal.
 pub fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
+    let mut shown = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            shown.extend(c.escape_default());
+        } else {
+            shown.push(c);
+        }
+    }
+    shown
 }
 
 /// The errno behind an I/O error, so that messages read "Permission denied"
