@@ -270,28 +270,56 @@ fn helper_of(name: &str, lock: &str) -> Option<Pid> {
         })
 }
 
-/// Whether the keeper said it fenced COMMAND off for etcd being unreachable
+/// Asserts that the keeper said it fenced COMMAND off for etcd being unreachable
 /// for most of a `ttl`-second lease.
-fn fenced_for_unreachable(stderr: &str, ttl: u32) -> bool {
-    stderr.contains("lease lost: etcd unreachable for ")
-        && stderr.contains(&format!(" s (TTL {ttl} s); terminating pid "))
+fn assert_fenced_for_unreachable(stderr: &[u8], ttl: u32) {
+    let stderr = text(stderr);
+    assert!(
+        stderr.contains("lease lost: etcd unreachable for ")
+            && stderr.contains(&format!(" s (TTL {ttl} s); terminating pid ")),
+        "{stderr}"
+    );
+}
+
+/// Starts `command` (a holder whose COMMAND prints `ready` once it runs),
+/// stdout and stderr piped, and returns once it has said so.
+fn started(command: &mut Command) -> (Child, BufReader<ChildStdout>) {
+    let mut holder = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(holder.stdout.take().unwrap());
+    common::read_until_a_line_with(&mut stdout, "ready");
+    (holder, stdout)
 }
 
 /// A holder whose command says `terminated` on SIGTERM and then exits.
 fn fenced_holder(etcd: &Etcd, lock: &str, ttl: &str) -> (Child, BufReader<ChildStdout>) {
+    fenced_holder_at(&etcd.endpoint, lock, ttl, "5")
+}
+
+/// As `fenced_holder`, on `endpoints`, with `--kill-after kill_after`.
+fn fenced_holder_at(
+    endpoints: &str,
+    lock: &str,
+    ttl: &str,
+    kill_after: &str,
+) -> (Child, BufReader<ChildStdout>) {
     let script = "trap 'echo terminated; exit 0' TERM; echo ready; \
                   while :; do sleep 1 & wait $!; done";
-    let mut holder = on(
-        etcd,
-        &["--ttl", ttl, "--kill-after", "5", lock, "sh", "-c", script],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut stdout = BufReader::new(holder.stdout.take().unwrap());
-    common::read_until_a_line_with(&mut stdout, "ready");
-    (holder, stdout)
+    started(me_only().args([
+        "--etcd",
+        endpoints,
+        "--ttl",
+        ttl,
+        "--kill-after",
+        kill_after,
+        lock,
+        "sh",
+        "-c",
+        script,
+    ]))
 }
 
 #[test]
@@ -330,7 +358,7 @@ fn a_command_that_ignores_sigterm_is_killed_after_kill_after() {
     let lock = lock_name("kill-after");
     let script = "trap 'echo got-term' TERM; echo ready; \
                   while :; do sleep 1 >/dev/null 2>&1 & wait $!; done";
-    let mut holder = on(
+    let (holder, mut stdout) = started(&mut on(
         &etcd,
         &[
             "--ttl",
@@ -342,13 +370,7 @@ fn a_command_that_ignores_sigterm_is_killed_after_kill_after() {
             "-c",
             script,
         ],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut stdout = BufReader::new(holder.stdout.take().unwrap());
-    common::read_until_a_line_with(&mut stdout, "ready");
+    ));
     let deleted = etcd
         .ctl()
         .args(["del", "--prefix", &format!("{lock}/")])
@@ -384,11 +406,7 @@ fn an_unreachable_etcd_fences_the_command_off_after_the_ttl() {
     println!("fenced {fenced:?} after etcd stopped answering (TTL 2 s)");
     assert!(fenced < Duration::from_secs(4), "{fenced:?}");
     let output = holder.wait_with_output().unwrap();
-    assert!(
-        fenced_for_unreachable(&text(&output.stderr), 2),
-        "{}",
-        text(&output.stderr)
-    );
+    assert_fenced_for_unreachable(&output.stderr, 2);
     on(&etcd, &["--timeout", "10", &lock, "true"])
         .assert()
         .success();
@@ -817,11 +835,7 @@ fn a_cut_off_holder_is_fenced_before_another_host_takes_over() {
     assert!(output.status.success(), "{output:?}");
     assert_eq!(text(&output.stdout), "took-over\n");
     let holder = holder.wait_with_output().unwrap();
-    assert!(
-        fenced_for_unreachable(&text(&holder.stderr), 3),
-        "{}",
-        text(&holder.stderr)
-    );
+    assert_fenced_for_unreachable(&holder.stderr, 3);
 }
 
 /// COMMAND cannot be run: exit 1, and the keeper, which saw me-only end,
@@ -1171,25 +1185,7 @@ fn a_keeper_whose_renewals_go_unanswered_fences_within_the_ttl() {
     for fault in [Fault::Dribble, Fault::Silent] {
         let endpoint = FaultyEndpoint::new(&etcd, Fault::None);
         let lock = lock_name("renewal-deadline");
-        let script = "trap 'echo terminated; exit 0' TERM; echo ready; \
-                      while :; do sleep 1 & wait $!; done";
-        let mut holder = me_only()
-            .args([
-                "--etcd",
-                &endpoint.url,
-                "--ttl",
-                "3",
-                "--kill-after",
-                "1",
-                &lock,
-            ])
-            .args(["sh", "-c", script])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdout = BufReader::new(holder.stdout.take().unwrap());
-        common::read_until_a_line_with(&mut stdout, "ready");
+        let (mut holder, _stdout) = fenced_holder_at(&endpoint.url, &lock, "3", "1");
         // No renewal is answered from here on: the last one answered was
         // at most this long ago.
         endpoint.set(fault);
@@ -1210,11 +1206,7 @@ fn a_keeper_whose_renewals_go_unanswered_fences_within_the_ttl() {
             took <= Duration::from_secs(3),
             "{fault:?}: fenced late: {took:?}"
         );
-        assert!(
-            fenced_for_unreachable(&text(&output.stderr), 3),
-            "{fault:?}: {}",
-            text(&output.stderr)
-        );
+        assert_fenced_for_unreachable(&output.stderr, 3);
     }
 }
 
@@ -1232,15 +1224,11 @@ fn a_fenced_command_takes_its_descendants_along() {
     let script = "sleep 1000 & (trap '' TERM; exec sleep 1001) & echo ready; wait";
     for mode in [&[][..], &["--fork"]] {
         let lock = lock_name("descendants");
-        let mut holder = on(&etcd, &["--ttl", "3", "--kill-after", "1"])
-            .args(mode)
-            .args([&lock, "sh", "-c", script])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdout = BufReader::new(holder.stdout.take().unwrap());
-        common::read_until_a_line_with(&mut stdout, "ready");
+        let (holder, _stdout) = started(
+            on(&etcd, &["--ttl", "3", "--kill-after", "1"])
+                .args(mode)
+                .args([&lock, "sh", "-c", script]),
+        );
         // The children exec sleep on their own time: look until both have
         // (as util-linux's flock tests look for the holder's child).
         let looking = Instant::now();
