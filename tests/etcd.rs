@@ -1267,3 +1267,23 @@ fn sleeps_under(pid: i32) -> Vec<i32> {
     }
     found
 }
+
+/// Lock names nest without colliding: `NAME/inner` held leaves `NAME` free
+/// (its keys lie under `NAME/` too, and made it look held).
+#[test]
+fn a_nested_name_is_a_lock_of_its_own() {
+    let Some(etcd) = Etcd::start() else { return };
+    let outer = lock_name("nest");
+    let inner = format!("{outer}/nightly");
+    let holder = Holding::start(["--etcd", &etcd.endpoint, &inner]);
+    on(&etcd, &["--test", &outer]).assert().code(0).stdout("");
+    on(&etcd, &[&outer, "echo", "ran"])
+        .assert()
+        .success()
+        .stdout("ran\n");
+    on(&etcd, &["--test", &inner])
+        .assert()
+        .code(4)
+        .stdout(format!("{} {}\n", hostname(), holder.pid));
+    refused(&mut on(&etcd, &[&inner, "echo", "ran"]), 4);
+}

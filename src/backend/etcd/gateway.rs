@@ -19,6 +19,9 @@ use serde_json::{Value, json};
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long an ordinary call may take, all endpoints tried included.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often taking a lock reads and tries its transaction again when
+/// keys under its name changed in between.
+const TXN_ATTEMPTS: usize = 10;
 /// The largest answer read: etcd's answers to me-only's calls are a few
 /// hundred bytes; a larger one is not etcd's (or not sane).
 const MAX_ANSWER: usize = 1 << 20;
@@ -219,52 +222,77 @@ impl Gateway {
         Ok(number(&answer["result"]["TTL"]).unwrap_or(0))
     }
 
-    /// Creates `key` (with `value`, on `lease`) if no key under `prefix`
-    /// exists, in one transaction. The new key's create revision, or None
-    /// when another key holds the prefix.
-    pub fn create_if_prefix_empty(
+    /// Creates `key` (with `value`, on `lease`) if no lock key is under
+    /// `prefix` (see `lock_keys`): read, then a transaction that creates the
+    /// key only if nothing under `prefix` changed since the read, tried
+    /// again if something did (a nested lock's key may have). The new key's
+    /// create revision, or None when another key holds the lock.
+    pub fn create_if_no_holder(
         &self,
         prefix: &[u8],
         key: &[u8],
         value: &[u8],
         lease: i64,
     ) -> Result<Option<i64>, CallError> {
-        let body = json!({
-            "compare": [{
-                "key": BASE64.encode(prefix),
-                "range_end": BASE64.encode(prefix_end(prefix)),
-                "target": "CREATE",
-                "create_revision": "0",
-                "result": "EQUAL",
-            }],
-            "success": [{ "request_put": {
-                "key": BASE64.encode(key),
-                "value": BASE64.encode(value),
-                "lease": lease.to_string(),
-            }}],
-        });
-        let answer = self.call("/v3/kv/txn", &body, soon())?;
-        if answer["succeeded"] != json!(true) {
-            return Ok(None);
+        for _ in 0..TXN_ATTEMPTS {
+            let (read_at, holders) = self.lock_keys(prefix)?;
+            if !holders.is_empty() {
+                return Ok(None);
+            }
+            let body = json!({
+                "compare": [{
+                    "key": BASE64.encode(prefix),
+                    "range_end": BASE64.encode(prefix_end(prefix)),
+                    "target": "MOD",
+                    "mod_revision": (read_at + 1).to_string(),
+                    "result": "LESS",
+                }],
+                "success": [{ "request_put": {
+                    "key": BASE64.encode(key),
+                    "value": BASE64.encode(value),
+                    "lease": lease.to_string(),
+                }}],
+            });
+            let answer = self.call("/v3/kv/txn", &body, soon())?;
+            if answer["succeeded"] == json!(true) {
+                // The put's revision is the new key's create revision.
+                return number(&answer["header"]["revision"])
+                    .map(Some)
+                    .ok_or_else(|| refused(&answer));
+            }
         }
-        // The put's revision is the new key's create revision.
-        number(&answer["header"]["revision"])
-            .map(Some)
-            .ok_or_else(|| refused(&answer))
+        Err(CallError::Refused(format!(
+            "the keys under the lock changed {TXN_ATTEMPTS} times while it was taken"
+        )))
     }
 
-    /// The oldest key under `prefix` (the holder, where keys queue by create
-    /// revision): its key, value and create revision.
+    /// The oldest lock key under `prefix` (the holder, where keys queue by
+    /// create revision): its key, value and create revision.
     pub fn first_under(&self, prefix: &[u8]) -> Result<Option<KeyValue>, CallError> {
+        Ok(self.lock_keys(prefix)?.1.into_iter().next())
+    }
+
+    /// The keys of the lock `prefix` names, oldest first, and the revision
+    /// they were read at: those right under `prefix` (`NAME/<lease>`, as
+    /// me-only and etcd's lock service make them), not those of a lock
+    /// nested in it (`NAME/inner/<lease>`), which lie under `prefix` too.
+    fn lock_keys(&self, prefix: &[u8]) -> Result<(i64, Vec<KeyValue>), CallError> {
         let body = json!({
             "key": BASE64.encode(prefix),
             "range_end": BASE64.encode(prefix_end(prefix)),
             "sort_order": "ASCEND",
             "sort_target": "CREATE",
-            "limit": "1",
         });
         let answer = self.call("/v3/kv/range", &body, soon())?;
-        Ok(answer["kvs"].get(0).and_then(KeyValue::from_json))
+        let read_at = number(&answer["header"]["revision"]).ok_or_else(|| refused(&answer))?;
+        let keys = answer["kvs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(KeyValue::from_json)
+            .filter(|kv| !kv.key[prefix.len().min(kv.key.len())..].contains(&b'/'))
+            .collect();
+        Ok((read_at, keys))
     }
 
     /// The key, if it exists.

@@ -168,7 +168,7 @@ impl Backend for EtcdLock {
         let key = self.our_key(lease);
         let created =
             self.gateway()
-                .create_if_prefix_empty(&self.prefix, &key, &holder_value(), lease);
+                .create_if_no_holder(&self.prefix, &key, &holder_value(), lease);
         match created {
             Ok(Some(fence)) => {
                 *self.taken.borrow_mut() = Some(Taken { lease, key, fence });
