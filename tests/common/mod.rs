@@ -2,6 +2,8 @@
 //! way a user's shell would.
 #![allow(dead_code)] // each test crate uses its own subset
 
+pub mod etcd;
+
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddrV4};

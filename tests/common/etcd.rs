@@ -1,0 +1,224 @@
+//! A real etcd for the --etcd tests, and what they do with it: started on
+//! loopback ports with a data directory of its own, stopped when dropped.
+
+use std::io::BufReader;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::prelude::*;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use super::{free_port, me_only, text};
+
+/// A single-member etcd cluster on two free loopback ports; stopped when
+/// dropped.
+pub struct Etcd {
+    server: Child,
+    pub endpoint: String,
+    _data: tempfile::TempDir,
+}
+
+impl Etcd {
+    /// Starts one and returns once it serves clients; None (with a line
+    /// saying why) where etcd is not installed.
+    pub fn start() -> Option<Etcd> {
+        Etcd::start_also_on(&[])
+    }
+
+    /// As `start`, for a test that also runs etcdctl (`ctl`, `keys_under`);
+    /// None where either is missing.
+    pub fn start_with_etcdctl() -> Option<Etcd> {
+        if !super::programs_or_skip(&["etcd", "etcdctl"]) {
+            return None;
+        }
+        Etcd::start()
+    }
+
+    /// As `start`, also serving clients on `ips` (the same port).
+    pub fn start_also_on(ips: &[String]) -> Option<Etcd> {
+        if !super::programs_or_skip(&["etcd"]) {
+            return None;
+        }
+        let data = tempfile::tempdir().unwrap();
+        let (client, peer) = (free_port(), free_port());
+        let client_url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let listen: Vec<String> = std::iter::once(client_url.clone())
+            .chain(ips.iter().map(|ip| format!("http://{ip}:{client}")))
+            .collect();
+        let mut server = Command::new("etcd")
+            .args(["--name", "test", "--data-dir"])
+            .arg(data.path())
+            .args(["--listen-client-urls", &listen.join(",")])
+            .args(["--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("test={peer_url}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut log = BufReader::new(server.stderr.take().unwrap());
+        super::read_until_a_line_with(&mut log, "ready to serve client requests");
+        std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
+        Some(Etcd {
+            server,
+            endpoint: client_url,
+            _data: data,
+        })
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.server.id() as i32)
+    }
+
+    /// `etcdctl` against this server.
+    pub fn ctl(&self) -> Command {
+        let mut command = Command::new("etcdctl");
+        command
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &self.endpoint]);
+        command
+    }
+
+    /// Deletes the keys under `LOCK/` behind me-only's back, as an operator
+    /// with etcdctl would.
+    pub fn delete_keys_of(&self, lock: &str) {
+        let deleted = self
+            .ctl()
+            .args(["del", "--prefix", &format!("{lock}/")])
+            .output()
+            .unwrap();
+        assert!(deleted.status.success(), "{deleted:?}");
+    }
+
+    /// The keys under `LOCK/`.
+    pub fn keys_under(&self, lock: &str) -> Vec<String> {
+        let output = self
+            .ctl()
+            .args(["get", "--prefix", "--keys-only", &format!("{lock}/")])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        text(&output.stdout)
+            .lines()
+            .filter(|line| !line.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = kill(self.pid(), Signal::SIGCONT);
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// A lock name no other test uses.
+pub fn lock_name(tag: &str) -> String {
+    format!("me-only-test-{}-{tag}", std::process::id())
+}
+
+/// `me-only --etcd ENDPOINT <args...>`.
+pub fn on(etcd: &Etcd, args: &[&str]) -> Command {
+    let mut command = me_only();
+    command.args(["--etcd", &etcd.endpoint]).args(args);
+    command
+}
+
+/// How long a launch on `lock`, waiting up to 10 s, took to get it (it
+/// must).
+pub fn time_to_take(etcd: &Etcd, lock: &str) -> Duration {
+    let started = Instant::now();
+    on(etcd, &["--timeout", "10", lock, "true"])
+        .assert()
+        .success();
+    started.elapsed()
+}
+
+/// The keeper of `lock`: a process named me-only-keeper whose command line
+/// names the lock.
+pub fn keeper_of(lock: &str) -> Option<Pid> {
+    helper_of("me-only-keeper", lock)
+}
+
+/// The sentry that watches the keeper of `lock`.
+pub fn sentry_of(lock: &str) -> Option<Pid> {
+    helper_of("me-only-sentry", lock)
+}
+
+/// The process named `name` whose command line names `lock`.
+pub fn helper_of(name: &str, lock: &str) -> Option<Pid> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let names_lock = cmdline.split(|&b| b == 0).any(|arg| arg == lock.as_bytes());
+            (comm.trim() == name && names_lock).then(|| Pid::from_raw(pid))
+        })
+}
+
+/// Asserts that the keeper said it fenced COMMAND off for etcd being unreachable
+/// for most of a `ttl`-second lease.
+pub fn assert_fenced_for_unreachable(stderr: &[u8], ttl: u32) {
+    let stderr = text(stderr);
+    assert!(
+        stderr.contains("lease lost: etcd unreachable for ")
+            && stderr.contains(&format!(" s (TTL {ttl} s); terminating pid ")),
+        "{stderr}"
+    );
+}
+
+/// Starts `command` (a holder whose COMMAND prints `ready` once it runs),
+/// stdout and stderr piped, and returns once it has said so.
+pub fn started(command: &mut Command) -> (Child, BufReader<ChildStdout>) {
+    let mut holder = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(holder.stdout.take().unwrap());
+    super::read_until_a_line_with(&mut stdout, "ready");
+    (holder, stdout)
+}
+
+/// A holder whose command says `terminated` on SIGTERM and then exits.
+pub fn fenced_holder(etcd: &Etcd, lock: &str, ttl: &str) -> (Child, BufReader<ChildStdout>) {
+    fenced_holder_at(&etcd.endpoint, lock, ttl, "5")
+}
+
+/// As `fenced_holder`, on `endpoints`, with `--kill-after kill_after`.
+pub fn fenced_holder_at(
+    endpoints: &str,
+    lock: &str,
+    ttl: &str,
+    kill_after: &str,
+) -> (Child, BufReader<ChildStdout>) {
+    let script = "trap 'echo terminated; exit 0' TERM; echo ready; \
+                  while :; do sleep 1 & wait $!; done";
+    started(me_only().args([
+        "--etcd",
+        endpoints,
+        "--ttl",
+        ttl,
+        "--kill-after",
+        kill_after,
+        lock,
+        "sh",
+        "-c",
+        script,
+    ]))
+}
