@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::libc;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::sys::signal::{
     SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, sigaction, sigprocmask,
 };
@@ -111,6 +112,11 @@ fn keep(watch: &Watch, holder: OwnedFd, mut ready: std::io::PipeWriter) {
     };
     let _ = nix::sys::prctl::set_name(c"me-only-keeper");
     retitle("me-only-keeper", &watch.lock);
+    // A fence holds a pidfd for every process of COMMAND's tree: as many
+    // descriptors as the hard limit allows.
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
     let Ok(sentry) = start_sentry(watch, &holder) else {
         return;
     };

@@ -19,6 +19,9 @@ use nix::errno::Errno;
 use nix::libc;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
+/// How many times the tree is looked for new members at most.
+const MAX_ROUNDS: usize = 100;
+
 /// Processes held by pidfds.
 pub struct Tree {
     members: Vec<(i32, OwnedFd)>,
@@ -39,10 +42,11 @@ impl Tree {
     }
 
     /// Adds (stopped) the descendants of the members, until no new one
-    /// appears.
+    /// appears (or, should something that cannot be stopped, another
+    /// user's process, fork on and on, for a bounded number of rounds).
     fn grow(&mut self) {
         let mut known: HashSet<i32> = self.members.iter().map(|(pid, _)| *pid).collect();
-        loop {
+        for _ in 0..MAX_ROUNDS {
             let parents = parent_pids();
             let new: Vec<i32> = parents
                 .iter()
