@@ -634,9 +634,10 @@ fn a_waiter_queues_one_connection_however_long_it_waits() {
     }
     let lock = unique_lock("queue");
     let _holder = Holding::start([&lock]);
-    // -q: no connection to ask who holds it, at the end.
+    // Ten looks at the lock, one a second; -q: no connection to ask who
+    // holds it, at the end.
     me_only()
-        .args(["-q", "--timeout", "3.5", &lock, "true"])
+        .args(["-q", "--timeout", "10", &lock, "true"])
         .assert()
         .code(4);
     assert_eq!(queued_on(&lock), 1);
