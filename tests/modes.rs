@@ -464,16 +464,30 @@ fn fork_dies_of_the_signal_that_killed_its_child() {
     use std::os::unix::process::ExitStatusExt;
 
     let lock = unique_lock("fork-reraise");
+    // Cores, the child's, land in a directory of the test's own.
+    let cores = tempfile::tempdir().unwrap();
     for (signal, name) in [(libc::SIGINT, "INT"), (libc::SIGQUIT, "QUIT"), (9, "KILL")] {
         let mut command = me_only();
-        command.args(["--fork", &lock, "sh", "-c", &format!("kill -{name} $$")]);
-        // The default dispositions, whatever the test runner ignores.
-        // SAFETY: signal() is async-signal-safe.
+        command
+            .args(["--fork", &lock, "sh", "-c", &format!("kill -{name} $$")])
+            .current_dir(cores.path());
+        // The default dispositions, whatever the test runner ignores, and
+        // cores allowed as far as the hard limit lets: me-only must not
+        // dump one even so.
+        // SAFETY: signal(), getrlimit() and setrlimit() are
+        // async-signal-safe.
         unsafe {
             command.pre_exec(|| {
                 for ignored_in_background in [libc::SIGINT, libc::SIGQUIT] {
                     libc::signal(ignored_in_background, libc::SIG_DFL);
                 }
+                let mut core = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                libc::getrlimit(libc::RLIMIT_CORE, &mut core);
+                core.rlim_cur = core.rlim_max;
+                libc::setrlimit(libc::RLIMIT_CORE, &core);
                 Ok(())
             });
         }
