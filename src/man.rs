@@ -43,8 +43,8 @@ const NOTES: &[&str] = &[
      descendants get SIGTERM, then SIGKILL after \
      --kill-after seconds: until then a new holder may already run, so pass \
      ME_ONLY_FENCE with whatever COMMAND writes, and have the store refuse \
-     older tokens. Waiters (--wait) queue in etcd's lock service, oldest \
-     first, and contend with etcdctl lock.",
+     older tokens. Waiters (--wait) queue behind the holder's key, oldest \
+     first, as etcdctl lock does, and contend with it.",
     "Asking who holds an abstract lock (a conflict, --test) connects to the \
      holder's listening socket; the kernel keeps such connections until the \
      holder exits, up to net.core.somaxconn of them, after which the holder's \

@@ -203,7 +203,7 @@ fn an_unreachable_etcd_fences_the_command_off_after_the_ttl() {
         .success();
 }
 
-/// Waiters queue in etcd's lock service and run oldest first.
+/// Waiters queue behind the holder's key and run oldest first.
 #[test]
 fn waiters_run_in_the_order_they_came() {
     let Some(etcd) = Etcd::start_with_etcdctl() else {
@@ -223,12 +223,8 @@ fn waiters_run_in_the_order_they_came() {
             )
         })
         .collect();
-    // Each waiter says it waits once its key is queued... almost: the
-    // line comes just before the lock call. Wait until all three keys are
-    // there before letting go.
-    while etcd.keys_under(&lock).len() < 4 {
-        std::thread::yield_now();
-    }
+    // Each waiter says it waits once its key is in line.
+    assert_eq!(etcd.keys_under(&lock).len(), 4);
     assert!(holder.release().success());
     for mut waiter in waiters {
         assert!(waiter.wait().unwrap().success());
@@ -648,7 +644,9 @@ fn a_command_that_cannot_run_leaves_the_lock_free() {
 }
 
 /// Lock names nest without colliding: `NAME/inner` held leaves `NAME` free
-/// (its keys lie under `NAME/` too, and made it look held).
+/// (its keys lie under `NAME/` too, and made it look held), to a waiter
+/// too (etcd's lock service, which waiters used to queue in, waits for
+/// them).
 #[test]
 fn a_nested_name_is_a_lock_of_its_own() {
     let Some(etcd) = Etcd::start() else { return };
@@ -660,6 +658,25 @@ fn a_nested_name_is_a_lock_of_its_own() {
         .assert()
         .success()
         .stdout("ran\n");
+    let outer_holder = Holding::start(["--etcd", &etcd.endpoint, &outer]);
+    let mut waiter = common::spawn_waiting(me_only().args([
+        "-v",
+        "--etcd",
+        &etcd.endpoint,
+        "--wait",
+        &outer,
+        "echo",
+        "ran",
+    ]));
+    assert!(outer_holder.release().success());
+    let ran = common::gone_within(waiter.id() as i32, Duration::from_secs(5));
+    if !ran {
+        let _ = waiter.kill();
+    }
+    let output = waiter.wait_with_output().unwrap();
+    assert!(ran, "the waiter waits for the nested holder too");
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(text(&output.stdout), "ran\n");
     on(&etcd, &["--test", &inner])
         .assert()
         .code(4)

@@ -127,10 +127,19 @@ enum Fault {
 
 /// An endpoint on a loopback port of its own that answers with `fault`,
 /// switchable at any time (each call is a connection of its own), or
-/// passes connections on to etcd. Its threads serve until the test ends.
+/// passes connections on to etcd (which go silent when the fault changes). Its threads serve until the test ends.
 struct FaultyEndpoint {
     url: String,
-    fault: std::sync::Arc<std::sync::Mutex<Fault>>,
+    state: std::sync::Arc<State>,
+    /// A message each time etcd says through this endpoint that it made a
+    /// watch.
+    watches_made: std::sync::mpsc::Receiver<()>,
+}
+
+/// What an endpoint's threads share.
+struct State {
+    fault: std::sync::Mutex<Fault>,
+    watch_made: std::sync::mpsc::Sender<()>,
 }
 
 impl FaultyEndpoint {
@@ -138,35 +147,44 @@ impl FaultyEndpoint {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let etcd_address = etcd.endpoint.trim_start_matches("http://").to_owned();
-        let fault = std::sync::Arc::new(std::sync::Mutex::new(fault));
-        let current = fault.clone();
+        let (watch_made, watches_made) = std::sync::mpsc::channel();
+        let state = std::sync::Arc::new(State {
+            fault: std::sync::Mutex::new(fault),
+            watch_made,
+        });
+        let shared = state.clone();
         std::thread::spawn(move || {
             for connection in listener.incoming().flatten() {
-                let fault = *current.lock().unwrap();
                 let etcd_address = etcd_address.clone();
-                std::thread::spawn(move || serve(connection, fault, &etcd_address));
+                let state = shared.clone();
+                std::thread::spawn(move || serve(connection, &etcd_address, &state));
             }
         });
-        FaultyEndpoint { url, fault }
+        FaultyEndpoint {
+            url,
+            state,
+            watches_made,
+        }
     }
 
     fn set(&self, fault: Fault) {
-        *self.fault.lock().unwrap() = fault;
+        *self.state.fault.lock().unwrap() = fault;
     }
 }
 
-fn serve(mut client: std::net::TcpStream, fault: Fault, etcd_address: &str) {
+fn serve(mut client: std::net::TcpStream, etcd_address: &str, state: &std::sync::Arc<State>) {
     use std::io::Read;
 
+    let fault = *state.fault.lock().unwrap();
     if fault == Fault::None {
-        let Ok(mut server) = std::net::TcpStream::connect(etcd_address) else {
+        let Ok(server) = std::net::TcpStream::connect(etcd_address) else {
             return;
         };
-        let (mut client_in, mut server_out) =
-            (client.try_clone().unwrap(), server.try_clone().unwrap());
-        std::thread::spawn(move || std::io::copy(&mut client_in, &mut server_out));
-        let _ = std::io::copy(&mut server, &mut client);
-        // The other direction's copy holds the connection open: end it.
+        let (client_in, server_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+        let to_etcd = state.clone();
+        std::thread::spawn(move || relay(client_in, server_out, &to_etcd));
+        relay(server, client.try_clone().unwrap(), state);
+        // The other direction's relay holds the connection open: end it.
         let _ = client.shutdown(std::net::Shutdown::Both);
         return;
     }
@@ -214,6 +232,35 @@ fn serve(mut client: std::net::TcpStream, fault: Fault, etcd_address: &str) {
             }),
         Fault::Silent => client.read(&mut byte).map(drop),
     };
+}
+
+/// Passes bytes on from `from` to `to` until `from` ends, or, once the
+/// endpoint's fault is no longer None, swallows them: the connection stays
+/// open and says nothing more, as a member that died without a word (or
+/// behind a partition that drops packets).
+fn relay(mut from: std::net::TcpStream, mut to: std::net::TcpStream, state: &State) {
+    use std::io::Read;
+
+    let mut buffer = [0; 16 * 1024];
+    loop {
+        match from.read(&mut buffer) {
+            Ok(0) | Err(_) => {
+                // Passed on too, so that a closed watch ends at etcd.
+                let _ = to.shutdown(std::net::Shutdown::Write);
+                return;
+            }
+            Ok(_) if *state.fault.lock().unwrap() != Fault::None => {}
+            Ok(read) => {
+                if to.write_all(&buffer[..read]).is_err() {
+                    return;
+                }
+                let made = b"\"created\":true";
+                if buffer[..read].windows(made.len()).any(|w| w == made) {
+                    let _ = state.watch_made.send(());
+                }
+            }
+        }
+    }
 }
 
 /// Runs `command` (a me-only) to its end, or kills it after `limit`;
@@ -419,4 +466,54 @@ fn sleeps_under(pid: i32) -> Vec<i32> {
         }
     }
     found
+}
+
+/// A waiter whose member dies without a word after it queued (its watch
+/// and its renewals through that member go nowhere) moves on to another
+/// endpoint: it kept its lease alive through the others while it waited
+/// on the dead one, so its key came to hold the lock and nobody ran, for a
+/// day. Now it starts once the holder lets go, within a renewal period and
+/// a share of a call's time; whether the member died while the waiter read
+/// the line or while it watched the key ahead.
+#[test]
+fn a_waiter_whose_member_dies_silently_moves_on() {
+    let Some(etcd) = Etcd::start() else { return };
+    for while_watching in [false, true] {
+        let member = FaultyEndpoint::new(&etcd, Fault::None);
+        let lock = lock_name("silent-waiter");
+        let holder = common::Holding::start(["--etcd", &etcd.endpoint, &lock]);
+        let both = format!("{},{}", member.url, etcd.endpoint);
+        let mut waiter = common::spawn_waiting(me_only().args([
+            "-v", "--wait", "--etcd", &both, "--ttl", "3", &lock, "echo", "started",
+        ]));
+        if while_watching {
+            member
+                .watches_made
+                .recv_timeout(Duration::from_secs(10))
+                .expect("the waiter watches through the member");
+        }
+        member.set(Fault::Silent);
+        let released = Instant::now();
+        assert!(holder.release().success());
+        let started = common::gone_within(waiter.id() as i32, Duration::from_secs(20));
+        let took = released.elapsed();
+        if !started {
+            let _ = waiter.kill();
+        }
+        let output = waiter.wait_with_output().unwrap();
+        println!(
+            "died while {}: the waiter started {took:?} after the holder let go (TTL 3 s)",
+            if while_watching {
+                "watching"
+            } else {
+                "reading"
+            }
+        );
+        assert!(started, "the waiter never heard: {output:?}");
+        assert!(output.status.success(), "{output:?}");
+        assert_eq!(text(&output.stdout), "started\n");
+        // A renewal period (1 s) and the time a call gives the silent
+        // member (half of what is left of the lease), with room to spare.
+        assert!(took < Duration::from_secs(6), "{took:?}");
+    }
 }

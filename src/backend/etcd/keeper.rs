@@ -37,6 +37,8 @@ pub struct Watch {
     pub settings: Settings,
     pub lease: i64,
     pub key: Vec<u8>,
+    /// When the lease was last granted or renewed.
+    pub renewed: Instant,
     /// COMMAND's pid (me-only's own, before exec; with --fork, me-only's).
     pub holder: i32,
 }
@@ -132,7 +134,7 @@ fn keep(watch: &Watch, holder: OwnedFd, mut ready: std::io::PipeWriter) {
     let gateway = &watch.settings.gateway;
     let ttl = Duration::from_secs(watch.settings.ttl.max(1) as u64);
     let period = renewal_period(watch.settings.ttl);
-    let mut renewed = Instant::now();
+    let mut renewed = watch.renewed;
     let mut next_renewal = renewed + period;
     loop {
         let lost_at = renewed + ttl - fencing_margin(ttl);
@@ -247,7 +249,7 @@ fn start_sentry(watch: &Watch, holder: &OwnedFd) -> Result<OwnedFd, Errno> {
 /// and fences COMMAND off: etcd counts the TTL from when it got the last
 /// renewal, later than the keeper sent it, so COMMAND has at least this
 /// long to stop before another holder can start.
-fn fencing_margin(ttl: Duration) -> Duration {
+pub fn fencing_margin(ttl: Duration) -> Duration {
     (ttl / 4).min(Duration::from_secs(1))
 }
 

@@ -4,19 +4,20 @@
 //! `etcdctl lock`), which me-only therefore contends with.
 //!
 //! Without --wait a launch takes the lock in one transaction that creates
-//! `LOCK/<lease>` only if no key is under `LOCK/`. A waiter queues through
-//! the lock service, oldest first. Once taken, a keeper process (keeper.rs)
+//! `LOCK/<lease>` only if no key is under `LOCK/`. A waiter queues behind
+//! the keys there, oldest first (queue.rs). Once taken, a keeper process (keeper.rs)
 //! renews the lease while COMMAND runs, revokes it the moment COMMAND
 //! exits, and fences COMMAND off if the lease is lost.
 
 mod gateway;
+mod http;
 mod keeper;
+mod queue;
 mod tree;
 
 use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use gateway::CallError;
@@ -43,6 +44,9 @@ struct Taken {
     key: Vec<u8>,
     /// The key's create revision: it grows with every new holder.
     fence: i64,
+    /// When the lease was last granted or renewed: etcd counts its TTL
+    /// from a moment after this.
+    renewed: Instant,
 }
 
 pub struct EtcdLock {
@@ -85,65 +89,6 @@ impl EtcdLock {
         key
     }
 
-    /// Waits in etcd's lock service with a fresh lease, which a thread
-    /// keeps alive meanwhile. Gives the lease back if the wait ends without
-    /// the lock, so that no stale waiter key holds up the queue.
-    fn queue(&self, deadline: Option<Instant>) -> Result<(), Error> {
-        let lease = self
-            .gateway()
-            .grant(self.settings.ttl)
-            .map_err(|err| self.error("grant a lease", err))?;
-        let renewer = Renewer::start(self.gateway().clone(), lease, self.settings.ttl);
-        log::debug!("{}: waiting for the holder to let go", self.name);
-        let queued = self
-            .gateway()
-            .lock(&self.prefix[..self.prefix.len() - 1], lease, deadline);
-        renewer.stop();
-        let key = match queued {
-            Ok(key) => key,
-            Err(CallError::TimedOut) => {
-                self.give_back(lease);
-                return Ok(());
-            }
-            Err(err) => {
-                self.give_back(lease);
-                return Err(self.error("wait for the lock", err));
-            }
-        };
-        let taken = self.record_holder(lease, key);
-        match taken {
-            Ok(taken) => {
-                *self.taken.borrow_mut() = Some(taken);
-                Ok(())
-            }
-            Err(err) => {
-                self.give_back(lease);
-                Err(err)
-            }
-        }
-    }
-
-    /// Writes who holds the lock into the key the lock service made, and
-    /// reads back its create revision.
-    fn record_holder(&self, lease: i64, key: Vec<u8>) -> Result<Taken, Error> {
-        self.gateway()
-            .put(&key, &holder_value(), lease)
-            .map_err(|err| self.error("record the holder", err))?;
-        let stored = self
-            .gateway()
-            .get(&key, gateway::soon())
-            .map_err(|err| self.error("read the lock key", err))?
-            .ok_or_else(|| Error::Etcd {
-                lock: self.name.clone(),
-                what: "the lock key vanished as it was taken".into(),
-            })?;
-        Ok(Taken {
-            lease,
-            key,
-            fence: stored.create_revision,
-        })
-    }
-
     fn give_back(&self, lease: i64) {
         if let Err(err) = self.gateway().revoke(lease, gateway::soon()) {
             log::debug!("{}: revoking lease {lease:x}: {err}", self.name);
@@ -158,9 +103,10 @@ impl Backend for EtcdLock {
 
     fn try_acquire(&self) -> Result<Attempt, Error> {
         if self.taken.borrow().is_some() {
-            // A wait in the lock service took it.
+            // A wait in line took it.
             return Ok(Attempt::Acquired(None));
         }
+        let asked = Instant::now();
         let lease = self
             .gateway()
             .grant(self.settings.ttl)
@@ -171,7 +117,12 @@ impl Backend for EtcdLock {
                 .create_if_no_holder(&self.prefix, &key, &holder_value(), lease);
         match created {
             Ok(Some(fence)) => {
-                *self.taken.borrow_mut() = Some(Taken { lease, key, fence });
+                *self.taken.borrow_mut() = Some(Taken {
+                    lease,
+                    key,
+                    fence,
+                    renewed: asked,
+                });
                 Ok(Attempt::Acquired(None))
             }
             Ok(None) => {
@@ -197,7 +148,9 @@ impl Backend for EtcdLock {
     }
 
     fn wait_for_release(&self, deadline: Option<Instant>) -> Result<Waited, Error> {
-        self.queue(deadline)?;
+        if let Some(taken) = self.wait_in_line(deadline)? {
+            *self.taken.borrow_mut() = Some(taken);
+        }
         Ok(Waited::Event)
     }
 
@@ -225,6 +178,7 @@ impl Backend for EtcdLock {
             settings,
             lease: taken.lease,
             key: taken.key,
+            renewed: taken.renewed,
             holder,
         };
         keeper::start(watch).map_err(|err| {
@@ -249,33 +203,6 @@ fn parse_holder_value(value: &[u8]) -> Holder {
         pid,
         uid: None,
         host,
-    }
-}
-
-/// Keeps a waiter's lease alive from a thread while the main thread blocks
-/// in the lock service.
-struct Renewer {
-    stop: mpsc::Sender<()>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl Renewer {
-    fn start(gateway: Gateway, lease: i64, ttl: i64) -> Renewer {
-        let period = keeper::renewal_period(ttl);
-        let (stop, stopped) = mpsc::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(period) {
-                if let Err(err) = gateway.keep_alive(lease, Instant::now() + period) {
-                    log::debug!("renewing waiter lease {lease:x}: {err}");
-                }
-            }
-        });
-        Renewer { stop, thread }
-    }
-
-    fn stop(self) {
-        drop(self.stop);
-        let _ = self.thread.join();
     }
 }
 

@@ -1,0 +1,426 @@
+//! The HTTP/1.1 under the gateway: one POST on a fresh connection per call,
+//! `Connection: close`, bounded by a deadline that covers the connect,
+//! every write and every read (an endpoint that dribbles its answer a byte
+//! at a time is cut off at the deadline, not timed per read), answers
+//! capped in size. A watch's answer is a stream: newline-separated JSON
+//! messages in a chunked body, read one at a time as they come.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How long an endpoint may take to accept a connection before the next is
+/// tried.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The largest answer read (a stream's, all its messages together): etcd's
+/// answers to me-only's calls are a few hundred bytes; a larger one is not
+/// etcd's (or not sane).
+const MAX_ANSWER: usize = 1 << 20;
+
+/// One etcd client URL, `http://HOST:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub url: String,
+    pub host: String,
+    pub port: u16,
+    /// The host's addresses, once resolved for good (see `resolved`).
+    addresses: Option<Vec<SocketAddr>>,
+}
+
+impl Endpoint {
+    pub fn parse(url: &str) -> Result<Endpoint, String> {
+        let bad = || format!("'{url}' is not an etcd endpoint (http://HOST:PORT)");
+        let authority = url.strip_prefix("http://").ok_or_else(bad)?;
+        let authority = authority.strip_suffix('/').unwrap_or(authority);
+        let (host, port) = authority.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() || port == 0 || host.contains(['/', '@', ' ']) {
+            return Err(bad());
+        }
+        Ok(Endpoint {
+            url: url.to_owned(),
+            host: host.to_owned(),
+            port,
+            addresses: None,
+        })
+    }
+
+    /// The same endpoint, its host resolved now and for good (or left to
+    /// be resolved at each call if it cannot be now).
+    pub fn resolved(&self) -> Endpoint {
+        Endpoint {
+            addresses: self.addresses().ok(),
+            ..self.clone()
+        }
+    }
+
+    fn addresses(&self) -> Result<Vec<SocketAddr>, String> {
+        if let Some(addresses) = &self.addresses {
+            return Ok(addresses.clone());
+        }
+        if let Ok(ip) = self.host.parse::<std::net::IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, self.port)]);
+        }
+        (self.host.as_str(), self.port)
+            .to_socket_addrs()
+            .map(Iterator::collect)
+            .map_err(|err| format!("cannot resolve {}: {err}", self.host))
+    }
+}
+
+/// Why an endpoint gave no answer that counts: the call moves on to the
+/// next.
+pub enum NoAnswer {
+    /// It did not answer within the call's time.
+    Slow,
+    Failed(String),
+    /// A member that cannot serve (no leader, no quorum): its HTTP status
+    /// and etcd's message.
+    Unavailable(u16, String),
+    /// Something that answers, but not as an etcd client endpoint does (a
+    /// peer port, another HTTP server): what it answered.
+    NotEtcd(String),
+}
+
+/// What a working member answered: its answer, or its refusal (etcd's
+/// message).
+pub type Answer = Result<Value, String>;
+
+/// One request on a fresh connection, its whole answer read by `deadline`.
+pub fn post(
+    endpoint: &Endpoint,
+    path: &str,
+    body: &Value,
+    deadline: Instant,
+) -> Result<Answer, NoAnswer> {
+    let mut stream = send(endpoint, path, body, deadline)?;
+    let response = read_answer(&mut stream, deadline)?;
+    let (status, body) =
+        parse_response(&response).ok_or_else(|| NoAnswer::NotEtcd("not an HTTP answer".into()))?;
+    judge(status, &body)
+}
+
+/// A streamed answer, as to a watch: JSON messages, one per line.
+pub struct Stream {
+    socket: TcpStream,
+    /// Read, not yet taken out of its chunks.
+    raw: Vec<u8>,
+    /// Taken out of its chunks, not yet a whole message.
+    body: Vec<u8>,
+    read: usize,
+}
+
+/// Sends a request whose answer is a stream, and reads the answer's head
+/// by `deadline`. An answer that is not a stream (an error) is judged as
+/// `post` judges it.
+pub fn open_stream(
+    endpoint: &Endpoint,
+    path: &str,
+    body: &Value,
+    deadline: Instant,
+) -> Result<Result<Stream, String>, NoAnswer> {
+    let mut socket = send(endpoint, path, body, deadline)?;
+    let mut raw = Vec::new();
+    let head_end = loop {
+        if let Some(end) = find(&raw, b"\r\n\r\n") {
+            break end;
+        }
+        read_some(&mut socket, &mut raw, deadline)?;
+    };
+    let head = std::str::from_utf8(&raw[..head_end])
+        .map_err(|_| NoAnswer::NotEtcd("not an HTTP answer".into()))?;
+    let status = status_of(head);
+    if status != Some(200) {
+        // An error answer, whole once the server closes the connection.
+        read_to_end(&mut socket, &mut raw, deadline)?;
+        let (status, body) =
+            parse_response(&raw).ok_or_else(|| NoAnswer::NotEtcd("not an HTTP answer".into()))?;
+        return match judge(status, &body)? {
+            Err(message) => Ok(Err(message)),
+            Ok(_) => Err(NoAnswer::NotEtcd(format!("HTTP {status}"))),
+        };
+    }
+    if !is_chunked(head) {
+        return Err(NoAnswer::NotEtcd("an answer that is not a stream".into()));
+    }
+    let read = raw.len();
+    raw.drain(..head_end + 4);
+    Ok(Ok(Stream {
+        socket,
+        raw,
+        body: Vec::new(),
+        read,
+    }))
+}
+
+impl Stream {
+    /// The next message, or None if `until` comes first.
+    pub fn next(&mut self, until: Instant) -> Result<Option<Value>, NoAnswer> {
+        loop {
+            if let Some(end) = self.body.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.body.drain(..=end).collect();
+                return serde_json::from_slice(&line)
+                    .map(Some)
+                    .map_err(|_| NoAnswer::NotEtcd("a stream that is not JSON".into()));
+            }
+            let ended = dechunk(&mut self.raw, &mut self.body)
+                .ok_or_else(|| NoAnswer::NotEtcd("a malformed chunked answer".into()))?;
+            if self.body.contains(&b'\n') {
+                continue;
+            }
+            if ended {
+                return Err(NoAnswer::Failed("its stream ended".into()));
+            }
+            let before = self.raw.len();
+            match read_some(&mut self.socket, &mut self.raw, until) {
+                Ok(()) => {}
+                Err(NoAnswer::Slow) => return Ok(None),
+                Err(other) => return Err(other),
+            }
+            if self.raw.len() == before {
+                return Err(NoAnswer::Failed("it closed the stream".into()));
+            }
+            self.read += self.raw.len() - before;
+            if self.read > MAX_ANSWER {
+                return Err(too_large());
+            }
+        }
+    }
+}
+
+/// Connects and sends the request, by `deadline`.
+fn send(
+    endpoint: &Endpoint,
+    path: &str,
+    body: &Value,
+    deadline: Instant,
+) -> Result<TcpStream, NoAnswer> {
+    let mut stream = connect(endpoint, deadline)?;
+    let body = body.to_string();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        endpoint.host,
+        endpoint.port,
+        body.len()
+    );
+    stream
+        .set_write_timeout(Some(time_left(deadline)?))
+        .map_err(io_failure)?;
+    stream.write_all(request.as_bytes()).map_err(io_failure)?;
+    Ok(stream)
+}
+
+/// Sorts an answer: etcd's answer, its refusal, or no answer that counts.
+fn judge(status: u16, body: &[u8]) -> Result<Answer, NoAnswer> {
+    let answer: Option<Value> = serde_json::from_slice(body).ok();
+    match (status, answer) {
+        (200, Some(answer)) => Ok(Ok(answer)),
+        (500..=599, answer) => Err(NoAnswer::Unavailable(
+            status,
+            answer
+                .as_ref()
+                .and_then(etcd_message)
+                .unwrap_or_else(|| "no message".into()),
+        )),
+        (_, Some(answer)) if etcd_message(&answer).is_some() => {
+            Ok(Err(etcd_message(&answer).unwrap_or_default()))
+        }
+        _ => Err(NoAnswer::NotEtcd(format!("HTTP {status}"))),
+    }
+}
+
+/// The message of an error answer, as etcd's gateway words it (flat, or
+/// nested under "error" by some versions).
+pub fn etcd_message(answer: &Value) -> Option<String> {
+    [
+        &answer["message"],
+        &answer["error"],
+        &answer["error"]["message"],
+    ]
+    .into_iter()
+    .find_map(Value::as_str)
+    .map(str::to_owned)
+}
+
+/// What is left of the time until `deadline`; none left is Slow.
+fn time_left(deadline: Instant) -> Result<Duration, NoAnswer> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(NoAnswer::Slow);
+    }
+    Ok(left)
+}
+
+fn io_failure(err: std::io::Error) -> NoAnswer {
+    match err.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => NoAnswer::Slow,
+        _ => NoAnswer::Failed(err.to_string()),
+    }
+}
+
+fn too_large() -> NoAnswer {
+    NoAnswer::Failed(format!(
+        "its answer is larger than {} KiB",
+        MAX_ANSWER / 1024
+    ))
+}
+
+/// Reads the whole answer (the server closes the connection after it),
+/// by `deadline` however slowly it comes, and no more than MAX_ANSWER.
+fn read_answer(stream: &mut TcpStream, deadline: Instant) -> Result<Vec<u8>, NoAnswer> {
+    let mut answer = Vec::new();
+    read_to_end(stream, &mut answer, deadline)?;
+    Ok(answer)
+}
+
+fn read_to_end(
+    stream: &mut TcpStream,
+    answer: &mut Vec<u8>,
+    deadline: Instant,
+) -> Result<(), NoAnswer> {
+    loop {
+        let before = answer.len();
+        read_some(stream, answer, deadline)?;
+        if answer.len() == before {
+            return Ok(());
+        }
+    }
+}
+
+/// Reads what has come (nothing at the end of the answer), waiting for it
+/// until `deadline`; MAX_ANSWER in all at most.
+fn read_some(
+    stream: &mut TcpStream,
+    into: &mut Vec<u8>,
+    deadline: Instant,
+) -> Result<(), NoAnswer> {
+    let mut chunk = [0; 16 * 1024];
+    loop {
+        stream
+            .set_read_timeout(Some(time_left(deadline)?))
+            .map_err(io_failure)?;
+        match stream.read(&mut chunk) {
+            Ok(read) if into.len() + read > MAX_ANSWER => return Err(too_large()),
+            Ok(read) => {
+                into.extend_from_slice(&chunk[..read]);
+                return Ok(());
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(io_failure(err)),
+        }
+    }
+}
+
+fn connect(endpoint: &Endpoint, deadline: Instant) -> Result<TcpStream, NoAnswer> {
+    let mut last = format!("{}: no address", endpoint.host);
+    for address in endpoint.addresses().map_err(NoAnswer::Failed)? {
+        let timeout = time_left(deadline)?.min(CONNECT_TIMEOUT);
+        match TcpStream::connect_timeout(&address, timeout) {
+            Ok(stream) => return Ok(stream),
+            Err(err) => last = err.to_string(),
+        }
+    }
+    Err(NoAnswer::Failed(last))
+}
+
+fn find(bytes: &[u8], what: &[u8]) -> Option<usize> {
+    bytes.windows(what.len()).position(|w| w == what)
+}
+
+fn status_of(head: &str) -> Option<u16> {
+    head.split("\r\n").next()?.split(' ').nth(1)?.parse().ok()
+}
+
+fn is_chunked(head: &str) -> bool {
+    head.split("\r\n").skip(1).any(|line| {
+        let line = line.to_ascii_lowercase();
+        line.starts_with("transfer-encoding:") && line.contains("chunked")
+    })
+}
+
+/// The status code and the body (chunked transfer undone) of a complete
+/// HTTP/1.1 response.
+fn parse_response(response: &[u8]) -> Option<(u16, Vec<u8>)> {
+    let head_end = find(response, b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&response[..head_end]).ok()?;
+    let status = status_of(head)?;
+    let mut body = response[head_end + 4..].to_vec();
+    if !is_chunked(head) {
+        return Some((status, body));
+    }
+    let mut joined = Vec::new();
+    match dechunk(&mut body, &mut joined)? {
+        true => Some((status, joined)),
+        false => None,
+    }
+}
+
+/// Moves the whole chunks at the start of `raw` into `body`: Some(true)
+/// once the last (empty) chunk came, Some(false) while more may come, None
+/// if `raw` is not chunked transfer.
+fn dechunk(raw: &mut Vec<u8>, body: &mut Vec<u8>) -> Option<bool> {
+    loop {
+        let Some(size_end) = find(raw, b"\r\n") else {
+            return Some(false);
+        };
+        let size = std::str::from_utf8(&raw[..size_end]).ok()?;
+        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+        let data = size_end + 2;
+        if raw.len() < data + size + 2 {
+            return Some(false);
+        }
+        body.extend_from_slice(&raw[data..data + size]);
+        raw.drain(..data + size + 2);
+        if size == 0 {
+            return Some(true);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_http_host_port() {
+        assert_eq!(Endpoint::parse("http://[::1]:2379").unwrap().host, "::1");
+        let named = Endpoint::parse("http://etcd-2:2379/").unwrap();
+        assert_eq!((named.host.as_str(), named.port), ("etcd-2", 2379));
+        for bad in [
+            "",
+            "127.0.0.1:2379",
+            "https://h:2379",
+            "http://h",
+            "http://h:x",
+            "http://:1",
+        ] {
+            assert!(Endpoint::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn chunked_answers_are_joined() {
+        let response = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n";
+        assert_eq!(parse_response(response), Some((200, b"{\"a\":1}".to_vec())));
+        let plain = b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}";
+        assert_eq!(parse_response(plain), Some((404, b"{}".to_vec())));
+        let cut_short = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n";
+        assert_eq!(parse_response(cut_short), None);
+    }
+
+    #[test]
+    fn chunks_are_taken_as_they_come_whole() {
+        let mut raw = b"3\r\nab\n\r\n5\r\ncd".to_vec();
+        let mut body = Vec::new();
+        assert_eq!(dechunk(&mut raw, &mut body), Some(false));
+        assert_eq!((&body[..], &raw[..]), (&b"ab\n"[..], &b"5\r\ncd"[..]));
+        raw.extend_from_slice(b"ef\n\r\n0\r\n\r\n");
+        assert_eq!(dechunk(&mut raw, &mut body), Some(true));
+        assert_eq!(body, b"ab\ncdef\n");
+        assert_eq!(dechunk(&mut b"zz\r\n".to_vec(), &mut body), None);
+    }
+}
