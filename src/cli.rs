@@ -9,6 +9,11 @@ use crate::acquire::Patience;
 use crate::backend::Kind;
 use crate::error::Error;
 
+#[cfg(feature = "etcd")]
+mod etcd;
+#[cfg(feature = "etcd")]
+use etcd::EtcdOptions;
+
 /// The end of `--help`, and the source of the man page's EXIT STATUS,
 /// ENVIRONMENT and EXAMPLES sections (see man.rs): headings end in ':',
 /// entries are `KEY  description`, continuation lines are indented further.
@@ -34,7 +39,10 @@ ENVIRONMENT:
                           (not with --fork or --etcd)
   ME_ONLY_FENCE           set for COMMAND with --etcd: the lock key's create
                           revision, a fencing token that grows with every holder
-  ME_ONLY_ETCD_ENDPOINTS  the endpoints of an --etcd given none
+  ME_ONLY_ETCD_*          --etcd's settings not given on the command line:
+                          ENDPOINTS (for --etcd with none), CACERT, CERT, KEY,
+                          USER, PASSWORD, INSECURE_SKIP_TLS_VERIFY (true); then
+                          etcdctl's ETCDCTL_* of the same names
   RUST_LOG                diagnostics on stderr (env_logger syntax), as with
                           --verbose
 
@@ -149,54 +157,11 @@ pub struct Cli {
     )]
     pub command: Vec<OsString>,
 
-    /// --etcd and its options, when the command line has them.
+    /// --etcd and its options, when the command line has them (boxed: a
+    /// launch without them carries no room for them).
     #[cfg(feature = "etcd")]
     #[arg(skip)]
-    pub etcd: Option<EtcdOptions>,
-}
-
-// The options of the etcd backend. They are added to the command line's
-// definition only where the words ask for them (or for --help): each option
-// clap defines costs every launch, and the launches that use a kernel lock
-// are the ones that count (`full_command_needed`). Plain comments: a doc
-// comment here would become the whole program's description in --help.
-#[cfg(feature = "etcd")]
-#[derive(Debug, Clone, clap::Args)]
-pub struct EtcdOptions {
-    /// Lock the name LOCK in an etcd cluster, for one instance across hosts.
-    /// ENDPOINTS: http://HOST:PORT[,...]; without them (--etcd= or --etcd
-    /// followed by another option), ME_ONLY_ETCD_ENDPOINTS. A word right
-    /// after --etcd is always ENDPOINTS: `--etcd LOCK CMD` is not what you
-    /// mean, `--etcd= LOCK CMD` is
-    #[arg(
-        long,
-        value_name = "ENDPOINTS",
-        num_args = 0..=1,
-        default_missing_value = "",
-        conflicts_with_all = ["tcp", "flock"]
-    )]
-    pub etcd: Option<String>,
-
-    /// With --etcd: the lease's time to live; a holder cut off from etcd
-    /// this long is fenced off [default: 10]
-    #[arg(
-        long,
-        value_name = "SECS",
-        value_parser = clap::value_parser!(i64).range(1..=86400),
-        requires = "etcd"
-    )]
-    pub ttl: Option<i64>,
-
-    /// With --etcd: how long a fenced-off COMMAND has between SIGTERM and
-    /// SIGKILL [default: 10]
-    #[arg(
-        long,
-        value_name = "SECS",
-        value_parser = parse_seconds,
-        allow_negative_numbers = true,
-        requires = "etcd"
-    )]
-    pub kill_after: Option<Duration>,
+    pub etcd: Option<Box<EtcdOptions>>,
 }
 
 impl Cli {
@@ -205,7 +170,7 @@ impl Cli {
         if let Some(options) = &self.etcd
             && let Some(endpoints) = &options.etcd
         {
-            return options.settings(endpoints).map(Kind::Etcd);
+            return options.settings(endpoints, &self.lock).map(Kind::Etcd);
         }
         Ok(match (self.tcp, self.flock) {
             (true, _) => Kind::Tcp,
@@ -224,45 +189,10 @@ impl Cli {
     }
 }
 
-#[cfg(feature = "etcd")]
-impl EtcdOptions {
-    fn settings(&self, endpoints: &str) -> Result<crate::backend::etcd::Settings, Error> {
-        let from_environment;
-        let endpoints = if endpoints.is_empty() {
-            from_environment = std::env::var(ENV_ETCD_ENDPOINTS).map_err(|_| {
-                Error::Usage(format!(
-                    "--etcd: no endpoints given, and {ENV_ETCD_ENDPOINTS} is not set"
-                ))
-            })?;
-            from_environment.as_str()
-        } else {
-            endpoints
-        };
-        let gateway = crate::backend::etcd::Gateway::parse(endpoints)
-            .map_err(|problem| Error::Usage(format!("--etcd: {problem}")))?;
-        Ok(crate::backend::etcd::Settings {
-            gateway,
-            ttl: self.ttl.unwrap_or(ETCD_DEFAULT_TTL),
-            kill_after: self.kill_after.unwrap_or(ETCD_DEFAULT_KILL_AFTER),
-        })
-    }
-}
-
-/// --ttl and --kill-after when not given. Defaults applied here rather than
-/// by clap: every default clap fills in costs every launch, etcd or not.
-#[cfg(feature = "etcd")]
-const ETCD_DEFAULT_TTL: i64 = 10;
-#[cfg(feature = "etcd")]
-const ETCD_DEFAULT_KILL_AFTER: Duration = Duration::from_secs(10);
-
-/// Where --etcd finds its endpoints when none follow it.
-#[cfg(feature = "etcd")]
-pub const ENV_ETCD_ENDPOINTS: &str = "ME_ONLY_ETCD_ENDPOINTS";
-
 /// A number of seconds, fractions allowed. One too large for a Duration
 /// (about 585 billion years) is refused as such; a smaller one that the
 /// clock cannot count to is the caller's to treat as "no end".
-fn parse_seconds(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_seconds(text: &str) -> Result<Duration, String> {
     let seconds: f64 = text
         .parse()
         .ok()
@@ -303,7 +233,7 @@ where
         let mut cli = Cli::from_arg_matches_mut(&mut matches)?;
         #[cfg(feature = "etcd")]
         if full {
-            cli.etcd = Some(EtcdOptions::from_arg_matches_mut(&mut matches)?);
+            cli.etcd = Some(Box::new(EtcdOptions::from_arg_matches_mut(&mut matches)?));
         }
         Ok(cli)
     });
@@ -331,7 +261,19 @@ pub fn full_command() -> clap::Command {
 /// everything). Any word counts, even one of COMMAND's: the full
 /// definition parses every command line the lean one does, the same way.
 fn full_command_needed(args: &[OsString]) -> bool {
-    const FULL_ONLY: [&str; 5] = ["--etcd", "--ttl", "--kill-after", "--help", "--version"];
+    const FULL_ONLY: [&str; 11] = [
+        "--etcd",
+        "--ttl",
+        "--kill-after",
+        "--cacert",
+        "--cert",
+        "--key",
+        "--insecure-skip-tls-verify",
+        "--user",
+        "--password",
+        "--help",
+        "--version",
+    ];
     args.iter().skip(1).any(|arg| {
         let arg = arg.as_encoded_bytes();
         let long_option = |name: &str| arg.starts_with(name.as_bytes());

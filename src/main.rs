@@ -15,6 +15,8 @@ mod launch;
 // that feature has a shorter --help, and no page is checked against it.
 #[cfg(all(test, feature = "etcd"))]
 mod man;
+#[cfg(feature = "etcd")]
+mod process_title;
 mod procfs;
 mod supervise;
 mod test_mode;

@@ -286,17 +286,22 @@ fn an_endpoint_that_does_not_answer_is_a_lock_error() {
 
 #[test]
 fn a_malformed_endpoint_is_a_usage_error() {
-    for bad in ["127.0.0.1:2379", "https://h:2379", "http://h"] {
+    // (HOST:PORT without a scheme is one, as etcdctl takes them.)
+    for bad in ["ftp://h:2379", "http://h", "h", "https://:1"] {
         let line = refused(me_only().args(["--etcd", bad, "job", "echo", "ran"]), 2);
         assert!(line.contains("is not an etcd endpoint"), "{line}");
     }
     let line = refused(
         me_only()
             .env_remove("ME_ONLY_ETCD_ENDPOINTS")
+            .env_remove("ETCDCTL_ENDPOINTS")
             .args(["--etcd=", "job", "echo", "ran"]),
         2,
     );
-    assert!(line.contains("ME_ONLY_ETCD_ENDPOINTS is not set"), "{line}");
+    assert!(
+        line.contains("neither ME_ONLY_ETCD_ENDPOINTS nor ETCDCTL_ENDPOINTS is set"),
+        "{line}"
+    );
 }
 
 #[test]

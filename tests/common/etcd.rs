@@ -16,7 +16,22 @@ use super::{free_port, me_only, text};
 pub struct Etcd {
     server: Child,
     pub endpoint: String,
+    /// What a client needs besides the endpoint: --cacert, --cert, --key
+    /// for a TLS one; --user root:... once auth is on (etcdctl only).
+    pub client_args: Vec<String>,
+    root_login: Option<String>,
     _data: tempfile::TempDir,
+}
+
+/// How a test's etcd serves clients.
+#[derive(Default)]
+pub struct Serving<'a> {
+    /// More addresses it listens on (the same port).
+    pub also_on: &'a [String],
+    /// TLS with these certificates; and whether it asks clients for theirs.
+    pub tls: Option<(&'a Pki, bool)>,
+    /// More of etcd's options.
+    pub options: &'a [&'a str],
 }
 
 impl Etcd {
@@ -37,17 +52,49 @@ impl Etcd {
 
     /// As `start`, also serving clients on `ips` (the same port).
     pub fn start_also_on(ips: &[String]) -> Option<Etcd> {
+        Etcd::start_serving(Serving {
+            also_on: ips,
+            ..Serving::default()
+        })
+    }
+
+    /// As `start`, serving clients as `serving` says.
+    pub fn start_serving(serving: Serving) -> Option<Etcd> {
         if !super::programs_or_skip(&["etcd"]) {
             return None;
         }
         let data = tempfile::tempdir().unwrap();
         let (client, peer) = (free_port(), free_port());
-        let client_url = format!("http://127.0.0.1:{client}");
+        let scheme = if serving.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let client_url = format!("{scheme}://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
         let listen: Vec<String> = std::iter::once(client_url.clone())
-            .chain(ips.iter().map(|ip| format!("http://{ip}:{client}")))
+            .chain(
+                serving
+                    .also_on
+                    .iter()
+                    .map(|ip| format!("{scheme}://{ip}:{client}")),
+            )
             .collect();
-        let mut server = Command::new("etcd")
+        let mut server = Command::new("etcd");
+        let mut client_args = Vec::new();
+        if let Some((pki, ask_clients)) = serving.tls {
+            server
+                .args(["--cert-file", &pki.path("server.pem")])
+                .args(["--key-file", &pki.path("server.key")]);
+            if ask_clients {
+                server
+                    .args(["--trusted-ca-file", &pki.path("ca.pem")])
+                    .arg("--client-cert-auth");
+            }
+            client_args = pki.client_args("anonymous");
+        }
+        let mut server = server
+            .args(serving.options)
             .args(["--name", "test", "--data-dir"])
             .arg(data.path())
             .args(["--listen-client-urls", &listen.join(",")])
@@ -65,8 +112,34 @@ impl Etcd {
         Some(Etcd {
             server,
             endpoint: client_url,
+            client_args,
+            root_login: None,
             _data: data,
         })
+    }
+
+    /// Turns auth on, with `user:password` allowed to read and write the
+    /// keys under `prefix` only.
+    pub fn enable_auth(&mut self, user: &str, password: &str, prefix: &str) {
+        for words in [
+            &["user", "add", "root:root-password"][..],
+            &["user", "add", &format!("{user}:{password}")],
+            &["role", "add", "lockers"],
+            &[
+                "role",
+                "grant-permission",
+                "lockers",
+                "--prefix=true",
+                "readwrite",
+                prefix,
+            ],
+            &["user", "grant-role", user, "lockers"],
+            &["auth", "enable"],
+        ] {
+            let done = self.ctl().args(words).output().unwrap();
+            assert!(done.status.success(), "{words:?}: {done:?}");
+        }
+        self.root_login = Some("root:root-password".into());
     }
 
     pub fn pid(&self) -> Pid {
@@ -78,7 +151,11 @@ impl Etcd {
         let mut command = Command::new("etcdctl");
         command
             .env("ETCDCTL_API", "3")
-            .args(["--endpoints", &self.endpoint]);
+            .args(["--endpoints", &self.endpoint])
+            .args(&self.client_args);
+        if let Some(root) = &self.root_login {
+            command.args(["--user", root]);
+        }
         command
     }
 
@@ -129,11 +206,92 @@ pub fn lock_name(tag: &str) -> String {
     format!("me-only-test-{}-{tag}", std::process::id())
 }
 
-/// `me-only --etcd ENDPOINT <args...>`.
+/// `me-only --etcd ENDPOINT <args...>`, with the etcd's client arguments.
 pub fn on(etcd: &Etcd, args: &[&str]) -> Command {
     let mut command = me_only();
-    command.args(["--etcd", &etcd.endpoint]).args(args);
     command
+        .args(["--etcd", &etcd.endpoint])
+        .args(&etcd.client_args)
+        .args(args);
+    command
+}
+
+/// Certificates made by openssl for a test's TLS etcd, in a directory of
+/// their own: a CA (ca.pem), the server's for 127.0.0.1 and localhost
+/// (server.pem, server.key), a client's (client.pem, client.key), one that
+/// names no user (anonymous.pem, anonymous.key), an expired client
+/// certificate for client.key (expired.pem), and a CA that signed none of
+/// them (other-ca.pem).
+pub struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    /// None (the test skipped) where openssl or etcd is missing.
+    pub fn make() -> Option<Pki> {
+        if !super::programs_or_skip(&["openssl", "etcd"]) {
+            return None;
+        }
+        let pki = Pki {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let new_key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+        for ca in ["ca", "other-ca"] {
+            pki.openssl(&format!(
+                "req -x509 {new_key} -keyout {ca}.key -out {ca}.pem -days 2 -subj /CN={ca}"
+            ));
+        }
+        std::fs::write(
+            pki.dir.path().join("ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n\
+             extendedKeyUsage=serverAuth,clientAuth\n",
+        )
+        .unwrap();
+        let sign = "x509 -req -CA ca.pem -CAkey ca.key -CAcreateserial -extfile ext";
+        // A client certificate that names no user (no CommonName): with
+        // auth on, etcd's gateway takes no other.
+        for (name, subject) in [
+            ("server", "/CN=server"),
+            ("client", "/CN=client"),
+            ("anonymous", "/O=me-only-test"),
+        ] {
+            pki.openssl(&format!(
+                "req {new_key} -keyout {name}.key -out {name}.csr -subj {subject}"
+            ));
+            pki.openssl(&format!("{sign} -in {name}.csr -out {name}.pem -days 2"));
+        }
+        // Valid for no time at all: expired by the time it is used.
+        pki.openssl(&format!("{sign} -in client.csr -out expired.pem -days 0"));
+        Some(pki)
+    }
+
+    /// Runs openssl with `words` (no word holds a space) in the directory.
+    fn openssl(&self, words: &str) {
+        let done = Command::new("openssl")
+            .current_dir(self.dir.path())
+            .args(words.split(' '))
+            .output()
+            .unwrap();
+        assert!(done.status.success(), "openssl {words}: {done:?}");
+    }
+
+    pub fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).to_string_lossy().into_owned()
+    }
+
+    /// --cacert, --cert, --key for the client certificate `name`.
+    pub fn client_args(&self, name: &str) -> Vec<String> {
+        let files = [
+            "ca.pem".to_owned(),
+            format!("{name}.pem"),
+            format!("{name}.key"),
+        ];
+        ["cacert", "cert", "key"]
+            .iter()
+            .zip(files)
+            .flat_map(|(option, file)| [format!("--{option}"), self.path(&file)])
+            .collect()
+    }
 }
 
 /// How long a launch on `lock`, waiting up to 10 s, took to get it (it

@@ -329,6 +329,7 @@ const PACKAGE_OF: &[(&str, &str)] = &[
     ("etcdctl", "etcd-client"),
     ("flock", "util-linux"),
     ("ip", "iproute2"),
+    ("openssl", "openssl"),
     ("ss", "iproute2"),
     ("unshare", "util-linux"),
 ];

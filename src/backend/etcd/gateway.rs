@@ -3,14 +3,16 @@
 //! every endpoint tried, each with its share of the time. Keys and values
 //! travel base64-encoded, 64-bit numbers as strings.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value, json};
 
-use super::http::{self, Endpoint, NoAnswer};
+use super::http::{self, Access, Endpoint, NoAnswer};
+use super::tls::TlsOptions;
 
 /// How long an ordinary call may take, all endpoints tried included.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -31,6 +33,8 @@ pub enum CallError {
     Unreachable(String),
     /// etcd answered, and refused (its message).
     Refused(String),
+    /// etcd refused to log the user in (its message).
+    LoginRefused { user: String, message: String },
 }
 
 impl std::fmt::Display for CallError {
@@ -38,7 +42,23 @@ impl std::fmt::Display for CallError {
         match self {
             CallError::Unreachable(why) => write!(f, "{why}"),
             CallError::Refused(message) => write!(f, "etcd says: {message}"),
+            CallError::LoginRefused { user, message } => {
+                write!(f, "etcd refused to log in user {user}: {message}")
+            }
         }
+    }
+}
+
+/// Who me-only is to a cluster with auth enabled.
+#[derive(Clone)]
+pub struct Login {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Login({}, password hidden)", self.user)
     }
 }
 
@@ -49,16 +69,22 @@ pub struct Gateway {
     /// The endpoint that answered last, tried first next time: one that
     /// failed costs its share of a call's time once, not every call.
     preferred: Cell<usize>,
+    /// For https endpoints.
+    tls: Option<Arc<rustls::ClientConfig>>,
+    login: Option<Login>,
+    /// The auth token of the last login, sent with every call.
+    token: RefCell<Option<String>>,
 }
 
 impl Gateway {
-    /// `http://a:2379,http://b:2379`.
-    pub fn parse(list: &str) -> Result<Gateway, String> {
+    /// `http://a:2379,https://b:2379`; one without a scheme (`b:2379`) is
+    /// https if `bare_is_tls`.
+    pub fn parse(list: &str, bare_is_tls: bool) -> Result<Gateway, String> {
         let endpoints = list
             .split(',')
             .map(str::trim)
             .filter(|url| !url.is_empty())
-            .map(Endpoint::parse)
+            .map(|url| Endpoint::parse(url, bare_is_tls))
             .collect::<Result<Vec<_>, _>>()?;
         if endpoints.is_empty() {
             return Err("no etcd endpoint given".into());
@@ -66,7 +92,26 @@ impl Gateway {
         Ok(Gateway {
             endpoints,
             preferred: Cell::new(0),
+            tls: None,
+            login: None,
+            token: RefCell::new(None),
         })
+    }
+
+    /// The same cluster reached with `tls` (its files read now, where an
+    /// endpoint is https) and logged in to as `login`: Err says which file
+    /// could not be used.
+    pub fn with_access(self, tls: &TlsOptions, login: Option<Login>) -> Result<Gateway, String> {
+        let tls = match self.endpoints.iter().any(|endpoint| endpoint.tls) {
+            true => Some(tls.config()?),
+            false => None,
+        };
+        Ok(Gateway { tls, login, ..self })
+    }
+
+    /// The user logged in as, if any.
+    pub fn user(&self) -> Option<&str> {
+        self.login.as_ref().map(|login| login.user.as_str())
     }
 
     /// The same cluster, each endpoint's host resolved now and for good:
@@ -76,16 +121,80 @@ impl Gateway {
         let endpoints = self.endpoints.iter().map(Endpoint::resolved).collect();
         Gateway {
             endpoints,
-            preferred: self.preferred.clone(),
+            ..self.clone()
         }
     }
 
     /// POSTs `body` to `path`, trying endpoint after endpoint until one
     /// answers as a working member, all before `deadline`.
     pub fn call(&self, path: &str, body: &Value, deadline: Instant) -> Result<Value, CallError> {
-        self.on_any_endpoint(deadline, |endpoint, share| {
-            http::post(endpoint, path, body, share)
+        self.logged_in(deadline, |access| {
+            self.on_any_endpoint(deadline, |endpoint, share| {
+                http::post(endpoint, access, path, body, share)
+            })
         })
+    }
+
+    /// Runs `call` with the auth token, logging in first if a login is
+    /// given and no token held, and once more after a new login if etcd
+    /// says the token is no longer good (it expired, or the auth store
+    /// changed), all before `deadline`.
+    fn logged_in<T>(
+        &self,
+        deadline: Instant,
+        call: impl Fn(Access) -> Result<T, CallError>,
+    ) -> Result<T, CallError> {
+        let Some(login) = &self.login else {
+            return call(self.access(None));
+        };
+        let held = self.token.borrow().clone();
+        let token = match held {
+            Some(token) => token,
+            None => self.log_in(login, deadline)?,
+        };
+        match call(self.access(Some(&token))) {
+            Err(CallError::Refused(message)) if is_stale_token(&message) => {
+                log::debug!("etcd: {message}: logging in again");
+                let token = self.log_in(login, deadline)?;
+                call(self.access(Some(&token)))
+            }
+            other => other,
+        }
+    }
+
+    fn access<'a>(&'a self, token: Option<&'a str>) -> Access<'a> {
+        Access {
+            tls: self.tls.as_ref(),
+            token,
+        }
+    }
+
+    /// Logs in as `login` and keeps the token for later calls.
+    fn log_in(&self, login: &Login, deadline: Instant) -> Result<String, CallError> {
+        let body = json!({ "name": login.user, "password": login.password });
+        let answer = self
+            .on_any_endpoint(deadline, |endpoint, share| {
+                http::post(
+                    endpoint,
+                    self.access(None),
+                    "/v3/auth/authenticate",
+                    &body,
+                    share,
+                )
+            })
+            .map_err(|err| match err {
+                CallError::Refused(message) => CallError::LoginRefused {
+                    user: login.user.clone(),
+                    message,
+                },
+                other => other,
+            })?;
+        let token = answer["token"]
+            .as_str()
+            .ok_or_else(|| refused(&answer))?
+            .to_owned();
+        *self.token.borrow_mut() = Some(token.clone());
+        Ok(token)
     }
 
     /// Runs `attempt` on endpoint after endpoint until one answers as a
@@ -253,31 +362,54 @@ impl Gateway {
             "start_revision": (revision + 1).to_string(),
             "filters": ["NOPUT"],
         }});
-        self.on_any_endpoint(until, |endpoint, share| {
-            let started = Instant::now();
-            let mut stream = match http::open_stream(endpoint, "/v3/watch", &body, share)? {
-                Ok(stream) => stream,
-                Err(refusal) => return Ok(Err(refusal)),
-            };
-            // etcd says first that it made the watch, at once.
-            match stream.next(share)? {
-                Some(made) if made["result"]["created"] == json!(true) => {}
-                Some(other) => return Ok(Ok(watch_news(&other))),
-                None => return Err(NoAnswer::Slow),
-            }
-            Ok(Ok(loop {
-                match stream.next(until) {
-                    Ok(None) => break Watched::Quiet,
-                    Ok(Some(news)) => match watch_news(&news) {
-                        Watched::Quiet => continue,
-                        changed => break changed,
-                    },
-                    // The watch broke (the member went away): look again.
-                    Err(broken) => break Watched::Broken(why_not(endpoint, broken, started)),
-                }
-            }))
+        self.logged_in(until, |access| {
+            self.on_any_endpoint(until, |endpoint, share| {
+                watch_on(endpoint, access, &body, share, until)
+            })
         })
     }
+}
+
+/// A watch (`body`) on `endpoint`, made by `share`, waited on until `until`.
+fn watch_on(
+    endpoint: &Endpoint,
+    access: Access,
+    body: &Value,
+    share: Instant,
+    until: Instant,
+) -> Result<Result<Watched, String>, NoAnswer> {
+    let started = Instant::now();
+    let mut stream = match http::open_stream(endpoint, access, "/v3/watch", body, share)? {
+        Ok(stream) => stream,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    // etcd says first that it made the watch, at once; a watch it
+    // refused (no permission, a stale token) it makes and cancels.
+    match stream.next(share)? {
+        Some(made) if made["result"]["created"] == json!(true) => {
+            if let Some(reason) = made["result"]["cancel_reason"].as_str() {
+                return Ok(Err(reason.to_owned()));
+            }
+        }
+        Some(other) => return Ok(Ok(watch_news(&other))),
+        None => return Err(NoAnswer::Slow),
+    }
+    Ok(Ok(loop {
+        match stream.next(until) {
+            Ok(None) => break Watched::Quiet,
+            Ok(Some(news)) => match watch_news(&news) {
+                Watched::Quiet => continue,
+                changed => break changed,
+            },
+            // The watch broke (the member went away): look again.
+            Err(broken) => break Watched::Broken(why_not(endpoint, broken, started)),
+        }
+    }))
+}
+
+/// Whether etcd's refusal says the token must be renewed by a new login.
+fn is_stale_token(message: &str) -> bool {
+    message.contains("invalid auth token") || message.contains("revision of auth store is old")
 }
 
 /// How a watch ended.
@@ -308,6 +440,7 @@ fn why_not(endpoint: &Endpoint, no_answer: NoAnswer, started: Instant) -> String
         NoAnswer::NotEtcd(what) => {
             format!("{} is not an etcd client endpoint ({what})", endpoint.url)
         }
+        NoAnswer::Tls(why) => format!("etcd at {}: {why}", endpoint.url),
     }
 }
 
@@ -379,12 +512,12 @@ mod tests {
 
     #[test]
     fn endpoints_are_http_host_port() {
-        let gateway = Gateway::parse("http://127.0.0.1:2379, http://etcd-2:2379/").unwrap();
+        let gateway = Gateway::parse("http://127.0.0.1:2379, http://etcd-2:2379/", false).unwrap();
         assert_eq!(gateway.endpoints[0].host, "127.0.0.1");
         assert_eq!(gateway.endpoints[1].host, "etcd-2");
         assert_eq!(gateway.endpoints[1].port, 2379);
-        for bad in ["", " , ", "http://h:1,127.0.0.1:2379"] {
-            assert!(Gateway::parse(bad).is_err(), "{bad:?}");
+        for bad in ["", " , ", "http://h:1,ftp://h:2"] {
+            assert!(Gateway::parse(bad, false).is_err(), "{bad:?}");
         }
     }
 

@@ -1,15 +1,19 @@
-//! The HTTP/1.1 under the gateway: one POST on a fresh connection per call,
-//! `Connection: close`, bounded by a deadline that covers the connect,
-//! every write and every read (an endpoint that dribbles its answer a byte
+//! The HTTP/1.1 under the gateway: one POST on a fresh connection per call
+//! (in TLS for an https endpoint), `Connection: close`, bounded by a
+//! deadline that covers the connect, the handshake, every write and every
+//! read (an endpoint that dribbles its answer a byte
 //! at a time is cut off at the deadline, not timed per read), answers
 //! capped in size. A watch's answer is a stream: newline-separated JSON
 //! messages in a chunked body, read one at a time as they come.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+use super::tls::{self, Connection};
 
 /// How long an endpoint may take to accept a connection before the next is
 /// tried.
@@ -19,20 +23,28 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// etcd's (or not sane).
 const MAX_ANSWER: usize = 1 << 20;
 
-/// One etcd client URL, `http://HOST:PORT`.
+/// One etcd client URL, `http://HOST:PORT` or `https://HOST:PORT`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
     pub url: String,
     pub host: String,
     pub port: u16,
+    pub tls: bool,
     /// The host's addresses, once resolved for good (see `resolved`).
     addresses: Option<Vec<SocketAddr>>,
 }
 
 impl Endpoint {
-    pub fn parse(url: &str) -> Result<Endpoint, String> {
-        let bad = || format!("'{url}' is not an etcd endpoint (http://HOST:PORT)");
-        let authority = url.strip_prefix("http://").ok_or_else(bad)?;
+    /// `url`; one without a scheme (`HOST:PORT`, as etcdctl takes them)
+    /// is https if `bare_is_tls`.
+    pub fn parse(url: &str, bare_is_tls: bool) -> Result<Endpoint, String> {
+        let bad = || format!("'{url}' is not an etcd endpoint (http[s]://HOST:PORT)");
+        let (tls, authority) = match url.split_once("://") {
+            Some(("http", authority)) => (false, authority),
+            Some(("https", authority)) => (true, authority),
+            Some(_) => return Err(bad()),
+            None => (bare_is_tls, url),
+        };
         let authority = authority.strip_suffix('/').unwrap_or(authority);
         let (host, port) = authority.rsplit_once(':').ok_or_else(bad)?;
         let port: u16 = port.parse().map_err(|_| bad())?;
@@ -44,6 +56,7 @@ impl Endpoint {
             url: url.to_owned(),
             host: host.to_owned(),
             port,
+            tls,
             addresses: None,
         })
     }
@@ -83,6 +96,17 @@ pub enum NoAnswer {
     /// Something that answers, but not as an etcd client endpoint does (a
     /// peer port, another HTTP server): what it answered.
     NotEtcd(String),
+    /// The TLS handshake failed: why, in words that say what to check.
+    Tls(String),
+}
+
+/// What a request carries besides its body.
+#[derive(Clone, Copy, Default)]
+pub struct Access<'a> {
+    /// For https endpoints.
+    pub tls: Option<&'a Arc<rustls::ClientConfig>>,
+    /// etcd's auth token, sent as the Authorization header.
+    pub token: Option<&'a str>,
 }
 
 /// What a working member answered: its answer, or its refusal (etcd's
@@ -92,11 +116,12 @@ pub type Answer = Result<Value, String>;
 /// One request on a fresh connection, its whole answer read by `deadline`.
 pub fn post(
     endpoint: &Endpoint,
+    access: Access,
     path: &str,
     body: &Value,
     deadline: Instant,
 ) -> Result<Answer, NoAnswer> {
-    let mut stream = send(endpoint, path, body, deadline)?;
+    let mut stream = send(endpoint, access, path, body, deadline)?;
     let response = read_answer(&mut stream, deadline)?;
     let (status, body) =
         parse_response(&response).ok_or_else(|| NoAnswer::NotEtcd("not an HTTP answer".into()))?;
@@ -105,7 +130,7 @@ pub fn post(
 
 /// A streamed answer, as to a watch: JSON messages, one per line.
 pub struct Stream {
-    socket: TcpStream,
+    socket: Connection,
     /// Read, not yet taken out of its chunks.
     raw: Vec<u8>,
     /// Taken out of its chunks, not yet a whole message.
@@ -118,11 +143,12 @@ pub struct Stream {
 /// `post` judges it.
 pub fn open_stream(
     endpoint: &Endpoint,
+    access: Access,
     path: &str,
     body: &Value,
     deadline: Instant,
 ) -> Result<Result<Stream, String>, NoAnswer> {
-    let mut socket = send(endpoint, path, body, deadline)?;
+    let mut socket = send(endpoint, access, path, body, deadline)?;
     let mut raw = Vec::new();
     let head_end = loop {
         if let Some(end) = find(&raw, b"\r\n\r\n") {
@@ -194,23 +220,30 @@ impl Stream {
 /// Connects and sends the request, by `deadline`.
 fn send(
     endpoint: &Endpoint,
+    access: Access,
     path: &str,
     body: &Value,
     deadline: Instant,
-) -> Result<TcpStream, NoAnswer> {
-    let mut stream = connect(endpoint, deadline)?;
+) -> Result<Connection, NoAnswer> {
+    let mut stream = connect(endpoint, access, deadline)?;
     let body = body.to_string();
+    let authorization = match access.token {
+        Some(token) => format!("Authorization: {token}\r\n"),
+        None => String::new(),
+    };
     let request = format!(
         "POST {path} HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+         {authorization}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         endpoint.host,
         endpoint.port,
         body.len()
     );
     stream
+        .socket()
         .set_write_timeout(Some(time_left(deadline)?))
         .map_err(io_failure)?;
     stream.write_all(request.as_bytes()).map_err(io_failure)?;
+    stream.flush().map_err(io_failure)?;
     Ok(stream)
 }
 
@@ -229,6 +262,13 @@ fn judge(status: u16, body: &[u8]) -> Result<Answer, NoAnswer> {
         (_, Some(answer)) if etcd_message(&answer).is_some() => {
             Ok(Err(etcd_message(&answer).unwrap_or_default()))
         }
+        // etcd's gateway, with auth on, refuses a client certificate that
+        // names a user (CN), in plain text.
+        (400, None) if body.starts_with(b"CommonName of client") => Ok(Err(format!(
+            "{} (with auth on, etcd's gateway takes only a client certificate \
+             without a CommonName)",
+            String::from_utf8_lossy(body).trim()
+        ))),
         _ => Err(NoAnswer::NotEtcd(format!("HTTP {status}"))),
     }
 }
@@ -256,6 +296,9 @@ fn time_left(deadline: Instant) -> Result<Duration, NoAnswer> {
 }
 
 fn io_failure(err: std::io::Error) -> NoAnswer {
+    if let Some(why) = tls::failure(&err) {
+        return NoAnswer::Tls(why);
+    }
     match err.kind() {
         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => NoAnswer::Slow,
         _ => NoAnswer::Failed(err.to_string()),
@@ -271,14 +314,14 @@ fn too_large() -> NoAnswer {
 
 /// Reads the whole answer (the server closes the connection after it),
 /// by `deadline` however slowly it comes, and no more than MAX_ANSWER.
-fn read_answer(stream: &mut TcpStream, deadline: Instant) -> Result<Vec<u8>, NoAnswer> {
+fn read_answer(stream: &mut Connection, deadline: Instant) -> Result<Vec<u8>, NoAnswer> {
     let mut answer = Vec::new();
     read_to_end(stream, &mut answer, deadline)?;
     Ok(answer)
 }
 
 fn read_to_end(
-    stream: &mut TcpStream,
+    stream: &mut Connection,
     answer: &mut Vec<u8>,
     deadline: Instant,
 ) -> Result<(), NoAnswer> {
@@ -294,13 +337,14 @@ fn read_to_end(
 /// Reads what has come (nothing at the end of the answer), waiting for it
 /// until `deadline`; MAX_ANSWER in all at most.
 fn read_some(
-    stream: &mut TcpStream,
+    stream: &mut Connection,
     into: &mut Vec<u8>,
     deadline: Instant,
 ) -> Result<(), NoAnswer> {
     let mut chunk = [0; 16 * 1024];
     loop {
         stream
+            .socket()
             .set_read_timeout(Some(time_left(deadline)?))
             .map_err(io_failure)?;
         match stream.read(&mut chunk) {
@@ -315,7 +359,20 @@ fn read_some(
     }
 }
 
-fn connect(endpoint: &Endpoint, deadline: Instant) -> Result<TcpStream, NoAnswer> {
+/// A connection to `endpoint`, in TLS if it is https (the handshake then
+/// happens with the first write, under its timeout).
+fn connect(endpoint: &Endpoint, access: Access, deadline: Instant) -> Result<Connection, NoAnswer> {
+    let socket = connect_tcp(endpoint, deadline)?;
+    if !endpoint.tls {
+        return Ok(Connection::Plain(socket));
+    }
+    let config = access
+        .tls
+        .ok_or_else(|| NoAnswer::Tls("no TLS configuration".into()))?;
+    Connection::tls(socket, config, &endpoint.host).map_err(NoAnswer::Tls)
+}
+
+fn connect_tcp(endpoint: &Endpoint, deadline: Instant) -> Result<TcpStream, NoAnswer> {
     let mut last = format!("{}: no address", endpoint.host);
     for address in endpoint.addresses().map_err(NoAnswer::Failed)? {
         let timeout = time_left(deadline)?.min(CONNECT_TIMEOUT);
@@ -386,19 +443,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn endpoints_are_http_host_port() {
-        assert_eq!(Endpoint::parse("http://[::1]:2379").unwrap().host, "::1");
-        let named = Endpoint::parse("http://etcd-2:2379/").unwrap();
-        assert_eq!((named.host.as_str(), named.port), ("etcd-2", 2379));
+    fn endpoints_are_http_or_https_host_port() {
+        assert_eq!(
+            Endpoint::parse("http://[::1]:2379", false).unwrap().host,
+            "::1"
+        );
+        let named = Endpoint::parse("http://etcd-2:2379/", true).unwrap();
+        assert_eq!(
+            (named.host.as_str(), named.port, named.tls),
+            ("etcd-2", 2379, false)
+        );
+        assert!(Endpoint::parse("https://etcd-2:2379", false).unwrap().tls);
+        // No scheme, as etcdctl takes them: TLS where TLS options are given.
+        assert!(!Endpoint::parse("10.0.0.5:2379", false).unwrap().tls);
+        assert!(Endpoint::parse("10.0.0.5:2379", true).unwrap().tls);
         for bad in [
             "",
-            "127.0.0.1:2379",
-            "https://h:2379",
+            "ftp://h:2379",
             "http://h",
             "http://h:x",
             "http://:1",
+            "h",
         ] {
-            assert!(Endpoint::parse(bad).is_err(), "{bad:?}");
+            assert!(Endpoint::parse(bad, false).is_err(), "{bad:?}");
         }
     }
 

@@ -26,6 +26,7 @@ use nix::sys::wait::WaitStatus;
 use nix::unistd::{ForkResult, fork};
 
 use crate::error::errno_of;
+use crate::process_title;
 
 use super::Settings;
 use super::gateway::{self, Gateway};
@@ -113,7 +114,7 @@ fn keep(watch: &Watch, holder: OwnedFd, mut ready: std::io::PipeWriter) {
         return;
     };
     let _ = nix::sys::prctl::set_name(c"me-only-keeper");
-    retitle("me-only-keeper", &watch.lock);
+    process_title::retitle(&["me-only-keeper", &watch.lock]);
     // A fence holds a pidfd for every process of COMMAND's tree: as many
     // descriptors as the hard limit allows.
     if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
@@ -225,7 +226,7 @@ fn start_sentry(watch: &Watch, holder: &OwnedFd) -> Result<OwnedFd, Errno> {
         ForkResult::Child => {
             drop(ready);
             let _ = nix::sys::prctl::set_name(c"me-only-sentry");
-            retitle("me-only-sentry", &watch.lock);
+            process_title::retitle(&["me-only-sentry", &watch.lock]);
             let _ = ready_write.write_all(&[1]);
             drop(ready_write);
             detach_from_inherited(&[holder.as_raw_fd(), keeper.as_raw_fd()]);
@@ -274,7 +275,10 @@ fn renew(gateway: &Gateway, watch: &Watch, deadline: Instant) -> Renewal {
         }
     }
     match gateway.get(&watch.key, deadline) {
-        Ok(Some(kv)) if kv.lease == watch.lease => Renewal::Renewed,
+        Ok(Some(kv)) if kv.lease == watch.lease => {
+            log::trace!("{}: lease renewed, key still ours", watch.lock);
+            Renewal::Renewed
+        }
         Ok(_) => Renewal::Lost("lock key deleted"),
         // The lease was renewed: the key is checked again next time.
         Err(_) => Renewal::Renewed,
@@ -296,43 +300,6 @@ fn fence(watch: &Watch, holder: &OwnedFd, reason: &str) {
     // run beside the next holder.
     Tree::freeze(watch.holder, holder).terminate(kill_after);
     let _ = watch.settings.gateway.revoke(watch.lease, gateway::soon());
-}
-
-/// Rewrites the process's command line, what ps and `pkill -f` read, to
-/// `NAME LOCK`: inherited from me-only, it was COMMAND's, and a `pkill -f
-/// job` meant for the job hit the keeper. The new words go into the memory
-/// of the old ones (as setproctitle does), cut to their length; the rest is
-/// zeroed.
-fn retitle(name: &str, lock: &str) {
-    let Some((start, end)) = argument_area() else {
-        return;
-    };
-    let mut title = name.as_bytes().to_vec();
-    title.push(0);
-    title.extend_from_slice(lock.as_bytes());
-    title.push(0);
-    // SAFETY: [start, end) holds this process's argument strings, in its
-    // own writable memory, as the kernel reports them; nothing of the
-    // keeper's reads them (they were copied into `watch` before the fork).
-    let area = unsafe { std::slice::from_raw_parts_mut(start as *mut u8, end - start) };
-    let kept = title.len().min(area.len());
-    area[..kept].copy_from_slice(&title[..kept]);
-    area[kept..].fill(0);
-    if let Some(last) = area.last_mut() {
-        *last = 0;
-    }
-}
-
-/// Where the argument strings are: arg_start and arg_end, fields 48 and 49
-/// of /proc/self/stat (counted after the command name, which may hold
-/// spaces).
-fn argument_area() -> Option<(usize, usize)> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let after_name = &stat[stat.rfind(')')? + 2..];
-    let mut fields = after_name.split(' ').skip(45);
-    let start: usize = fields.next()?.parse().ok()?;
-    let end: usize = fields.next()?.parse().ok()?;
-    (start != 0 && start < end).then_some((start, end))
 }
 
 /// Lets go of every descriptor inherited from me-only's caller but stderr

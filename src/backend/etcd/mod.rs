@@ -13,6 +13,7 @@ mod gateway;
 mod http;
 mod keeper;
 mod queue;
+mod tls;
 mod tree;
 
 use std::cell::RefCell;
@@ -21,7 +22,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, Instant};
 
 use gateway::CallError;
-pub use gateway::Gateway;
+pub use gateway::{Gateway, Login};
+pub use tls::TlsOptions;
 
 use super::{Attempt, Backend, Holder, Probe, Waited};
 use crate::error::Error;
@@ -77,9 +79,24 @@ impl EtcdLock {
     }
 
     fn error(&self, action: &'static str, err: CallError) -> Error {
+        // etcd's words for a refusal of auth, and what to do about it.
+        let hint = match (&err, self.gateway().user()) {
+            (CallError::Refused(message), Some(user)) if message.contains("permission denied") => {
+                let prefix = String::from_utf8_lossy(&self.prefix);
+                format!(" (user {user} may not use the keys under {prefix})")
+            }
+            (CallError::Refused(message), None)
+                if message.contains("permission denied")
+                    || message.contains("user name is empty") =>
+            {
+                " (etcd has auth on: give --user and --password)".to_owned()
+            }
+            _ => String::new(),
+        };
+        let what = format!("cannot {action}: {err}{hint}");
         Error::Etcd {
             lock: self.name.clone(),
-            what: format!("cannot {action}: {err}"),
+            what,
         }
     }
 

@@ -1,0 +1,65 @@
+//! The process's command line as ps and `pkill -f` show it
+//! (/proc/PID/cmdline): the memory of the argument strings the kernel
+//! handed to me-only, which main reads once, at start-up.
+
+/// Rewrites the command line to `words`: a keeper inherits COMMAND's, and a
+/// `pkill -f job` meant for the job hit it. The new words go into the
+/// memory of the old ones (as setproctitle does), cut to their length; the
+/// rest is zeroed.
+pub fn retitle(words: &[&str]) {
+    let Some(area) = argument_area() else {
+        return;
+    };
+    let mut title = Vec::new();
+    for word in words {
+        title.extend_from_slice(word.as_bytes());
+        title.push(0);
+    }
+    let kept = title.len().min(area.len());
+    area[..kept].copy_from_slice(&title[..kept]);
+    area[kept..].fill(0);
+    if let Some(last) = area.last_mut() {
+        *last = 0;
+    }
+}
+
+/// Overwrites `secret` with `*` wherever it ends an argument (`--password
+/// SECRET`, `--password=SECRET`, `--user USER:SECRET`), so that ps and
+/// /proc show no password for as long as me-only runs (waiting, or with
+/// --fork).
+pub fn hide(secret: &str) {
+    let secret = secret.as_bytes();
+    let Some(area) = argument_area() else {
+        return;
+    };
+    if secret.is_empty() {
+        return;
+    }
+    for argument in area.split_mut(|&b| b == 0) {
+        if argument.ends_with(secret) {
+            let start = argument.len() - secret.len();
+            let whole = start == 0 || matches!(argument[start - 1], b'=' | b':');
+            if whole {
+                argument[start..].fill(b'*');
+            }
+        }
+    }
+}
+
+/// The argument strings: arg_start to arg_end, fields 48 and 49 of
+/// /proc/self/stat (counted after the command name, which may hold spaces).
+fn argument_area() -> Option<&'static mut [u8]> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    let mut fields = after_name.split(' ').skip(45);
+    let start: usize = fields.next()?.parse().ok()?;
+    let end: usize = fields.next()?.parse().ok()?;
+    if start == 0 || start >= end {
+        return None;
+    }
+    // SAFETY: [start, end) holds this process's argument strings, in its
+    // own writable memory (the initial stack), as the kernel reports them;
+    // me-only read them into its own strings at start-up and reads them no
+    // more.
+    Some(unsafe { std::slice::from_raw_parts_mut(start as *mut u8, end - start) })
+}
