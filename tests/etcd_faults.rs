@@ -24,8 +24,10 @@ fn an_ignored_sigchld_neither_stops_the_launch_nor_changes_for_command() {
     use std::os::unix::process::CommandExt;
 
     let Some(etcd) = Etcd::start() else { return };
-    let lock = lock_name("sigchld");
     for fork in [&[][..], &["--fork"]] {
+        // A lock for each: the last one's keeper gives its lock back just
+        // after the command exits.
+        let lock = lock_name(&format!("sigchld{}", fork.len()));
         let mut command = on(&etcd, fork);
         command.args([&lock, "grep", "^SigIgn", "/proc/self/status"]);
         // SAFETY: signal() is async-signal-safe.
@@ -298,7 +300,7 @@ fn an_unavailable_member_is_passed_over() {
         Fault::Silent,
     ] {
         let failing = FaultyEndpoint::new(&etcd, fault);
-        let lock = lock_name("passed-over");
+        let lock = lock_name(&format!("passed-over-{fault:?}"));
         let both = format!("{},{}", failing.url, etcd.endpoint);
         let (output, took) = run_within(
             me_only().args(["--etcd", &both, &lock, "echo", "ran"]),
@@ -480,7 +482,9 @@ fn a_waiter_whose_member_dies_silently_moves_on() {
     let Some(etcd) = Etcd::start() else { return };
     for while_watching in [false, true] {
         let member = FaultyEndpoint::new(&etcd, Fault::None);
-        let lock = lock_name("silent-waiter");
+        // A lock for each round: the last round's waiter's keeper gives its
+        // lock back just after the waiter's command exits.
+        let lock = lock_name(&format!("silent-waiter-{while_watching}"));
         let holder = common::Holding::start(["--etcd", &etcd.endpoint, &lock]);
         let both = format!("{},{}", member.url, etcd.endpoint);
         let mut waiter = common::spawn_waiting(me_only().args([

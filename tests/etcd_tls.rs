@@ -64,7 +64,9 @@ fn every_mode_works_over_mutual_tls() {
     assert!(output.status.success(), "{output:?}");
     assert_eq!(text(&output.stdout), "waited\n");
 
-    let forked = holding(&etcd, &["--fork", &lock]);
+    // (The waiter's keeper gives the lock back as its command exits, just
+    // after: the next one waits for that.)
+    let forked = holding(&etcd, &["--timeout", "10", "--fork", &lock]);
     refused(&mut on(&etcd, &[&lock, "echo", "ran"]), 4);
     assert!(forked.release().success());
     let output = on(
@@ -179,7 +181,7 @@ fn server_tls_with_etcdctls_variables() {
             &etcd.endpoint,
             "--cacert",
             &ca,
-            "l1",
+            &lock_name("cacert"),
             "echo",
             "ran",
         ])
@@ -187,7 +189,8 @@ fn server_tls_with_etcdctls_variables() {
         .success()
         .stdout("ran\n");
     me_only()
-        .args(["--etcd", &etcd.endpoint, "--insecure-skip-tls-verify", "l1"])
+        .args(["--etcd", &etcd.endpoint, "--insecure-skip-tls-verify"])
+        .arg(lock_name("insecure"))
         .args(["echo", "ran"])
         .assert()
         .success()
@@ -197,7 +200,7 @@ fn server_tls_with_etcdctls_variables() {
         .env("ETCDCTL_ENDPOINTS", bare)
         .env("ETCDCTL_CACERT", &ca)
         .env_remove("ME_ONLY_ETCD_ENDPOINTS")
-        .args(["--etcd=", "l1", "echo", "ran"])
+        .args(["--etcd=", &lock_name("etcdctl-variables"), "echo", "ran"])
         .assert()
         .success()
         .stdout("ran\n");
@@ -206,7 +209,7 @@ fn server_tls_with_etcdctls_variables() {
         .env("ME_ONLY_ETCD_ENDPOINTS", &etcd.endpoint)
         .env("ME_ONLY_ETCD_CACERT", &ca)
         .env("ETCDCTL_CACERT", pki.path("other-ca.pem"))
-        .args(["--etcd=", "l1", "echo", "ran"])
+        .args(["--etcd=", &lock_name("own-variables"), "echo", "ran"])
         .assert()
         .success()
         .stdout("ran\n");
@@ -237,8 +240,12 @@ fn a_user_with_a_role_logs_in() {
         ),
         (&[], &[("ETCDCTL_USER", "alice:alice-secret")]),
     ] {
+        // (--timeout: the last launch's keeper gives the lock back just
+        // after its command exits.)
         let mut command = on(&etcd, args);
-        command.envs(variables.iter().copied());
+        command
+            .args(["--timeout", "10"])
+            .envs(variables.iter().copied());
         command
             .args([&lock, "echo", "ran"])
             .assert()
@@ -281,7 +288,17 @@ fn a_user_with_a_role_logs_in() {
         )
     );
     // A --fork holder (me-only stays) and its keeper, seen by ps.
-    let holder = holding(&etcd, &["--user", "alice:alice-secret", "--fork", &lock]);
+    let holder = holding(
+        &etcd,
+        &[
+            "--user",
+            "alice:alice-secret",
+            "--timeout",
+            "10",
+            "--fork",
+            &lock,
+        ],
+    );
     let keeper = keeper_of(&lock).expect("a keeper runs");
     for pid in [holder.pid as i32, keeper.as_raw()] {
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();

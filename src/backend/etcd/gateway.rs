@@ -12,6 +12,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value, json};
 
 use super::http::{self, Access, Endpoint, NoAnswer};
+use super::tls::Connection;
 use super::tls::TlsOptions;
 
 /// How long an ordinary call may take, all endpoints tried included.
@@ -74,6 +75,38 @@ pub struct Gateway {
     login: Option<Login>,
     /// The auth token of the last login, sent with every call.
     token: RefCell<Option<String>>,
+    /// Connections the endpoints left open, for the next call.
+    kept: Kept,
+}
+
+/// A connection per endpoint, kept open between calls (HTTP keep-alive):
+/// the keeper renews without a new TCP and TLS handshake each time. Never
+/// shared: a copy of the gateway (the keeper's) starts with none.
+#[derive(Default)]
+struct Kept(RefCell<Vec<Option<Connection>>>);
+
+impl Kept {
+    /// Runs `call` with endpoint `index`'s kept connection (None if none).
+    fn with<T>(&self, index: usize, call: impl FnOnce(&mut Option<Connection>) -> T) -> T {
+        let mut kept = self.0.borrow_mut();
+        if kept.len() <= index {
+            kept.resize_with(index + 1, || None);
+        }
+        call(&mut kept[index])
+    }
+}
+
+impl Clone for Kept {
+    fn clone(&self) -> Kept {
+        Kept::default()
+    }
+}
+
+impl std::fmt::Debug for Kept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let open = self.0.borrow().iter().flatten().count();
+        write!(f, "Kept({open} open)")
+    }
 }
 
 impl Gateway {
@@ -95,6 +128,7 @@ impl Gateway {
             tls: None,
             login: None,
             token: RefCell::new(None),
+            kept: Kept::default(),
         })
     }
 
@@ -129,9 +163,24 @@ impl Gateway {
     /// answers as a working member, all before `deadline`.
     pub fn call(&self, path: &str, body: &Value, deadline: Instant) -> Result<Value, CallError> {
         self.logged_in(deadline, |access| {
-            self.on_any_endpoint(deadline, |endpoint, share| {
-                http::post(endpoint, access, path, body, share)
+            self.on_any_endpoint(deadline, |index, endpoint, share| {
+                self.post(index, endpoint, access, path, body, share)
             })
+        })
+    }
+
+    /// POSTs on endpoint `index`, on the connection kept for it if any.
+    fn post(
+        &self,
+        index: usize,
+        endpoint: &Endpoint,
+        access: Access,
+        path: &str,
+        body: &Value,
+        share: Instant,
+    ) -> Result<http::Answer, NoAnswer> {
+        self.kept.with(index, |kept| {
+            http::post(endpoint, access, path, body, share, kept)
         })
     }
 
@@ -173,14 +222,9 @@ impl Gateway {
     fn log_in(&self, login: &Login, deadline: Instant) -> Result<String, CallError> {
         let body = json!({ "name": login.user, "password": login.password });
         let answer = self
-            .on_any_endpoint(deadline, |endpoint, share| {
-                http::post(
-                    endpoint,
-                    self.access(None),
-                    "/v3/auth/authenticate",
-                    &body,
-                    share,
-                )
+            .on_any_endpoint(deadline, |index, endpoint, share| {
+                let path = "/v3/auth/authenticate";
+                self.post(index, endpoint, self.access(None), path, &body, share)
             })
             .map_err(|err| match err {
                 CallError::Refused(message) => CallError::LoginRefused {
@@ -204,7 +248,7 @@ impl Gateway {
     fn on_any_endpoint<T>(
         &self,
         deadline: Instant,
-        mut attempt: impl FnMut(&Endpoint, Instant) -> Result<Result<T, String>, NoAnswer>,
+        mut attempt: impl FnMut(usize, &Endpoint, Instant) -> Result<Result<T, String>, NoAnswer>,
     ) -> Result<T, CallError> {
         let mut last = None;
         let count = self.endpoints.len();
@@ -214,7 +258,7 @@ impl Gateway {
             let started = Instant::now();
             let untried = (count - tried) as u32;
             let share = started + deadline.saturating_duration_since(started) / untried;
-            let why = match attempt(endpoint, share) {
+            let why = match attempt(index, endpoint, share) {
                 Ok(answer) => {
                     self.preferred.set(index);
                     return answer.map_err(CallError::Refused);
@@ -363,7 +407,7 @@ impl Gateway {
             "filters": ["NOPUT"],
         }});
         self.logged_in(until, |access| {
-            self.on_any_endpoint(until, |endpoint, share| {
+            self.on_any_endpoint(until, |_, endpoint, share| {
                 watch_on(endpoint, access, &body, share, until)
             })
         })

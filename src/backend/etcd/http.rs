@@ -1,7 +1,7 @@
-//! The HTTP/1.1 under the gateway: one POST on a fresh connection per call
-//! (in TLS for an https endpoint), `Connection: close`, bounded by a
-//! deadline that covers the connect, the handshake, every write and every
-//! read (an endpoint that dribbles its answer a byte
+//! The HTTP/1.1 under the gateway: one POST per call, on the connection an
+//! earlier call to the endpoint left open (keep-alive) or a new one (in TLS
+//! for an https endpoint), bounded by a deadline that covers the connect,
+//! the handshake, every write and every read (an endpoint that dribbles its answer a byte
 //! at a time is cut off at the deadline, not timed per read), answers
 //! capped in size. A watch's answer is a stream: newline-separated JSON
 //! messages in a chunked body, read one at a time as they come.
@@ -113,19 +113,111 @@ pub struct Access<'a> {
 /// message).
 pub type Answer = Result<Value, String>;
 
-/// One request on a fresh connection, its whole answer read by `deadline`.
+/// One request, its whole answer read by `deadline`: on the connection an
+/// earlier call left in `kept` if there is one, else on a new one; the
+/// connection goes back in `kept` if the server leaves it open. A kept
+/// connection the server has closed meanwhile (nothing at all comes back
+/// on it) makes way for a new one.
 pub fn post(
     endpoint: &Endpoint,
     access: Access,
     path: &str,
     body: &Value,
     deadline: Instant,
+    kept: &mut Option<Connection>,
 ) -> Result<Answer, NoAnswer> {
-    let mut stream = send(endpoint, access, path, body, deadline)?;
-    let response = read_answer(&mut stream, deadline)?;
-    let (status, body) =
-        parse_response(&response).ok_or_else(|| NoAnswer::NotEtcd("not an HTTP answer".into()))?;
-    judge(status, &body)
+    let request = request(endpoint, access, path, body, true);
+    if let Some(mut connection) = kept.take() {
+        match exchange(&mut connection, &request, deadline) {
+            Err(Exchange::Nothing) => log::trace!("{}: a kept connection was closed", endpoint.url),
+            done => return answered(done, connection, kept),
+        }
+    }
+    let mut connection = connect(endpoint, access, deadline)?;
+    let done = exchange(&mut connection, &request, deadline);
+    answered(done, connection, kept)
+}
+
+/// How an exchange on a connection failed.
+enum Exchange {
+    /// Nothing came back, not a byte: the server had closed it.
+    Nothing,
+    Failed(NoAnswer),
+}
+
+impl From<NoAnswer> for Exchange {
+    fn from(no_answer: NoAnswer) -> Exchange {
+        Exchange::Failed(no_answer)
+    }
+}
+
+/// A response: status, body, and whether the connection stays open.
+type Response = (u16, Vec<u8>, bool);
+
+/// Judges the answer of an exchange, keeping the connection if it stays
+/// open.
+fn answered(
+    done: Result<Response, Exchange>,
+    connection: Connection,
+    kept: &mut Option<Connection>,
+) -> Result<Answer, NoAnswer> {
+    match done {
+        Ok((status, body, open)) => {
+            if open {
+                *kept = Some(connection);
+            }
+            judge(status, &body)
+        }
+        Err(Exchange::Nothing) => Err(NoAnswer::Failed(
+            "it closed the connection without an answer".into(),
+        )),
+        Err(Exchange::Failed(no_answer)) => Err(no_answer),
+    }
+}
+
+/// Sends `request` on `connection` and reads the whole response, by
+/// `deadline`.
+fn exchange(
+    connection: &mut Connection,
+    request: &[u8],
+    deadline: Instant,
+) -> Result<Response, Exchange> {
+    let closed = |err: &std::io::Error| {
+        use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+        matches!(err.kind(), BrokenPipe | ConnectionReset | ConnectionAborted)
+    };
+    connection
+        .socket()
+        .set_write_timeout(Some(time_left(deadline)?))
+        .map_err(io_failure)?;
+    if let Err(err) = connection
+        .write_all(request)
+        .and_then(|()| connection.flush())
+    {
+        return Err(match closed(&err) {
+            true => Exchange::Nothing,
+            false => Exchange::Failed(io_failure(err)),
+        });
+    }
+    let mut raw = Vec::new();
+    loop {
+        if let Some(response) = parse_response(&raw, false) {
+            return Ok(response);
+        }
+        let before = raw.len();
+        match read_some(connection, &mut raw, deadline) {
+            Ok(()) if raw.len() > before => {}
+            Ok(()) if raw.is_empty() => return Err(Exchange::Nothing),
+            // The end of an answer that ends with the connection.
+            Ok(()) => {
+                return parse_response(&raw, true).ok_or_else(|| {
+                    Exchange::Failed(NoAnswer::NotEtcd("not an HTTP answer".into()))
+                });
+            }
+            Err(NoAnswer::Failed(_)) if raw.is_empty() => return Err(Exchange::Nothing),
+            Err(no_answer) => return Err(Exchange::Failed(no_answer)),
+        }
+    }
 }
 
 /// A streamed answer, as to a watch: JSON messages, one per line.
@@ -148,7 +240,16 @@ pub fn open_stream(
     body: &Value,
     deadline: Instant,
 ) -> Result<Result<Stream, String>, NoAnswer> {
-    let mut socket = send(endpoint, access, path, body, deadline)?;
+    let mut socket = connect(endpoint, access, deadline)?;
+    socket
+        .socket()
+        .set_write_timeout(Some(time_left(deadline)?))
+        .map_err(io_failure)?;
+    let request = request(endpoint, access, path, body, false);
+    socket
+        .write_all(&request)
+        .and_then(|()| socket.flush())
+        .map_err(io_failure)?;
     let mut raw = Vec::new();
     let head_end = loop {
         if let Some(end) = find(&raw, b"\r\n\r\n") {
@@ -162,8 +263,8 @@ pub fn open_stream(
     if status != Some(200) {
         // An error answer, whole once the server closes the connection.
         read_to_end(&mut socket, &mut raw, deadline)?;
-        let (status, body) =
-            parse_response(&raw).ok_or_else(|| NoAnswer::NotEtcd("not an HTTP answer".into()))?;
+        let (status, body, _) = parse_response(&raw, true)
+            .ok_or_else(|| NoAnswer::NotEtcd("not an HTTP answer".into()))?;
         return match judge(status, &body)? {
             Err(message) => Ok(Err(message)),
             Ok(_) => Err(NoAnswer::NotEtcd(format!("HTTP {status}"))),
@@ -217,34 +318,29 @@ impl Stream {
     }
 }
 
-/// Connects and sends the request, by `deadline`.
-fn send(
+/// The request's bytes; `keep_alive` asks the server to leave the
+/// connection open after the answer.
+fn request(
     endpoint: &Endpoint,
     access: Access,
     path: &str,
     body: &Value,
-    deadline: Instant,
-) -> Result<Connection, NoAnswer> {
-    let mut stream = connect(endpoint, access, deadline)?;
+    keep_alive: bool,
+) -> Vec<u8> {
     let body = body.to_string();
     let authorization = match access.token {
         Some(token) => format!("Authorization: {token}\r\n"),
         None => String::new(),
     };
-    let request = format!(
+    let connection = if keep_alive { "keep-alive" } else { "close" };
+    format!(
         "POST {path} HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: application/json\r\n\
-         {authorization}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+         {authorization}Content-Length: {}\r\nConnection: {connection}\r\n\r\n{body}",
         endpoint.host,
         endpoint.port,
         body.len()
-    );
-    stream
-        .socket()
-        .set_write_timeout(Some(time_left(deadline)?))
-        .map_err(io_failure)?;
-    stream.write_all(request.as_bytes()).map_err(io_failure)?;
-    stream.flush().map_err(io_failure)?;
-    Ok(stream)
+    )
+    .into_bytes()
 }
 
 /// Sorts an answer: etcd's answer, its refusal, or no answer that counts.
@@ -312,14 +408,7 @@ fn too_large() -> NoAnswer {
     ))
 }
 
-/// Reads the whole answer (the server closes the connection after it),
-/// by `deadline` however slowly it comes, and no more than MAX_ANSWER.
-fn read_answer(stream: &mut Connection, deadline: Instant) -> Result<Vec<u8>, NoAnswer> {
-    let mut answer = Vec::new();
-    read_to_end(stream, &mut answer, deadline)?;
-    Ok(answer)
-}
-
+/// Reads until the server closes the connection, by `deadline`.
 fn read_to_end(
     stream: &mut Connection,
     answer: &mut Vec<u8>,
@@ -393,27 +482,45 @@ fn status_of(head: &str) -> Option<u16> {
 }
 
 fn is_chunked(head: &str) -> bool {
-    head.split("\r\n").skip(1).any(|line| {
-        let line = line.to_ascii_lowercase();
-        line.starts_with("transfer-encoding:") && line.contains("chunked")
-    })
+    header(head, "transfer-encoding")
+        .is_some_and(|value| value.to_ascii_lowercase().contains("chunked"))
 }
 
-/// The status code and the body (chunked transfer undone) of a complete
-/// HTTP/1.1 response.
-fn parse_response(response: &[u8]) -> Option<(u16, Vec<u8>)> {
+/// The status code, the body (chunked transfer undone) and whether the
+/// connection stays open, of an HTTP/1.1 response, once it is whole: its
+/// body as long as Content-Length says, or up to the last chunk, or (with
+/// neither) up to the end of the connection, which `at_end` says has come.
+fn parse_response(response: &[u8], at_end: bool) -> Option<Response> {
     let head_end = find(response, b"\r\n\r\n")?;
     let head = std::str::from_utf8(&response[..head_end]).ok()?;
     let status = status_of(head)?;
     let mut body = response[head_end + 4..].to_vec();
-    if !is_chunked(head) {
-        return Some((status, body));
+    let closes =
+        header(head, "connection").is_some_and(|value| value.eq_ignore_ascii_case("close"));
+    if is_chunked(head) {
+        let mut joined = Vec::new();
+        return match dechunk(&mut body, &mut joined)? {
+            true => Some((status, joined, !closes)),
+            false => None,
+        };
     }
-    let mut joined = Vec::new();
-    match dechunk(&mut body, &mut joined)? {
-        true => Some((status, joined)),
-        false => None,
+    match header(head, "content-length").and_then(|length| length.parse::<usize>().ok()) {
+        Some(length) if body.len() >= length => {
+            body.truncate(length);
+            Some((status, body, !closes))
+        }
+        Some(_) => None,
+        None if at_end => Some((status, body, false)),
+        None => None,
     }
+}
+
+/// The value of the header `name` (lower case) in `head`.
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.split("\r\n").skip(1).find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
+    })
 }
 
 /// Moves the whole chunks at the start of `raw` into `body`: Some(true)
@@ -472,11 +579,33 @@ mod tests {
     #[test]
     fn chunked_answers_are_joined() {
         let response = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n";
-        assert_eq!(parse_response(response), Some((200, b"{\"a\":1}".to_vec())));
-        let plain = b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}";
-        assert_eq!(parse_response(plain), Some((404, b"{}".to_vec())));
+        assert_eq!(
+            parse_response(response, false),
+            Some((200, b"{\"a\":1}".to_vec(), true))
+        );
         let cut_short = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n";
-        assert_eq!(parse_response(cut_short), None);
+        assert_eq!(parse_response(cut_short, false), None);
+    }
+
+    #[test]
+    fn an_answer_is_whole_at_its_length_or_at_the_end() {
+        let plain = b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}";
+        assert_eq!(
+            parse_response(plain, false),
+            Some((404, b"{}".to_vec(), true))
+        );
+        assert_eq!(parse_response(&plain[..plain.len() - 1], false), None);
+        let closing = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nConnection: close\r\n\r\n{}";
+        assert_eq!(
+            parse_response(closing, false),
+            Some((200, b"{}".to_vec(), false))
+        );
+        let unframed = b"HTTP/1.1 200 OK\r\n\r\n{}";
+        assert_eq!(parse_response(unframed, false), None);
+        assert_eq!(
+            parse_response(unframed, true),
+            Some((200, b"{}".to_vec(), false))
+        );
     }
 
     #[test]
