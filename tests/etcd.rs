@@ -367,17 +367,7 @@ fn fork_and_detach_hold_an_etcd_lock() {
         .code(4)
         .stdout(format!("{} {}\n", hostname(), holder.pid));
     assert!(holder.release().success());
-    let output = on(
-        &etcd,
-        &["--timeout", "10", "--detach", &lock, "sleep", "1000"],
-    )
-    .stderr(Stdio::null())
-    .output()
-    .unwrap();
-    assert!(output.status.success(), "{output:?}");
-    let detached = common::Detached(text(&output.stdout).trim().parse().unwrap());
-    refused(&mut on(&etcd, &[&lock, "echo", "ran"]), 4);
-    drop(detached);
+    a_detached_command_holds(&etcd, &lock);
     on(&etcd, &["--timeout", "10", &lock, "true"])
         .assert()
         .success();

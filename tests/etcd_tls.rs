@@ -69,17 +69,7 @@ fn every_mode_works_over_mutual_tls() {
     let forked = holding(&etcd, &["--timeout", "10", "--fork", &lock]);
     refused(&mut on(&etcd, &[&lock, "echo", "ran"]), 4);
     assert!(forked.release().success());
-    let output = on(
-        &etcd,
-        &["--timeout", "10", "--detach", &lock, "sleep", "1000"],
-    )
-    .stderr(Stdio::null())
-    .output()
-    .unwrap();
-    assert!(output.status.success(), "{output:?}");
-    let detached = common::Detached(text(&output.stdout).trim().parse().unwrap());
-    refused(&mut on(&etcd, &[&lock, "echo", "ran"]), 4);
-    drop(detached);
+    a_detached_command_holds(&etcd, &lock);
 
     let (fenced, mut stdout) = started(
         on(

@@ -216,6 +216,22 @@ pub fn on(etcd: &Etcd, args: &[&str]) -> Command {
     command
 }
 
+/// A --detach launch on `lock` (waiting up to 10 s) holds the lock for as
+/// long as its command runs.
+pub fn a_detached_command_holds(etcd: &Etcd, lock: &str) {
+    let output = on(
+        etcd,
+        &["--timeout", "10", "--detach", lock, "sleep", "1000"],
+    )
+    .stderr(Stdio::null())
+    .output()
+    .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let detached = super::Detached(text(&output.stdout).trim().parse().unwrap());
+    super::refused(&mut on(etcd, &[lock, "echo", "ran"]), 4);
+    drop(detached);
+}
+
 /// Certificates made by openssl for a test's TLS etcd, in a directory of
 /// their own: a CA (ca.pem), the server's for 127.0.0.1 and localhost
 /// (server.pem, server.key), a client's (client.pem, client.key), one that

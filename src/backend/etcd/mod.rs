@@ -100,6 +100,17 @@ impl EtcdLock {
         }
     }
 
+    /// A lease granted now, the key it would hold the lock by, and when it
+    /// was asked for (its TTL runs from a moment after).
+    fn new_lease(&self) -> Result<(i64, Vec<u8>, Instant), Error> {
+        let asked = Instant::now();
+        let lease = self
+            .gateway()
+            .grant(self.settings.ttl)
+            .map_err(|err| self.error("grant a lease", err))?;
+        Ok((lease, self.our_key(lease), asked))
+    }
+
     fn our_key(&self, lease: i64) -> Vec<u8> {
         let mut key = self.prefix.clone();
         key.extend_from_slice(format!("{lease:x}").as_bytes());
@@ -123,12 +134,7 @@ impl Backend for EtcdLock {
             // A wait in line took it.
             return Ok(Attempt::Acquired(None));
         }
-        let asked = Instant::now();
-        let lease = self
-            .gateway()
-            .grant(self.settings.ttl)
-            .map_err(|err| self.error("grant a lease", err))?;
-        let key = self.our_key(lease);
+        let (lease, key, asked) = self.new_lease()?;
         let created =
             self.gateway()
                 .create_if_no_holder(&self.prefix, &key, &holder_value(), lease);

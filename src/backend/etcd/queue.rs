@@ -65,12 +65,7 @@ impl EtcdLock {
 
     /// A fresh lease, and a key on it at the end of the line.
     fn join_line(&self) -> Result<Taken, Error> {
-        let asked = Instant::now();
-        let lease = self
-            .gateway()
-            .grant(self.settings.ttl)
-            .map_err(|err| self.error("grant a lease", err))?;
-        let key = self.our_key(lease);
+        let (lease, key, asked) = self.new_lease()?;
         match self.gateway().put_new(&key, &holder_value(), lease) {
             Ok(fence) => Ok(Taken {
                 lease,
