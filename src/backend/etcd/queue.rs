@@ -82,7 +82,8 @@ impl EtcdLock {
 
     /// Looks at the line, renewing and watching, until the place is
     /// first, lost, or out of time. An unanswered look is tried again
-    /// while the lease may still be alive.
+    /// while the lease may still be alive; a refusal (no permission, a
+    /// login refused) ends the wait.
     fn wait_for_turn(
         &self,
         place: &mut Taken,
@@ -92,7 +93,7 @@ impl EtcdLock {
             match self.look(place, deadline) {
                 Ok(Look::Behind) => {}
                 Ok(look) => return Ok(look),
-                Err(err) => {
+                Err(err @ CallError::Unreachable(_)) => {
                     let retry_at = Instant::now() + RETRY;
                     if retry_at >= self.lost_at(place) || deadline.is_some_and(|d| retry_at >= d) {
                         return Err(err);
@@ -100,6 +101,7 @@ impl EtcdLock {
                     log::debug!("{}: {err}; asking again", self.name);
                     std::thread::sleep(RETRY);
                 }
+                Err(refused) => return Err(refused),
             }
         }
     }
