@@ -7,6 +7,9 @@
 mod acquire;
 mod backend;
 mod cli;
+// Like the man page: the completions of the default build.
+#[cfg(all(test, feature = "etcd"))]
+mod completions;
 mod detach;
 mod error;
 mod inherited;

@@ -327,11 +327,13 @@ pub fn root_or_skip(needs_root_for: &str) -> bool {
 const PACKAGE_OF: &[(&str, &str)] = &[
     ("etcd", "etcd-server"),
     ("etcdctl", "etcd-client"),
+    ("fish", "fish"),
     ("flock", "util-linux"),
     ("ip", "iproute2"),
     ("openssl", "openssl"),
     ("ss", "iproute2"),
     ("unshare", "util-linux"),
+    ("zsh", "zsh"),
 ];
 
 /// Whether every one of `programs` is on PATH; if not, skips the calling

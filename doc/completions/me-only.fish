@@ -1,0 +1,21 @@
+complete -c me-only -l timeout -d 'Wait at most SECS (fractions allowed; implies --wait), then exit as when held; 0 does not wait' -r
+complete -c me-only -s E -l conflict-exit-code -d 'Exit with N instead of 4 when the lock is held' -r
+complete -c me-only -l etcd -d 'Lock the name LOCK in an etcd cluster, for one instance across hosts. ENDPOINTS: http[s]://HOST:PORT[,...]; without them (--etcd= or --etcd followed by another option), ME_ONLY_ETCD_ENDPOINTS or ETCDCTL_ENDPOINTS. A word right after --etcd is always ENDPOINTS: `--etcd LOCK CMD` is not what you mean, `--etcd= LOCK CMD` is' -r
+complete -c me-only -l ttl -d 'With --etcd: the lease\'s time to live; a holder cut off from etcd this long is fenced off [default: 10]' -r
+complete -c me-only -l kill-after -d 'With --etcd: how long a fenced-off COMMAND has between SIGTERM and SIGKILL [default: 10]' -r
+complete -c me-only -l cacert -d 'With --etcd: the CA certificates (PEM) that sign the https endpoints\' certificates [default: the system\'s]' -r -F
+complete -c me-only -l cert -d 'With --etcd: a client certificate (PEM), for clusters that ask for one; with --key' -r -F
+complete -c me-only -l key -d 'With --etcd: the client certificate\'s private key (PEM)' -r -F
+complete -c me-only -l user -d 'With --etcd: log in to a cluster with auth enabled as USER (the password after a colon, with --password, or in ME_ONLY_ETCD_PASSWORD)' -r
+complete -c me-only -l password -d 'With --etcd: the password of --user (better in ME_ONLY_ETCD_PASSWORD: an argument can be read by any user while me-only starts)' -r
+complete -c me-only -l tcp -d 'Lock a loopback TCP port: LOCK is PORT or ADDR:PORT (ADDR in 127.0.0.0/8; default 127.H.L.1, H.L the low two bytes of the real uid)'
+complete -c me-only -l flock -d 'Lock the file LOCK with flock(2), as flock(1) does, and contend with it: seen from every network namespace that shares the file. LOCK is created (mode 0644 less umask) if missing and never deleted; a symbolic link or anything but a regular file is refused'
+complete -c me-only -s w -l wait -d 'Wait for the lock instead of failing when it is held'
+complete -c me-only -s t -l test -d 'Run nothing: exit 0 if the lock is free, 4 (or -E) if held, and print the holder\'s pid on stdout (with --etcd, HOST PID)'
+complete -c me-only -s f -l fork -d 'Keep the lock in me-only and run COMMAND as its child, forwarding TERM, INT, HUP, QUIT, USR1, USR2 and WINCH; exit with its status, or die of the signal that killed it. If me-only is killed, so is the child. For commands that close all their descriptors but stay in the foreground; a command that daemonizes needs the default exec mode, whose lock descriptor its daemon inherits'
+complete -c me-only -s d -l detach -d 'Start COMMAND in the background, in a session of its own with stdin and stdout on /dev/null, holding the lock; print its pid on stdout and exit 0 once it runs (1 if it could not be started)'
+complete -c me-only -s q -l quiet -d 'Say nothing when the lock is held (other errors are still reported)'
+complete -c me-only -s v -l verbose -d 'Print diagnostics on stderr (RUST_LOG refines them)'
+complete -c me-only -l insecure-skip-tls-verify -d 'With --etcd: do not check the https endpoints\' certificates (the connection is then open to anyone in between)'
+complete -c me-only -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c me-only -s V -l version -d 'Print version'
