@@ -167,8 +167,12 @@ pub struct Cli {
 impl Cli {
     pub fn backend(&self) -> Result<Kind, Error> {
         #[cfg(feature = "etcd")]
-        if let Some(options) = &self.etcd
-            && let Some(endpoints) = &options.etcd
+        if let Some(
+            options @ EtcdOptions {
+                etcd: Some(endpoints),
+                ..
+            },
+        ) = self.etcd.as_deref()
         {
             return options.settings(endpoints, &self.lock).map(Kind::Etcd);
         }

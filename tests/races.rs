@@ -7,7 +7,8 @@
 
 mod common;
 
-use std::io::{PipeReader, PipeWriter, Read, Write};
+use std::fs::File;
+use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::process::{Child, Stdio};
 use std::sync::mpsc;
@@ -28,10 +29,10 @@ const START_FD: i32 = 9;
 fn exactly_one_runs(lock_args: &[String], conflict_line: impl Fn(&str) -> bool) {
     // std's pipes are close-on-exec: no launcher of this or a parallel test
     // inherits an end it was not handed on purpose.
-    let (start_read, mut start_write) = std::io::pipe().unwrap();
-    let (release_read, release_write) = std::io::pipe().unwrap();
-    let (mut ran, ran_write) = std::io::pipe().unwrap();
-    let (mut errors, errors_write) = std::io::pipe().unwrap();
+    let (start_read, mut start_write) = common::pipe();
+    let (release_read, release_write) = common::pipe();
+    let (mut ran, ran_write) = common::pipe();
+    let (mut errors, errors_write) = common::pipe();
 
     let launch_script = format!("read _ <&{START_FD} && exec {START_FD}<&- \"$@\"");
     let pipes = LauncherPipes {
@@ -108,10 +109,10 @@ fn exactly_one_runs(lock_args: &[String], conflict_line: impl Fn(&str) -> bool) 
 
 /// The ends of the round's pipes that each launcher gets.
 struct LauncherPipes {
-    start_read: PipeReader,
-    release_read: PipeReader,
-    ran_write: PipeWriter,
-    errors_write: PipeWriter,
+    start_read: File,
+    release_read: File,
+    ran_write: File,
+    errors_write: File,
 }
 
 fn spawn_launcher(launch_script: &str, lock_args: &[String], pipes: &LauncherPipes) -> Child {

@@ -243,7 +243,7 @@ fn environment_is_kept_plus_lock_variables() {
 /// command, and usable.
 #[test]
 fn inherited_descriptors_are_kept() {
-    let (mut read_end, write_end) = std::io::pipe().unwrap();
+    let (mut read_end, write_end) = common::pipe();
     let write_fd = write_end.as_raw_fd();
     let mut command = me_only();
     command.args([&unique_lock("fds"), "sh", "-c", "echo through-fd-7 >&7"]);

@@ -14,6 +14,14 @@ use std::time::{Duration, Instant};
 
 pub const ME_ONLY: &str = env!("CARGO_BIN_EXE_me-only");
 
+/// A pipe whose ends close on exec, so that only the descriptors a test
+/// hands a child on purpose reach it (std::io::pipe is newer than the
+/// rust-version the package builds with).
+pub fn pipe() -> (std::fs::File, std::fs::File) {
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    (read.into(), write.into())
+}
+
 /// A command that runs the built me-only.
 pub fn me_only() -> Command {
     Command::new(ME_ONLY)

@@ -10,6 +10,7 @@
 //! me-only's pid. It forks a sentry that fences COMMAND off should the
 //! keeper die, and watches the sentry in turn.
 
+use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -25,7 +26,6 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::{ForkResult, fork};
 
-use crate::error::errno_of;
 use crate::process_title;
 
 use super::Settings;
@@ -64,9 +64,16 @@ pub fn start(watch: Watch) -> Result<(), Errno> {
     started
 }
 
+/// A pipe on which a child says it is ready (a byte) or died first (end of
+/// file), closed on exec so that COMMAND never holds either end.
+fn ready_pipe() -> Result<(File, File), Errno> {
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    Ok((File::from(read), File::from(write)))
+}
+
 fn start_with_sigchld_at_default(watch: Watch) -> Result<(), Errno> {
     let holder = pidfd_open(watch.holder)?;
-    let (mut ready, ready_write) = std::io::pipe().map_err(|err| errno_of(&err))?;
+    let (mut ready, ready_write) = ready_pipe()?;
     // SAFETY: me-only is single-threaded here (a waiter's renewal thread has
     // been joined); the children run only their own code.
     match unsafe { fork() }? {
@@ -104,7 +111,7 @@ fn start_with_sigchld_at_default(watch: Watch) -> Result<(), Errno> {
     }
 }
 
-fn keep(watch: &Watch, holder: OwnedFd, mut ready: std::io::PipeWriter) {
+fn keep(watch: &Watch, holder: OwnedFd, mut ready: File) {
     let mut signals = SigSet::empty();
     for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
         signals.add(signal);
@@ -209,7 +216,7 @@ fn keep(watch: &Watch, holder: OwnedFd, mut ready: std::io::PipeWriter) {
 /// pidfd.
 fn start_sentry(watch: &Watch, holder: &OwnedFd) -> Result<OwnedFd, Errno> {
     let keeper = pidfd_open(nix::unistd::getpid().as_raw())?;
-    let (mut ready, mut ready_write) = std::io::pipe().map_err(|err| errno_of(&err))?;
+    let (mut ready, mut ready_write) = ready_pipe()?;
     // SAFETY: the keeper is single-threaded; the child runs only its own
     // code and leaves by _exit.
     match unsafe { fork() }? {

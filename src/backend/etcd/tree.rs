@@ -107,9 +107,7 @@ impl Tree {
                 .map(|(_, fd)| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
                 .collect();
             let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
-            if let Err(errno) = poll(&mut events, timeout)
-                && errno != Errno::EINTR
-            {
+            if poll(&mut events, timeout).is_err_and(|errno| errno != Errno::EINTR) {
                 return false;
             }
         }
