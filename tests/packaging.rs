@@ -10,7 +10,8 @@ fn in_repo(path: &str) -> String {
     fs::read_to_string(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
 }
 
-/// One version: Cargo.toml's, which `--version` prints, is the package's.
+/// One version: Cargo.toml's, which `--version` prints, is the package's
+/// upstream version, followed by a Debian revision (format 3.0 (quilt)).
 #[test]
 fn debian_changelog_version_is_the_crate_version() {
     let changelog = in_repo("debian/changelog");
@@ -20,7 +21,17 @@ fn debian_changelog_version_is_the_crate_version() {
         .and_then(|rest| rest.split_once(')'))
         .map(|(version, _)| version)
         .unwrap_or_else(|| panic!("unexpected first line: {first_line}"));
-    assert_eq!(version, env!("CARGO_PKG_VERSION"));
+    let (upstream, revision) = version
+        .rsplit_once('-')
+        .unwrap_or_else(|| panic!("{version}: no Debian revision"));
+    assert_eq!(upstream, env!("CARGO_PKG_VERSION"));
+    assert!(
+        !revision.is_empty()
+            && revision
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.'),
+        "{version}: odd Debian revision"
+    );
 }
 
 /// Every file the package installs exists in the tree.
