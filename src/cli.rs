@@ -11,8 +11,11 @@ use crate::error::Error;
 
 #[cfg(feature = "etcd")]
 mod etcd;
+mod replace;
+
 #[cfg(feature = "etcd")]
 use etcd::EtcdOptions;
+pub use replace::{Replace, ReplaceOptions};
 
 /// The end of `--help`, and the source of the man page's EXIT STATUS,
 /// ENVIRONMENT and EXAMPLES sections (see man.rs): headings end in ':',
@@ -57,6 +60,7 @@ EXAMPLES:
   me-only --tcp 127.0.0.1:7000 ./server
   me-only --flock /var/lock/backup.lock /usr/local/bin/backup  (with flock(1) users)
   pid=$(me-only --detach /tmp/worker ./worker) && echo \"worker is $pid\"
+  me-only --replace-older 3600 /run/sync /usr/local/bin/sync   (a run hung an hour is stopped)
   me-only --etcd http://10.0.0.5:2379 nightly-report /usr/local/bin/report";
 
 /// Run COMMAND only if no other instance holding LOCK is running.
@@ -162,6 +166,11 @@ pub struct Cli {
     #[cfg(feature = "etcd")]
     #[arg(skip)]
     pub etcd: Option<Box<EtcdOptions>>,
+
+    /// --replace, --replace-older and --kill-after (defined, like the etcd
+    /// options, only where the command line has them).
+    #[arg(skip)]
+    pub replacing: ReplaceOptions,
 }
 
 impl Cli {
@@ -174,7 +183,14 @@ impl Cli {
             },
         ) = self.etcd.as_deref()
         {
-            return options.settings(endpoints, &self.lock).map(Kind::Etcd);
+            if self.replacing.replace().is_some() {
+                return Err(Error::Usage(
+                    "--replace and --replace-older do not work with --etcd yet".into(),
+                ));
+            }
+            return options
+                .settings(endpoints, &self.lock, self.replacing.kill_after())
+                .map(Kind::Etcd);
         }
         Ok(match (self.tcp, self.flock) {
             (true, _) => Kind::Tcp,
@@ -235,9 +251,12 @@ where
     let parsed = command.try_get_matches_from(args).and_then(|mut matches| {
         #[allow(unused_mut)]
         let mut cli = Cli::from_arg_matches_mut(&mut matches)?;
-        #[cfg(feature = "etcd")]
         if full {
-            cli.etcd = Some(Box::new(EtcdOptions::from_arg_matches_mut(&mut matches)?));
+            #[cfg(feature = "etcd")]
+            {
+                cli.etcd = Some(Box::new(EtcdOptions::from_arg_matches_mut(&mut matches)?));
+            }
+            cli.replacing = ReplaceOptions::from_arg_matches_mut(&mut matches)?;
         }
         Ok(cli)
     });
@@ -254,18 +273,19 @@ where
 
 /// The whole command line's definition, as --help and the man page show it.
 pub fn full_command() -> clap::Command {
+    let command = <ReplaceOptions as clap::Args>::augment_args(Cli::command());
     #[cfg(feature = "etcd")]
-    return <EtcdOptions as clap::Args>::augment_args(Cli::command());
-    #[cfg(not(feature = "etcd"))]
-    Cli::command()
+    let command = <EtcdOptions as clap::Args>::augment_args(command);
+    command
 }
 
-/// Whether the words may need more than the kernel locks' options: they
-/// name an etcd option, or ask for help or the version (which must show
-/// everything). Any word counts, even one of COMMAND's: the full
+/// Whether the words may need more than the kernel locks' everyday
+/// options: they name an etcd or a --replace option, or ask for help or the
+/// version (which must show everything). Any word counts, even one of COMMAND's: the full
 /// definition parses every command line the lean one does, the same way.
 fn full_command_needed(args: &[OsString]) -> bool {
-    const FULL_ONLY: [&str; 11] = [
+    const FULL_ONLY: [&str; 12] = [
+        "--replace",
         "--etcd",
         "--ttl",
         "--kill-after",
@@ -411,7 +431,7 @@ mod tests {
     }
 
     #[test]
-    fn only_etcd_help_and_version_words_need_the_full_definition() {
+    fn only_etcd_replace_help_and_version_words_need_the_full_definition() {
         let needed = |words: &[&str]| {
             let words: Vec<OsString> = words.iter().map(OsString::from).collect();
             full_command_needed(&words)
@@ -425,6 +445,8 @@ mod tests {
             &["me-only", "--etcd=", "l", "x"],
             &["me-only", "--ttl", "5", "l", "x"],
             &["me-only", "--kill-after=1", "l", "x"],
+            &["me-only", "--replace", "l", "x"],
+            &["me-only", "--replace-older=60", "l", "x"],
             &["me-only", "--help"],
             &["me-only", "-qh"],
             &["me-only", "-V"],

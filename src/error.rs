@@ -28,6 +28,13 @@ pub enum Error {
         holder: Holder,
         waited: Option<Duration>,
     },
+    /// --replace found a holder it cannot stop: `why` says why (not
+    /// permitted, or no pid to signal).
+    NotReplaced {
+        lock: String,
+        holder: Holder,
+        why: &'static str,
+    },
     /// The lock could not be set up: a system call other than the contended
     /// bind failed.
     Lock {
@@ -71,7 +78,7 @@ impl Error {
     pub fn exit_code(&self, conflict: ConflictPolicy) -> u8 {
         match self {
             Error::Usage(_) => EXIT_USAGE,
-            Error::Busy { .. } => conflict.exit_code,
+            Error::Busy { .. } | Error::NotReplaced { .. } => conflict.exit_code,
             Error::Lock { .. } | Error::NotALockFile { .. } => EXIT_LOCK_ERROR,
             #[cfg(feature = "etcd")]
             Error::Etcd { .. } => EXIT_LOCK_ERROR,
@@ -144,6 +151,12 @@ impl fmt::Display for Error {
                 "{lock}: still held by {holder} after {:.1} s",
                 waited.as_secs_f64()
             ),
+            Error::NotReplaced { lock, holder, why } => {
+                write!(
+                    f,
+                    "{lock}: held by {holder}, which --replace cannot stop: {why}"
+                )
+            }
             Error::Lock {
                 lock,
                 action,

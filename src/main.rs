@@ -18,9 +18,11 @@ mod launch;
 // that feature has a shorter --help, and no page is checked against it.
 #[cfg(all(test, feature = "etcd"))]
 mod man;
+mod pidfd;
 #[cfg(feature = "etcd")]
 mod process_title;
 mod procfs;
+mod replace;
 mod supervise;
 mod test_mode;
 mod unix_diag;
@@ -87,6 +89,9 @@ fn run(cli: Cli) -> Result<u8, Error> {
     let lock = backend::from_cli(&cli.lock, cli.backend()?)?;
     if cli.test {
         return test_mode::report(lock.as_ref(), cli.conflict_exit_code);
+    }
+    if let Some(replace) = cli.replacing.replace() {
+        replace::make_way(lock.as_ref(), replace)?;
     }
     let held = launch::Held {
         lock: lock.as_ref(),

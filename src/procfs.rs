@@ -5,6 +5,7 @@
 
 use std::fs;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
+use std::time::Duration;
 
 use nix::libc;
 
@@ -315,6 +316,32 @@ pub fn process_uid(pid: i32) -> Option<u32> {
         .map(|meta| meta.uid())
 }
 
+/// How long ago a process started, as /proc tells (to its clock ticks).
+pub fn process_age(pid: i32) -> Option<Duration> {
+    let started = start_ticks(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
+    let uptime: f64 = fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf only reads a setting.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks_per_second <= 0 {
+        return None;
+    }
+    let age = uptime - started as f64 / ticks_per_second as f64;
+    Duration::try_from_secs_f64(age.max(0.0)).ok()
+}
+
+/// The start time field of /proc/PID/stat (the 22nd), in clock ticks after
+/// boot. The command name (2nd field, in parentheses) may hold spaces and
+/// parentheses itself: fields are counted after its last ')'.
+fn start_ticks(stat: &str) -> Option<u64> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(22 - 3)?.parse().ok()
+}
+
 /// A process's command line, its arguments joined by spaces.
 pub fn command_line(pid: i32) -> Option<String> {
     let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
@@ -329,6 +356,20 @@ pub fn command_line(pid: i32) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn start_time_is_counted_after_the_command_name() {
+        let stat = "4242 (a) b (c) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 \
+                    987654 1000 200 18446744073709551615";
+        assert_eq!(start_ticks(stat), Some(987654));
+        assert_eq!(start_ticks("4242 (cut short) S 1"), None);
+    }
+
+    #[test]
+    fn our_own_age_is_a_moment() {
+        let age = process_age(std::process::id() as i32).expect("our own /proc/PID/stat");
+        assert!(age < Duration::from_secs(3600), "{age:?}");
+    }
 
     #[test]
     fn addresses_parse_in_host_byte_order() {

@@ -1,8 +1,9 @@
 complete -c me-only -l timeout -d 'Wait at most SECS (fractions allowed; implies --wait), then exit as when held; 0 does not wait' -r
 complete -c me-only -s E -l conflict-exit-code -d 'Exit with N instead of 4 when the lock is held' -r
+complete -c me-only -l replace-older -d 'Like --replace, but only a holder started at least SECS ago; a younger one is a conflict as without --replace' -r
+complete -c me-only -l kill-after -d 'How long a process being stopped (--replace\'s holder; with --etcd, a fenced-off COMMAND) has between SIGTERM and SIGKILL [default: 10]' -r
 complete -c me-only -l etcd -d 'Lock the name LOCK in an etcd cluster, for one instance across hosts. ENDPOINTS: http[s]://HOST:PORT[,...]; without them (--etcd= or --etcd followed by another option), ME_ONLY_ETCD_ENDPOINTS or ETCDCTL_ENDPOINTS. A word right after --etcd is always ENDPOINTS: `--etcd LOCK CMD` is not what you mean, `--etcd= LOCK CMD` is' -r
 complete -c me-only -l ttl -d 'With --etcd: the lease\'s time to live; a holder cut off from etcd this long is fenced off [default: 10]' -r
-complete -c me-only -l kill-after -d 'With --etcd: how long a fenced-off COMMAND has between SIGTERM and SIGKILL [default: 10]' -r
 complete -c me-only -l cacert -d 'With --etcd: the CA certificates (PEM) that sign the https endpoints\' certificates [default: the system\'s]' -r -F
 complete -c me-only -l cert -d 'With --etcd: a client certificate (PEM), for clusters that ask for one; with --key' -r -F
 complete -c me-only -l key -d 'With --etcd: the client certificate\'s private key (PEM)' -r -F
@@ -16,6 +17,7 @@ complete -c me-only -s f -l fork -d 'Keep the lock in me-only and run COMMAND as
 complete -c me-only -s d -l detach -d 'Start COMMAND in the background, in a session of its own with stdin and stdout on /dev/null, holding the lock; print its pid on stdout and exit 0 once it runs (1 if it could not be started)'
 complete -c me-only -s q -l quiet -d 'Say nothing when the lock is held (other errors are still reported)'
 complete -c me-only -s v -l verbose -d 'Print diagnostics on stderr (RUST_LOG refines them)'
+complete -c me-only -l replace -d 'Stop the instance that holds the lock (SIGTERM, SIGKILL after --kill-after; every process that holds it in turn), then run COMMAND once the lock is free. Kernel locks only, not --etcd yet'
 complete -c me-only -l insecure-skip-tls-verify -d 'With --etcd: do not check the https endpoints\' certificates (the connection is then open to anyone in between)'
 complete -c me-only -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c me-only -s V -l version -d 'Print version'

@@ -9,8 +9,6 @@ use std::time::Duration;
 use crate::backend::etcd::{Gateway, Login, Settings, TlsOptions};
 use crate::error::Error;
 
-use super::parse_seconds;
-
 // The options are added to the command line's definition only where the
 // words ask for them (or for --help): each option clap defines costs every
 // launch, and the launches that use a kernel lock are the ones that count
@@ -41,17 +39,6 @@ pub struct EtcdOptions {
         requires = "etcd"
     )]
     pub ttl: Option<i64>,
-
-    /// With --etcd: how long a fenced-off COMMAND has between SIGTERM and
-    /// SIGKILL [default: 10]
-    #[arg(
-        long,
-        value_name = "SECS",
-        value_parser = parse_seconds,
-        allow_negative_numbers = true,
-        requires = "etcd"
-    )]
-    pub kill_after: Option<Duration>,
 
     /// With --etcd: the CA certificates (PEM) that sign the https
     /// endpoints' certificates [default: the system's]
@@ -84,10 +71,9 @@ pub struct EtcdOptions {
     pub password: Option<String>,
 }
 
-/// --ttl and --kill-after when not given. Defaults applied here rather than
-/// by clap: every default clap fills in costs every launch, etcd or not.
+/// --ttl when not given. Applied here rather than by clap: every default
+/// clap fills in costs every launch, etcd or not.
 const DEFAULT_TTL: i64 = 10;
-const DEFAULT_KILL_AFTER: Duration = Duration::from_secs(10);
 
 /// Where an option is found when not given: me-only's own variable first,
 /// then etcdctl's.
@@ -96,8 +82,14 @@ const ENV_PREFIXES: [&str; 2] = ["ME_ONLY_ETCD_", "ETCDCTL_"];
 impl EtcdOptions {
     /// The etcd backend's settings, for LOCK. A malformed endpoint or a
     /// missing half of a pair is a usage error; a file that cannot be used
-    /// (TLS) is a lock error.
-    pub fn settings(&self, endpoints: &str, lock: &OsStr) -> Result<Settings, Error> {
+    /// (TLS) is a lock error. A fenced-off COMMAND gets `kill_after`
+    /// between SIGTERM and SIGKILL.
+    pub fn settings(
+        &self,
+        endpoints: &str,
+        lock: &OsStr,
+        kill_after: Duration,
+    ) -> Result<Settings, Error> {
         let endpoints = match endpoints {
             "" => from_environment("ENDPOINTS").ok_or_else(|| {
                 Error::Usage(
@@ -122,7 +114,7 @@ impl EtcdOptions {
         Ok(Settings {
             gateway,
             ttl: self.ttl.unwrap_or(DEFAULT_TTL),
-            kill_after: self.kill_after.unwrap_or(DEFAULT_KILL_AFTER),
+            kill_after,
         })
     }
 

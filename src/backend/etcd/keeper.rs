@@ -26,11 +26,12 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::{ForkResult, fork};
 
+use crate::pidfd::{has_exited, pidfd_open};
 use crate::process_title;
 
 use super::Settings;
 use super::gateway::{self, Gateway};
-use super::tree::{Tree, has_exited, pidfd_open};
+use super::tree::Tree;
 
 /// What the keeper looks after.
 pub struct Watch {

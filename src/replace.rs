@@ -1,0 +1,81 @@
+//! --replace: stop the instance that holds the lock, so that this one can
+//! run (Ubuntu's run-this-one). Each holder in turn gets SIGTERM, then
+//! SIGKILL after --kill-after: when COMMAND has exited, a child that
+//! inherited the lock descriptor still holds the lock, and is next.
+//!
+//! Signals go through a pidfd taken while that pid is the holder the lock
+//! names, so they never reach a process that reused the pid.
+
+use std::time::Instant;
+
+use log::debug;
+use nix::errno::Errno;
+use nix::libc;
+
+use crate::backend::{Backend, Holder, Probe};
+use crate::cli::Replace;
+use crate::error::Error;
+use crate::pidfd::{pidfd_open, send, wait_for_exit};
+use crate::procfs;
+
+/// How many holders in turn are stopped at most: a holder that starts a
+/// new one each time it is stopped is not chased for ever (the lock is then
+/// held, as without --replace).
+const MAX_HOLDERS: usize = 64;
+
+/// Stops whoever holds `lock` (if old enough), until it is free. Returns
+/// when it is free, or when the holder is to be left alone (younger than
+/// --replace-older, or chased too long): the caller's acquisition then
+/// finds it free or held, as usual. A holder that cannot be stopped is an
+/// error.
+pub fn make_way(lock: &dyn Backend, replace: Replace) -> Result<(), Error> {
+    for _ in 0..MAX_HOLDERS {
+        let Probe::Held(holder) = lock.probe()? else {
+            return Ok(());
+        };
+        let refuse = |why| Error::NotReplaced {
+            lock: lock.name().to_owned(),
+            holder: holder.clone(),
+            why,
+        };
+        let pid = holder
+            .pid
+            .ok_or_else(|| refuse("the kernel does not tell its pid"))?;
+        if let Some(older_than) = replace.older_than {
+            if procfs::process_age(pid).is_none_or(|age| age < older_than) {
+                debug!("{}: pid {pid} is younger than --replace-older", lock.name());
+                return Ok(());
+            }
+        }
+        let pidfd = match pidfd_open(pid) {
+            Ok(pidfd) => pidfd,
+            Err(Errno::ESRCH) => continue,
+            Err(_) => return Err(refuse("no pidfd for it")),
+        };
+        // The pid may have changed hands since the lock named it.
+        if !still_held_by(lock, pid)? {
+            continue;
+        }
+        debug!("{}: stopping pid {pid}", lock.name());
+        match send(&pidfd, libc::SIGTERM) {
+            Ok(()) => {}
+            Err(Errno::ESRCH) => continue,
+            Err(Errno::EPERM) => return Err(refuse("not permitted to signal it")),
+            Err(_) => return Err(refuse("it cannot be signalled")),
+        }
+        if !wait_for_exit(&pidfd, Instant::now() + replace.kill_after) {
+            debug!("{}: pid {pid} outlived --kill-after: SIGKILL", lock.name());
+            let _ = send(&pidfd, libc::SIGKILL);
+            // A process killed in uninterruptible sleep dies when that ends.
+            wait_for_exit(&pidfd, Instant::now() + replace.kill_after);
+        }
+    }
+    Ok(())
+}
+
+fn still_held_by(lock: &dyn Backend, pid: i32) -> Result<bool, Error> {
+    Ok(matches!(
+        lock.probe()?,
+        Probe::Held(Holder { pid: Some(holder), .. }) if holder == pid
+    ))
+}

@@ -1,0 +1,169 @@
+//! --replace and --replace-older: the holder is stopped, then COMMAND runs.
+
+mod common;
+
+use std::os::unix::process::ExitStatusExt;
+
+use std::time::Duration;
+
+use common::{Holding, free_port, gone_within, me_only, refused, text, unique_lock};
+
+/// The lock options of each kernel backend, for a fresh lock (the temporary
+/// directory of a lock file is kept alive by the caller).
+fn each_kernel_lock() -> Vec<(&'static str, Vec<String>, Option<tempfile::TempDir>)> {
+    let (dir, file) = common::lock_file();
+    vec![
+        ("abstract", vec![unique_lock("replace")], None),
+        (
+            "tcp",
+            vec!["--tcp".into(), format!("127.0.0.1:{}", free_port())],
+            None,
+        ),
+        (
+            "flock",
+            vec!["--flock".into(), file.to_string_lossy().into_owned()],
+            Some(dir),
+        ),
+    ]
+}
+
+#[test]
+fn the_holder_gets_sigterm_and_the_command_runs() {
+    for (backend, lock, _dir) in each_kernel_lock() {
+        let holder = Holding::start(&lock);
+        let output = me_only()
+            .arg("--replace")
+            .args(&lock)
+            .args(["sh", "-c", "echo ran"])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{backend}: {output:?}");
+        assert_eq!(text(&output.stdout), "ran\n", "{backend}");
+        assert_eq!(
+            holder.release().signal(),
+            Some(15),
+            "{backend}: the holder's end"
+        );
+    }
+}
+
+#[test]
+fn a_holder_that_ignores_sigterm_is_killed_and_so_is_the_child_it_left_the_lock_to() {
+    for (backend, lock, _dir) in each_kernel_lock() {
+        let child_pid_file = tempfile::NamedTempFile::new().unwrap();
+        // The child inherits the lock's descriptor and, from sh, the ignored
+        // SIGTERM: once sh is killed, the child holds the lock.
+        let script = format!(
+            "trap '' TERM; sleep 1000 & echo $! > {}; echo ready; wait",
+            child_pid_file.path().display()
+        );
+        let holder = Holding::with_script(&lock, &script);
+        let child: i32 = std::fs::read_to_string(child_pid_file.path())
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let output = me_only()
+            .args(["--replace", "--kill-after", "0.2"])
+            .args(&lock)
+            .args(["sh", "-c", "echo ran"])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{backend}: {output:?}");
+        assert_eq!(text(&output.stdout), "ran\n", "{backend}");
+        assert_eq!(
+            holder.release().signal(),
+            Some(9),
+            "{backend}: the holder's end"
+        );
+        assert!(
+            gone_within(child, Duration::from_secs(5)),
+            "{backend}: the holder's child {child} runs on"
+        );
+    }
+}
+
+#[test]
+fn replace_older_leaves_a_younger_holder_alone_and_stops_an_older_one() {
+    for (backend, lock, _dir) in each_kernel_lock() {
+        let holder = Holding::start(&lock);
+        let message = refused(
+            me_only()
+                .args(["--replace-older", "3600"])
+                .args(&lock)
+                .args(["echo", "ran"]),
+            4,
+        );
+        assert!(
+            message.contains(&format!("held by pid {}", holder.pid)),
+            "{backend}: {message}"
+        );
+        let output = me_only()
+            .args(["--replace-older", "0"])
+            .args(&lock)
+            .args(["echo", "ran"])
+            .output()
+            .unwrap();
+        assert_eq!(text(&output.stdout), "ran\n", "{backend}: {output:?}");
+        assert_eq!(holder.release().signal(), Some(15), "{backend}");
+    }
+}
+
+#[test]
+fn a_holder_that_may_not_be_signalled_is_a_conflict_and_keeps_running() {
+    if !common::root_or_skip("run the replacer as another user than the holder") {
+        return;
+    }
+    let lock = unique_lock("replace-eperm");
+    let holder = Holding::start([&lock]);
+    let (_dir, mut replacer) = common::me_only_as_user(65534);
+    let message = refused(replacer.args(["--replace", &lock, "echo", "ran"]), 4);
+    assert!(
+        message.contains(&format!("held by pid {} (uid 0)", holder.pid))
+            && message.contains("not permitted"),
+        "{message}"
+    );
+    let (_dir, mut replacer) = common::me_only_as_user(65534);
+    let status = replacer
+        .args(["--replace", "-E", "75", &lock, "true"])
+        .status()
+        .unwrap();
+    assert_eq!(
+        status.code(),
+        Some(75),
+        "-E applies to a refused replacement"
+    );
+    assert!(holder.release().success(), "the holder was stopped");
+}
+
+#[test]
+fn a_free_lock_just_runs() {
+    let output = me_only()
+        .args(["--replace", &unique_lock("replace-free"), "echo", "ran"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(text(&output.stdout), "ran\n");
+}
+
+#[test]
+fn replace_options_that_make_no_sense_are_usage_errors() {
+    let lock = unique_lock("replace-usage");
+    for words in [
+        &["--replace", "--test", &lock][..],
+        &["--replace-older", "5", "--test", &lock],
+        &["--replace", "--replace-older", "5", &lock, "true"],
+        &["--replace-older", "-1", &lock, "true"],
+        &["--replace-older", "soon", &lock, "true"],
+        &["--kill-after", "-1", &lock, "true"],
+    ] {
+        refused(me_only().args(words), 2);
+    }
+    if cfg!(feature = "etcd") {
+        let message = refused(
+            me_only().args(["--etcd", "http://127.0.0.1:1", "--replace", &lock, "true"]),
+            2,
+        );
+        assert!(message.contains("--etcd"), "{message}");
+    }
+}
