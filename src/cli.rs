@@ -11,11 +11,11 @@ use crate::error::Error;
 
 #[cfg(feature = "etcd")]
 mod etcd;
-mod replace;
+mod occasional;
 
 #[cfg(feature = "etcd")]
 use etcd::EtcdOptions;
-pub use replace::{Replace, ReplaceOptions};
+pub use occasional::{OccasionalOptions, Replace};
 
 /// The end of `--help`, and the source of the man page's EXIT STATUS,
 /// ENVIRONMENT and EXAMPLES sections (see man.rs): headings end in ':',
@@ -40,6 +40,7 @@ ENVIRONMENT:
   ME_ONLY_LOCK            set for COMMAND: the LOCK it holds
   ME_ONLY_FD              set for COMMAND: the descriptor that holds the lock
                           (not with --fork or --etcd)
+  ME_ONLY_SLOT            set for COMMAND with --slots: which slot it holds, 1 to N
   ME_ONLY_FENCE           set for COMMAND with --etcd: the lock key's create
                           revision, a fencing token that grows with every holder
   ME_ONLY_ETCD_*          --etcd's settings not given on the command line:
@@ -61,6 +62,7 @@ EXAMPLES:
   me-only --flock /var/lock/backup.lock /usr/local/bin/backup  (with flock(1) users)
   pid=$(me-only --detach /tmp/worker ./worker) && echo \"worker is $pid\"
   me-only --replace-older 3600 /run/sync /usr/local/bin/sync   (a run hung an hour is stopped)
+  me-only --slots 4 --wait /tmp/encode ./encode \"$file\"       (four at once at most)
   me-only --etcd http://10.0.0.5:2379 nightly-report /usr/local/bin/report";
 
 /// Run COMMAND only if no other instance holding LOCK is running.
@@ -167,10 +169,10 @@ pub struct Cli {
     #[arg(skip)]
     pub etcd: Option<Box<EtcdOptions>>,
 
-    /// --replace, --replace-older and --kill-after (defined, like the etcd
-    /// options, only where the command line has them).
+    /// --replace, --slots and the like (defined, like the etcd options,
+    /// only where the command line has them).
     #[arg(skip)]
-    pub replacing: ReplaceOptions,
+    pub occasional: OccasionalOptions,
 }
 
 impl Cli {
@@ -183,13 +185,16 @@ impl Cli {
             },
         ) = self.etcd.as_deref()
         {
-            if self.replacing.replace().is_some() {
+            if self.occasional.replace().is_some() {
                 return Err(Error::Usage(
                     "--replace and --replace-older do not work with --etcd yet".into(),
                 ));
             }
+            if self.occasional.slots.is_some() {
+                return Err(Error::Usage("--slots does not work with --etcd yet".into()));
+            }
             return options
-                .settings(endpoints, &self.lock, self.replacing.kill_after())
+                .settings(endpoints, &self.lock, self.occasional.kill_after())
                 .map(Kind::Etcd);
         }
         Ok(match (self.tcp, self.flock) {
@@ -256,7 +261,7 @@ where
             {
                 cli.etcd = Some(Box::new(EtcdOptions::from_arg_matches_mut(&mut matches)?));
             }
-            cli.replacing = ReplaceOptions::from_arg_matches_mut(&mut matches)?;
+            cli.occasional = OccasionalOptions::from_arg_matches_mut(&mut matches)?;
         }
         Ok(cli)
     });
@@ -273,19 +278,20 @@ where
 
 /// The whole command line's definition, as --help and the man page show it.
 pub fn full_command() -> clap::Command {
-    let command = <ReplaceOptions as clap::Args>::augment_args(Cli::command());
+    let command = <OccasionalOptions as clap::Args>::augment_args(Cli::command());
     #[cfg(feature = "etcd")]
     let command = <EtcdOptions as clap::Args>::augment_args(command);
     command
 }
 
 /// Whether the words may need more than the kernel locks' everyday
-/// options: they name an etcd or a --replace option, or ask for help or the
+/// options: they name an etcd or an occasional option, or ask for help or the
 /// version (which must show everything). Any word counts, even one of COMMAND's: the full
 /// definition parses every command line the lean one does, the same way.
 fn full_command_needed(args: &[OsString]) -> bool {
-    const FULL_ONLY: [&str; 12] = [
+    const FULL_ONLY: [&str; 13] = [
         "--replace",
+        "--slots",
         "--etcd",
         "--ttl",
         "--kill-after",

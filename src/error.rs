@@ -28,6 +28,14 @@ pub enum Error {
         holder: Holder,
         waited: Option<Duration>,
     },
+    /// Every one of LOCK's --slots is held (still, after `waited`), by
+    /// `holders` where they could be named.
+    SlotsBusy {
+        lock: String,
+        count: usize,
+        holders: Vec<Holder>,
+        waited: Option<Duration>,
+    },
     /// --replace found a holder it cannot stop: `why` says why (not
     /// permitted, or no pid to signal).
     NotReplaced {
@@ -78,7 +86,9 @@ impl Error {
     pub fn exit_code(&self, conflict: ConflictPolicy) -> u8 {
         match self {
             Error::Usage(_) => EXIT_USAGE,
-            Error::Busy { .. } | Error::NotReplaced { .. } => conflict.exit_code,
+            Error::Busy { .. } | Error::SlotsBusy { .. } | Error::NotReplaced { .. } => {
+                conflict.exit_code
+            }
             Error::Lock { .. } | Error::NotALockFile { .. } => EXIT_LOCK_ERROR,
             #[cfg(feature = "etcd")]
             Error::Etcd { .. } => EXIT_LOCK_ERROR,
@@ -94,7 +104,7 @@ impl Error {
 
     /// Whether the line on stderr is wanted; `--quiet` silences conflicts only.
     pub fn is_reported(&self, conflict: ConflictPolicy) -> bool {
-        !(conflict.quiet && matches!(self, Error::Busy { .. }))
+        !(conflict.quiet && matches!(self, Error::Busy { .. } | Error::SlotsBusy { .. }))
     }
 
     /// A lock error from a failed system call.
@@ -151,6 +161,23 @@ impl fmt::Display for Error {
                 "{lock}: still held by {holder} after {:.1} s",
                 waited.as_secs_f64()
             ),
+            Error::SlotsBusy {
+                lock,
+                count,
+                holders,
+                waited,
+            } => {
+                write!(f, "{lock}: all {count} slots are ")?;
+                match waited {
+                    None => write!(f, "held"),
+                    Some(waited) => write!(f, "still held after {:.1} s", waited.as_secs_f64()),
+                }?;
+                if !holders.is_empty() {
+                    let holders: Vec<String> = holders.iter().map(Holder::to_string).collect();
+                    write!(f, ", by {}", holders.join(", "))?;
+                }
+                Ok(())
+            }
             Error::NotReplaced { lock, holder, why } => {
                 write!(
                     f,

@@ -20,6 +20,8 @@ use crate::inherited;
 /// Names COMMAND learns its lock by.
 pub const ENV_LOCK: &str = "ME_ONLY_LOCK";
 pub const ENV_FD: &str = "ME_ONLY_FD";
+/// Which of --slots' locks COMMAND holds, 1 to N.
+pub const ENV_SLOT: &str = "ME_ONLY_SLOT";
 /// The fencing token of a lock that has one (etcd's); an outer me-only's
 /// must not pass for the inner COMMAND's.
 pub const ENV_FENCE: &str = "ME_ONLY_FENCE";
@@ -27,8 +29,10 @@ pub const ENV_FENCE: &str = "ME_ONLY_FENCE";
 /// A lock just taken, to be handed to COMMAND.
 pub struct Held<'a> {
     pub lock: &'a dyn Backend,
-    /// LOCK as given, for ME_ONLY_LOCK.
+    /// LOCK as given (with --slots, the slot's), for ME_ONLY_LOCK.
     pub given: &'a OsStr,
+    /// With --slots, which one, for ME_ONLY_SLOT.
+    pub slot: Option<u32>,
     /// The descriptor that holds the lock, if one does.
     pub fd: Option<OwnedFd>,
 }
@@ -66,7 +70,12 @@ pub fn words(command: &[OsString]) -> String {
 /// would reset the signal mask and SIGPIPE: COMMAND must see what me-only
 /// was started with (main.rs keeps std's runtime from changing it).
 pub fn exec(held: Held, command: &[OsString]) -> Error {
-    let Held { lock, given, fd } = held;
+    let Held {
+        lock,
+        given,
+        slot,
+        fd,
+    } = held;
     let name = lock.name();
     if let Err(err) = lock.hand_over(std::process::id() as i32) {
         return err;
@@ -77,18 +86,29 @@ pub fn exec(held: Held, command: &[OsString]) -> Error {
     // Ownership passes to COMMAND: nothing in me-only may close it now.
     let fd = fd.map(IntoRawFd::into_raw_fd);
     let argv: Vec<CString> = command.iter().map(|arg| c_string(arg)).collect();
-    // SAFETY: nothing reads the environment while it changes: the only
-    // thread me-only may still have, a --flock --timeout waiter, does
-    // nothing but block in flock(2). Setting it in place
-    // (replacing any ME_ONLY_* of an outer me-only) costs two setenv calls,
-    // where building a new environment would copy every variable.
+    // SAFETY: nothing reads the environment while it changes: the threads
+    // me-only may still have, a --flock --timeout waiter and --slots'
+    // waiters, only bind, connect, poll, open and flock, none of which
+    // reads it. Setting it in place costs a setenv or two, where building
+    // a new environment would copy every variable; each unsetenv is a walk
+    // through the whole environment, so an outer me-only's variables are
+    // looked for once, and removed only when there are any.
     unsafe {
+        let outer = outer_variables_present();
         std::env::set_var(ENV_LOCK, given);
         match fd {
             Some(fd) => std::env::set_var(ENV_FD, fd.to_string()),
-            None => std::env::remove_var(ENV_FD),
+            None if outer => std::env::remove_var(ENV_FD),
+            None => {}
         }
-        std::env::remove_var(ENV_FENCE);
+        match slot {
+            Some(slot) => std::env::set_var(ENV_SLOT, slot.to_string()),
+            None if outer => std::env::remove_var(ENV_SLOT),
+            None => {}
+        }
+        if outer {
+            std::env::remove_var(ENV_FENCE);
+        }
         for (variable, value) in lock.environment() {
             std::env::set_var(variable, value);
         }
@@ -105,6 +125,34 @@ pub fn exec(held: Held, command: &[OsString]) -> Error {
     }
 }
 
+/// Whether any ME_ONLY_* variable is set (an outer me-only's, or one
+/// inherited from its COMMAND): one walk through the environment that looks
+/// at little more than each entry's first byte, where std's `var_os` would
+/// copy, and each unsetenv walk it all.
+///
+/// # Safety
+/// Nothing may change the environment meanwhile.
+unsafe fn outer_variables_present() -> bool {
+    const PREFIX: &[u8] = b"ME_ONLY_";
+    // SAFETY: environ is a null-terminated array of C strings, which the
+    // caller guarantees nothing changes while it is read.
+    unsafe {
+        let mut entry = nix::libc::environ as *const *const std::ffi::c_char;
+        while !entry.is_null() && !(*entry).is_null() {
+            let text = (*entry).cast::<u8>();
+            let mut matched = 0;
+            while matched < PREFIX.len() && *text.add(matched) == PREFIX[matched] {
+                matched += 1;
+            }
+            if matched == PREFIX.len() {
+                return true;
+            }
+            entry = entry.add(1);
+        }
+    }
+    false
+}
+
 /// Clears close-on-exec on the lock descriptor, the one me-only hands on.
 pub fn keep_across_exec(lock_name: &str, lock_fd: &OwnedFd) -> Result<(), Error> {
     fcntl(lock_fd, FcntlArg::F_SETFD(FdFlag::empty()))
@@ -114,9 +162,9 @@ pub fn keep_across_exec(lock_name: &str, lock_fd: &OwnedFd) -> Result<(), Error>
 
 /// COMMAND as a child process that starts as if started directly: with
 /// `mask`, the signal mask me-only was started with, and SIGPIPE as it was,
-/// both of which std's spawn resets; and with ME_ONLY_LOCK and what the
-/// backend adds, an outer me-only's ME_ONLY_FENCE removed (ME_ONLY_FD is
-/// the caller's to set).
+/// both of which std's spawn resets; and with ME_ONLY_LOCK, ME_ONLY_SLOT
+/// and what the backend adds, an outer me-only's ME_ONLY_FENCE and
+/// ME_ONLY_SLOT removed (ME_ONLY_FD is the caller's to set).
 pub fn child(command: &[OsString], held: &Held, mask: SigSet) -> Command {
     let mut child = Command::new(&command[0]);
     child
@@ -124,6 +172,10 @@ pub fn child(command: &[OsString], held: &Held, mask: SigSet) -> Command {
         .env(ENV_LOCK, held.given)
         .env_remove(ENV_FENCE)
         .envs(held.lock.environment());
+    match held.slot {
+        Some(slot) => child.env(ENV_SLOT, slot.to_string()),
+        None => child.env_remove(ENV_SLOT),
+    };
     // SAFETY: between fork and exec only async-signal-safe calls are made:
     // sigprocmask and signal.
     unsafe {

@@ -23,6 +23,7 @@ mod pidfd;
 mod process_title;
 mod procfs;
 mod replace;
+mod slots;
 mod supervise;
 mod test_mode;
 mod unix_diag;
@@ -86,18 +87,41 @@ fn run(cli: Cli) -> Result<u8, Error> {
     if cli.verbose || std::env::var_os("RUST_LOG").is_some() {
         init_logging(cli.verbose);
     }
-    let lock = backend::from_cli(&cli.lock, cli.backend()?)?;
+    let kind = cli.backend()?;
+    if let Some(count) = cli.occasional.slots {
+        let slots = slots::all(&cli.lock, &kind, count)?;
+        if cli.test {
+            return test_mode::report_slots(&slots, cli.conflict_exit_code);
+        }
+        let (taken, fd) = slots::acquire_any(&cli.lock, &slots, &kind, cli.patience(), !cli.quiet)?;
+        let slot = &slots[taken];
+        let held = launch::Held {
+            lock: slot.lock.as_ref(),
+            given: &slot.given,
+            slot: Some(slot.number),
+            fd,
+        };
+        return start(&cli, held);
+    }
+    let lock = backend::from_cli(&cli.lock, kind)?;
     if cli.test {
         return test_mode::report(lock.as_ref(), cli.conflict_exit_code);
     }
-    if let Some(replace) = cli.replacing.replace() {
+    if let Some(replace) = cli.occasional.replace() {
         replace::make_way(lock.as_ref(), replace)?;
     }
     let held = launch::Held {
         lock: lock.as_ref(),
         given: &cli.lock,
+        slot: None,
         fd: acquire::acquire(lock.as_ref(), cli.patience(), !cli.quiet)?,
     };
+    start(&cli, held)
+}
+
+/// Runs COMMAND with the lock just taken, in the way the command line asks.
+#[cfg_attr(test, allow(dead_code))]
+fn start(cli: &Cli, held: launch::Held) -> Result<u8, Error> {
     if cli.fork {
         supervise::run(held, &cli.command)
     } else if cli.detach {

@@ -7,18 +7,47 @@ use log::info;
 use crate::backend::{Backend, Holder, Probe};
 use crate::error::Error;
 use crate::procfs;
+use crate::slots::Slot;
 
 /// Exit 0 when free; when held, the conflict code, with the holder's pid
 /// alone on stdout's first line (so `pid=$(me-only -t LOCK)` works; for
 /// etcd, `HOST PID`) and, when verbose, its uid and command line on stderr.
 pub fn report(lock: &dyn Backend, conflict_exit_code: u8) -> Result<u8, Error> {
-    let holder = match lock.probe()? {
+    match lock.probe()? {
         Probe::Free => {
             info!("{}: free", lock.name());
-            return Ok(0);
+            Ok(0)
         }
-        Probe::Held(holder) => holder,
-    };
+        Probe::Held(holder) => {
+            tell(lock, &holder);
+            Ok(conflict_exit_code)
+        }
+    }
+}
+
+/// --test with --slots: exit 0 when any slot is free; when all are held,
+/// the conflict code, with each holder's pid on a line of its own, slot 1's
+/// first.
+pub fn report_slots(slots: &[Slot], conflict_exit_code: u8) -> Result<u8, Error> {
+    let mut held = Vec::with_capacity(slots.len());
+    for slot in slots {
+        match slot.lock.probe()? {
+            Probe::Free => {
+                info!("{}: free (slot {})", slot.lock.name(), slot.number);
+                return Ok(0);
+            }
+            Probe::Held(holder) => held.push((slot, holder)),
+        }
+    }
+    for (slot, holder) in held {
+        tell(slot.lock.as_ref(), &holder);
+    }
+    Ok(conflict_exit_code)
+}
+
+/// Prints the holder's pid (where known) on stdout and, when verbose, who
+/// it is on stderr.
+fn tell(lock: &dyn Backend, holder: &Holder) {
     if let Some(pid) = holder.pid {
         // Where the holder may be on another host (etcd), `HOST PID`.
         let line = match &holder.host {
@@ -29,14 +58,13 @@ pub fn report(lock: &dyn Backend, conflict_exit_code: u8) -> Result<u8, Error> {
         let _ = std::io::stdout().write_all(line.as_bytes());
         // /proc is read only for the diagnostic, and only where the pid is
         // one of this host's: an etcd holder elsewhere shares only its number.
-        if log::log_enabled!(log::Level::Info) && runs_here(&holder) {
+        if log::log_enabled!(log::Level::Info) && runs_here(holder) {
             let command_line = procfs::command_line(pid).unwrap_or_default();
             info!("{}: held by {holder}: {command_line}", lock.name());
-            return Ok(conflict_exit_code);
+            return;
         }
     }
     info!("{}: held by {holder}", lock.name());
-    Ok(conflict_exit_code)
 }
 
 /// Whether the holder runs on this host (where the lock names no host, it

@@ -6,30 +6,11 @@ use std::os::unix::process::ExitStatusExt;
 
 use std::time::Duration;
 
-use common::{Holding, free_port, gone_within, me_only, refused, text, unique_lock};
-
-/// The lock options of each kernel backend, for a fresh lock (the temporary
-/// directory of a lock file is kept alive by the caller).
-fn each_kernel_lock() -> Vec<(&'static str, Vec<String>, Option<tempfile::TempDir>)> {
-    let (dir, file) = common::lock_file();
-    vec![
-        ("abstract", vec![unique_lock("replace")], None),
-        (
-            "tcp",
-            vec!["--tcp".into(), format!("127.0.0.1:{}", free_port())],
-            None,
-        ),
-        (
-            "flock",
-            vec!["--flock".into(), file.to_string_lossy().into_owned()],
-            Some(dir),
-        ),
-    ]
-}
+use common::{Holding, each_kernel_lock, gone_within, me_only, refused, text, unique_lock};
 
 #[test]
 fn the_holder_gets_sigterm_and_the_command_runs() {
-    for (backend, lock, _dir) in each_kernel_lock() {
+    for (backend, lock, _dir) in each_kernel_lock("replace", 1) {
         let holder = Holding::start(&lock);
         let output = me_only()
             .arg("--replace")
@@ -49,7 +30,7 @@ fn the_holder_gets_sigterm_and_the_command_runs() {
 
 #[test]
 fn a_holder_that_ignores_sigterm_is_killed_and_so_is_the_child_it_left_the_lock_to() {
-    for (backend, lock, _dir) in each_kernel_lock() {
+    for (backend, lock, _dir) in each_kernel_lock("replace", 1) {
         let child_pid_file = tempfile::NamedTempFile::new().unwrap();
         // The child inherits the lock's descriptor and, from sh, the ignored
         // SIGTERM: once sh is killed, the child holds the lock.
@@ -85,7 +66,7 @@ fn a_holder_that_ignores_sigterm_is_killed_and_so_is_the_child_it_left_the_lock_
 
 #[test]
 fn replace_older_leaves_a_younger_holder_alone_and_stops_an_older_one() {
-    for (backend, lock, _dir) in each_kernel_lock() {
+    for (backend, lock, _dir) in each_kernel_lock("replace", 1) {
         let holder = Holding::start(&lock);
         let message = refused(
             me_only()

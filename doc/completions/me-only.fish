@@ -2,6 +2,7 @@ complete -c me-only -l timeout -d 'Wait at most SECS (fractions allowed; implies
 complete -c me-only -s E -l conflict-exit-code -d 'Exit with N instead of 4 when the lock is held' -r
 complete -c me-only -l replace-older -d 'Like --replace, but only a holder started at least SECS ago; a younger one is a conflict as without --replace' -r
 complete -c me-only -l kill-after -d 'How long a process being stopped (--replace\'s holder; with --etcd, a fenced-off COMMAND) has between SIGTERM and SIGKILL [default: 10]' -r
+complete -c me-only -l slots -d 'Let up to N instances run at once: take the first free of N locks named from LOCK (LOCK.1 ... LOCK.N; with --tcp, ports PORT to PORT+N-1); COMMAND learns which in ME_ONLY_SLOT. Held when all N are; --wait waits for the first to come free. Not with --etcd yet' -r
 complete -c me-only -l etcd -d 'Lock the name LOCK in an etcd cluster, for one instance across hosts. ENDPOINTS: http[s]://HOST:PORT[,...]; without them (--etcd= or --etcd followed by another option), ME_ONLY_ETCD_ENDPOINTS or ETCDCTL_ENDPOINTS. A word right after --etcd is always ENDPOINTS: `--etcd LOCK CMD` is not what you mean, `--etcd= LOCK CMD` is' -r
 complete -c me-only -l ttl -d 'With --etcd: the lease\'s time to live; a holder cut off from etcd this long is fenced off [default: 10]' -r
 complete -c me-only -l cacert -d 'With --etcd: the CA certificates (PEM) that sign the https endpoints\' certificates [default: the system\'s]' -r -F

@@ -8,7 +8,7 @@ mod flock;
 mod tcp;
 
 use std::cell::Cell;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -131,6 +131,20 @@ pub fn from_cli(lock: &OsStr, kind: Kind) -> Result<Box<dyn Backend>, Error> {
         #[cfg(feature = "etcd")]
         Kind::Etcd(settings) => Box::new(etcd::EtcdLock::parse(lock, settings)?),
     })
+}
+
+/// The lock of slot `number` (1-based) of LOCK, for --slots: `LOCK.number`
+/// (an abstract name, a lock file), or for a TCP port the port `number - 1`
+/// above LOCK's.
+pub fn slot_lock(lock: &OsStr, kind: &Kind, number: u32) -> Result<OsString, Error> {
+    match kind {
+        Kind::Tcp => tcp::slot_lock(lock, number),
+        _ => {
+            let mut name = lock.to_owned();
+            name.push(format!(".{number}"));
+            Ok(name)
+        }
+    }
 }
 
 /// Binds a fresh socket and listens on it: the step both socket backends take

@@ -1,7 +1,7 @@
 //! `--tcp`: a loopback TCP port as the lock, compatible with Perl's
 //! Lock::Socket, so that the two tools contend for the same lock.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Instant;
 
@@ -39,6 +39,28 @@ impl TcpLock {
             watch: ListenerWatch::default(),
         })
     }
+}
+
+/// Slot `number` (1-based) of `--slots`: the port `number - 1` above LOCK's,
+/// on the same address, as LOCK is written (`PORT` or `ADDR:PORT`).
+pub fn slot_lock(lock: &OsStr, number: u32) -> Result<OsString, Error> {
+    let text = lock.to_string_lossy();
+    let (address, port) = match text.rsplit_once(':') {
+        Some((address, port)) => (Some(address), port),
+        None => (None, &*text),
+    };
+    let first = parse_port(&text, port)?;
+    let port = u16::try_from(u32::from(first) + number - 1).map_err(|_| {
+        Error::Usage(format!(
+            "{text}: slot {number} would be port {}, past 65535",
+            u32::from(first) + number - 1
+        ))
+    })?;
+    Ok(match address {
+        Some(address) => format!("{address}:{port}"),
+        None => port.to_string(),
+    }
+    .into())
 }
 
 /// 127.H.L.1, H.L the low two bytes of the uid: the Lock::Socket scheme, which
@@ -165,5 +187,17 @@ mod tests {
                 "{lock}"
             );
         }
+    }
+
+    #[test]
+    fn slots_are_the_ports_above_lock_on_its_address() {
+        let slot = |lock: &str, number| slot_lock(OsStr::new(lock), number);
+        assert_eq!(slot("7000", 1).unwrap(), "7000");
+        assert_eq!(slot("7000", 3).unwrap(), "7002");
+        assert_eq!(slot("127.0.0.1:65534", 2).unwrap(), "127.0.0.1:65535");
+        let Err(Error::Usage(message)) = slot("65535", 2) else {
+            panic!("a slot past port 65535 must be refused");
+        };
+        assert_eq!(message, "65535: slot 2 would be port 65536, past 65535");
     }
 }

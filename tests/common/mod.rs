@@ -88,6 +88,13 @@ pub fn unique_lock(tag: &str) -> String {
 /// test runs in parallel rarely probe the same ones. The port is checked
 /// free on every address.
 pub fn free_port() -> u16 {
+    free_ports(1)
+}
+
+/// The first of `count` consecutive ports, each free on every address
+/// (`count` below 7, the stride between the ports this process hands out).
+pub fn free_ports(count: u16) -> u16 {
+    assert!(count < 7);
     const FIRST: u16 = 20_000;
     const COUNT: u16 = 12_000; // up to 31999, below 32768
     static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -96,17 +103,19 @@ pub fn free_port() -> u16 {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         assert!(n < usize::from(COUNT), "no free port left for tests");
         let port = FIRST + ((spread + n * 7) % usize::from(COUNT)) as u16;
-        // Without SO_REUSEADDR (which std's TcpListener sets) the bind is
-        // refused by any socket on the port, lingering connections included.
-        let probe =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        if probe
-            .bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port).into())
-            .is_ok()
-        {
+        if (port..port + count).all(port_is_free) {
             return port;
         }
     }
+}
+
+fn port_is_free(port: u16) -> bool {
+    // Without SO_REUSEADDR (which std's TcpListener sets) the bind is
+    // refused by any socket on the port, lingering connections included.
+    let probe = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    probe
+        .bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port).into())
+        .is_ok()
 }
 
 /// A me-only that holds a lock: its command announces itself on stdout, then
@@ -476,4 +485,27 @@ pub fn me_only_flock() -> Command {
     let mut command = me_only();
     command.arg("--flock");
     command
+}
+
+/// The lock options of each kernel backend, named, for a fresh lock (with
+/// --tcp, `ports` free ports from the one named up); keep the temporary
+/// directory of the lock file alive while the lock is used.
+pub fn each_kernel_lock(
+    tag: &str,
+    ports: u16,
+) -> Vec<(&'static str, Vec<String>, Option<tempfile::TempDir>)> {
+    let (dir, file) = lock_file();
+    vec![
+        ("abstract", vec![unique_lock(tag)], None),
+        (
+            "tcp",
+            vec!["--tcp".into(), format!("127.0.0.1:{}", free_ports(ports))],
+            None,
+        ),
+        (
+            "flock",
+            vec!["--flock".into(), file.to_string_lossy().into_owned()],
+            Some(dir),
+        ),
+    ]
 }

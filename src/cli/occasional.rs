@@ -1,5 +1,7 @@
-//! --replace, --replace-older and --kill-after: stopping the instance that
-//! holds the lock (and, with --etcd, how long a fenced-off COMMAND has).
+//! The options a launch seldom uses: --replace, --replace-older,
+//! --kill-after (how long a process being stopped has), --slots. Like the
+//! etcd options, they are defined only where the command line names one
+//! (`full_command_needed`): each option clap knows of costs every launch.
 
 use std::time::Duration;
 
@@ -9,15 +11,14 @@ use super::parse_seconds;
 /// default clap fills in costs every launch.
 const DEFAULT_KILL_AFTER: Duration = Duration::from_secs(10);
 
-// Like the etcd options, defined only where the words ask for them
-// (`full_command_needed`). Plain comments: a doc comment here would become
-// the whole program's description in --help.
+// Plain comments: a doc comment here would become the whole program's
+// description in --help.
 #[derive(Debug, Clone, Default, clap::Args)]
-pub struct ReplaceOptions {
+pub struct OccasionalOptions {
     /// Stop the instance that holds the lock (SIGTERM, SIGKILL after
     /// --kill-after; every process that holds it in turn), then run COMMAND
     /// once the lock is free. Kernel locks only, not --etcd yet
-    #[arg(long, conflicts_with = "test")]
+    #[arg(long, conflicts_with_all = ["test", "slots"])]
     pub replace: bool,
 
     /// Like --replace, but only a holder started at least SECS ago; a younger
@@ -27,7 +28,7 @@ pub struct ReplaceOptions {
         value_name = "SECS",
         value_parser = parse_seconds,
         allow_negative_numbers = true,
-        conflicts_with_all = ["test", "replace"]
+        conflicts_with_all = ["test", "replace", "slots"]
     )]
     pub replace_older: Option<Duration>,
 
@@ -40,6 +41,29 @@ pub struct ReplaceOptions {
         allow_negative_numbers = true
     )]
     pub kill_after: Option<Duration>,
+
+    /// Let up to N instances run at once: take the first free of N locks
+    /// named from LOCK (LOCK.1 ... LOCK.N; with --tcp, ports PORT to
+    /// PORT+N-1); COMMAND learns which in ME_ONLY_SLOT. Held when all N
+    /// are; --wait waits for the first to come free. Not with --etcd yet
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = parse_slots,
+        allow_negative_numbers = true
+    )]
+    pub slots: Option<u32>,
+}
+
+/// The most slots: each is a lock of its own, tried in turn and, with
+/// --wait, watched by a thread of its own.
+pub const MAX_SLOTS: u32 = 1024;
+
+fn parse_slots(text: &str) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(slots @ 1..=MAX_SLOTS) => Ok(slots),
+        _ => Err(format!("'{text}' is not a number of slots (1-{MAX_SLOTS})")),
+    }
 }
 
 /// What --replace or --replace-older asks for.
@@ -50,7 +74,7 @@ pub struct Replace {
     pub kill_after: Duration,
 }
 
-impl ReplaceOptions {
+impl OccasionalOptions {
     pub fn kill_after(&self) -> Duration {
         self.kill_after.unwrap_or(DEFAULT_KILL_AFTER)
     }

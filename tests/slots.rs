@@ -1,0 +1,280 @@
+//! --slots N: at most N instances at once, each told its slot.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{
+    Holding, KillOnDrop, each_kernel_lock, gives_up_after, me_only, refused, spawn_waiting, text,
+};
+
+/// A holder of one of LOCK's slots (`lock` holds the lock options, LOCK
+/// last) that runs until released.
+fn slot_holder(slots: &str, lock: &[String]) -> Holding {
+    let mut options = vec!["--slots".to_owned(), slots.to_owned()];
+    options.extend_from_slice(lock);
+    Holding::start(&options)
+}
+
+/// What COMMAND learns: `ME_ONLY_SLOT ME_ONLY_LOCK`.
+const SAY_SLOT: &str = "echo \"$ME_ONLY_SLOT $ME_ONLY_LOCK\"";
+
+/// LOCK's slot `number` as its lock is written: `LOCK.number`, or for a
+/// port, the one `number - 1` above it.
+fn slot_name(backend: &str, lock: &str, number: u16) -> String {
+    match backend {
+        "tcp" => {
+            let (address, port) = lock.rsplit_once(':').unwrap();
+            format!("{address}:{}", port.parse::<u16>().unwrap() + number - 1)
+        }
+        _ => format!("{lock}.{number}"),
+    }
+}
+
+#[test]
+fn each_instance_takes_the_first_free_slot_and_learns_which() {
+    for (backend, lock, _dir) in each_kernel_lock("slots", 3) {
+        let name = lock.last().unwrap();
+        let first = slot_holder("3", &lock);
+        let output = me_only()
+            .args(["--slots", "3"])
+            .args(&lock)
+            .args(["sh", "-c", SAY_SLOT])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{backend}: {output:?}");
+        assert_eq!(
+            text(&output.stdout),
+            format!("2 {}\n", slot_name(backend, name, 2)),
+            "{backend}"
+        );
+        drop(first);
+    }
+}
+
+#[test]
+fn a_slot_is_the_lock_of_its_name_for_every_other_locker() {
+    for (backend, lock, _dir) in each_kernel_lock("slots-named", 2) {
+        let name = lock.last().unwrap();
+        // Slot 1 taken by a plain launch on its name.
+        let mut plain = lock.clone();
+        *plain.last_mut().unwrap() = slot_name(backend, name, 1);
+        let plain = Holding::start(&plain);
+        let second = slot_holder("2", &lock);
+        // Both held: --test names both holders, slot 1's first.
+        let output = me_only()
+            .args(["--slots", "2", "--test"])
+            .args(&lock)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(4), "{backend}: {output:?}");
+        assert_eq!(
+            text(&output.stdout),
+            format!("{}\n{}\n", plain.pid, second.pid),
+            "{backend}"
+        );
+        // Slot 2's holder holds the lock of slot 2's name.
+        let mut slot_2 = lock.clone();
+        *slot_2.last_mut().unwrap() = slot_name(backend, name, 2);
+        let output = me_only().arg("--test").args(&slot_2).output().unwrap();
+        assert_eq!(
+            text(&output.stdout),
+            format!("{}\n", second.pid),
+            "{backend}"
+        );
+        drop(second);
+        let output = me_only()
+            .args(["--slots", "2", "--test"])
+            .args(&lock)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{backend}: {output:?}");
+        assert!(output.stdout.is_empty(), "{backend}: {output:?}");
+    }
+}
+
+#[test]
+fn all_slots_held_is_a_conflict_naming_every_holder() {
+    for (backend, lock, _dir) in each_kernel_lock("slots-full", 2) {
+        let holders = [slot_holder("2", &lock), slot_holder("2", &lock)];
+        let line = refused(
+            me_only()
+                .args(["--slots", "2"])
+                .args(&lock)
+                .args(["echo", "ran"]),
+            4,
+        );
+        let name = lock.last().unwrap();
+        let uid = nix::unistd::getuid();
+        assert_eq!(
+            line,
+            format!(
+                "me-only: {name}: all 2 slots are held, by pid {} (uid {uid}), pid {} (uid {uid})\n",
+                holders[0].pid, holders[1].pid
+            ),
+            "{backend}"
+        );
+        let output = me_only()
+            .args(["-q", "-E", "75", "--slots", "2"])
+            .args(&lock)
+            .args(["echo", "ran"])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(75), "{backend}");
+        assert!(
+            output.stderr.is_empty() && output.stdout.is_empty(),
+            "{backend}: {output:?}"
+        );
+        let line = gives_up_after(
+            me_only()
+                .args(["--slots", "2", "--timeout", "0.3"])
+                .args(&lock)
+                .args(["echo", "ran"]),
+            Duration::from_millis(300),
+        );
+        assert!(
+            line.contains(": all 2 slots are still held after 0."),
+            "{backend}: {line}"
+        );
+    }
+}
+
+#[test]
+fn a_waiter_takes_whichever_slot_comes_free() {
+    for (backend, lock, _dir) in each_kernel_lock("slots-wait", 3) {
+        let name = lock.last().unwrap();
+        for freed in [3, 1] {
+            let mut holders = vec![
+                slot_holder("3", &lock),
+                slot_holder("3", &lock),
+                slot_holder("3", &lock),
+            ];
+            let mut waiter = KillOnDrop(spawn_waiting(
+                me_only()
+                    .args(["-v", "--wait", "--slots", "3"])
+                    .args(&lock)
+                    .args(["sh", "-c", SAY_SLOT]),
+            ));
+            assert!(holders.remove(freed - 1).release().success());
+            let mut said = String::new();
+            waiter
+                .0
+                .stdout
+                .take()
+                .unwrap()
+                .read_to_string(&mut said)
+                .unwrap();
+            assert!(waiter.0.wait().unwrap().success(), "{backend}");
+            assert_eq!(
+                said,
+                format!("{freed} {}\n", slot_name(backend, name, freed as u16)),
+                "{backend}"
+            );
+        }
+    }
+}
+
+/// Of many launches at once, exactly N run: each winner says its slot and
+/// holds it until the test closes its stdin; each loser exits 4 at once.
+#[test]
+fn of_many_simultaneous_launches_exactly_n_run() {
+    const LAUNCHES: usize = 24;
+    for (backend, lock, _dir) in each_kernel_lock("slots-race", 3) {
+        let mut launches: Vec<KillOnDrop> = (0..LAUNCHES)
+            .map(|_| {
+                KillOnDrop(
+                    me_only()
+                        .args(["-q", "--slots", "3"])
+                        .args(&lock)
+                        .args(["sh", "-c", "echo $ME_ONLY_SLOT; exec cat"])
+                        .stdin(Stdio::piped())
+                        .stdout(Stdio::piped())
+                        .spawn()
+                        .unwrap(),
+                )
+            })
+            .collect();
+        // A winner's line comes before it waits on stdin; a loser's stdout
+        // ends empty when it exits.
+        let mut slots: Vec<String> = Vec::new();
+        for launch in &mut launches {
+            let mut line = String::new();
+            BufReader::new(launch.0.stdout.take().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            if !line.is_empty() {
+                slots.push(line.trim().to_owned());
+            }
+        }
+        slots.sort();
+        assert_eq!(slots, ["1", "2", "3"], "{backend}");
+        for mut launch in launches {
+            drop(launch.0.stdin.take());
+            let status = launch.0.wait().unwrap();
+            assert!(matches!(status.code(), Some(0 | 4)), "{backend}: {status}");
+        }
+    }
+}
+
+#[test]
+fn fork_and_detach_tell_the_slot_too_and_an_outer_slot_is_not_passed_on() {
+    let lock = common::unique_lock("slots-fork");
+    let output = me_only()
+        .args(["--fork", "--slots", "2", &lock, "sh", "-c", SAY_SLOT])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(text(&output.stdout), format!("1 {lock}.1\n"));
+    for mode in [&[][..], &["--fork"]] {
+        let output = me_only()
+            .env("ME_ONLY_SLOT", "7")
+            .args(mode)
+            .args([&lock, "sh", "-c", "echo ${ME_ONLY_SLOT-unset}"])
+            .output()
+            .unwrap();
+        assert_eq!(text(&output.stdout), "unset\n", "{mode:?}");
+    }
+}
+
+#[test]
+fn bad_slot_counts_and_names_are_usage_errors() {
+    let lock = common::unique_lock("slots-bad");
+    for (words, message) in [
+        (
+            vec!["--slots", "0"],
+            "'0' is not a number of slots (1-1024)",
+        ),
+        (
+            vec!["--slots", "1025"],
+            "'1025' is not a number of slots (1-1024)",
+        ),
+        (vec!["--slots", "-1"], "is not a number of slots"),
+        (vec!["--slots", "x"], "'x' is not a number of slots"),
+        (vec!["--slots", "2", "--replace"], "cannot be used with"),
+        (
+            vec!["--slots", "2", "--tcp", "127.0.0.1:65535"],
+            "127.0.0.1:65535: slot 2 would be port 65536, past 65535",
+        ),
+        (
+            vec!["--slots", "2", "--etcd", "http://127.0.0.1:1"],
+            "--slots does not work with --etcd yet",
+        ),
+    ] {
+        let mut command = me_only();
+        command.args(&words);
+        if !words.contains(&"--tcp") {
+            command.arg(&lock);
+        }
+        let line = refused(command.args(["echo", "ran"]), 2);
+        assert!(line.contains(message), "{words:?}: {line}");
+    }
+    // LOCK.10 is too long where LOCK is not.
+    let long = "x".repeat(105);
+    let line = refused(me_only().args(["--slots", "10", &long, "echo", "ran"]), 2);
+    assert!(
+        line.contains(&format!("{long}.10: lock name is 108 bytes")),
+        "{line}"
+    );
+}
