@@ -15,7 +15,7 @@ mod occasional;
 
 #[cfg(feature = "etcd")]
 use etcd::EtcdOptions;
-pub use occasional::{OccasionalOptions, Replace};
+pub use occasional::{MaxTime, OccasionalOptions, Replace};
 
 /// The end of `--help`, and the source of the man page's EXIT STATUS,
 /// ENVIRONMENT and EXAMPLES sections (see man.rs): headings end in ':',
@@ -35,6 +35,7 @@ EXIT STATUS:
   4                  the lock is held by another instance, or --timeout ran out
                      (-E N changes it, N in 0-255); --test prints the holder's pid
                      on stdout
+  124                --max-time ran out: COMMAND was stopped (as timeout(1) says)
 
 ENVIRONMENT:
   ME_ONLY_LOCK            set for COMMAND: the LOCK it holds
@@ -62,6 +63,7 @@ EXAMPLES:
   me-only --flock /var/lock/backup.lock /usr/local/bin/backup  (with flock(1) users)
   pid=$(me-only --detach /tmp/worker ./worker) && echo \"worker is $pid\"
   me-only --replace-older 3600 /run/sync /usr/local/bin/sync   (a run hung an hour is stopped)
+  me-only --max-time 3600 /run/sync /usr/local/bin/sync     (stopped after an hour: exit 124)
   me-only --slots 4 --wait /tmp/encode ./encode \"$file\"       (four at once at most)
   me-only --etcd http://10.0.0.5:2379 nightly-report /usr/local/bin/report";
 
@@ -193,6 +195,9 @@ impl Cli {
             if self.occasional.slots.is_some() {
                 return Err(Error::Usage("--slots does not work with --etcd yet".into()));
             }
+            if self.occasional.auto {
+                return Err(Error::Usage("--auto does not work with --etcd yet".into()));
+            }
             return options
                 .settings(endpoints, &self.lock, self.occasional.kill_after())
                 .map(Kind::Etcd);
@@ -252,28 +257,70 @@ where
 {
     let args: Vec<OsString> = args.into_iter().collect();
     let full = full_command_needed(&args);
-    let command = if full { full_command() } else { Cli::command() };
-    let parsed = command.try_get_matches_from(args).and_then(|mut matches| {
-        #[allow(unused_mut)]
-        let mut cli = Cli::from_arg_matches_mut(&mut matches)?;
-        if full {
-            #[cfg(feature = "etcd")]
-            {
-                cli.etcd = Some(Box::new(EtcdOptions::from_arg_matches_mut(&mut matches)?));
+    if full && args.iter().skip(1).any(|arg| arg == "--auto") {
+        match parse_with(auto_command(), &args, true) {
+            Ok(cli) if cli.occasional.auto && cli.command.is_empty() => {
+                return Err(Error::Usage(
+                    "--auto needs COMMAND, to name the lock from (try 'me-only --help')".into(),
+                ));
             }
-            cli.occasional = OccasionalOptions::from_arg_matches_mut(&mut matches)?;
+            Ok(mut cli) if cli.occasional.auto => {
+                cli.lock = crate::auto::lock_name(&cli.command, nix::unistd::getuid().as_raw());
+                return Ok(Request::Run(cli));
+            }
+            Err(err) if err.use_stderr() => return Err(usage_error(&err)),
+            // "--auto" was one of COMMAND's words, or help was asked for:
+            // the usual definition parses it.
+            Ok(_) | Err(_) => {}
         }
-        Ok(cli)
-    });
-    match parsed {
+    }
+    let command = if full { full_command() } else { Cli::command() };
+    match parse_with(command, &args, full) {
+        // --auto after LOCK.
+        Ok(cli) if cli.occasional.auto => Err(Error::Usage(
+            "--auto names the lock itself: give it before COMMAND, with no LOCK".into(),
+        )),
         Ok(cli) => Ok(Request::Run(cli)),
         Err(err) if !err.use_stderr() => {
             // --help or --version: a closed stdout is not worth a complaint.
             let _ = err.print();
             Ok(Request::Done)
         }
-        Err(err) => Err(Error::Usage(one_line(&err.to_string()))),
+        Err(err) => Err(usage_error(&err)),
     }
+}
+
+/// The words parsed by `command`, the lean or (`full`) the full definition.
+fn parse_with(command: clap::Command, args: &[OsString], full: bool) -> Result<Cli, clap::Error> {
+    let mut matches = command.try_get_matches_from(args)?;
+    #[allow(unused_mut)]
+    let mut cli = Cli::from_arg_matches_mut(&mut matches)?;
+    if full {
+        #[cfg(feature = "etcd")]
+        {
+            cli.etcd = Some(Box::new(EtcdOptions::from_arg_matches_mut(&mut matches)?));
+        }
+        cli.occasional = OccasionalOptions::from_arg_matches_mut(&mut matches)?;
+    }
+    Ok(cli)
+}
+
+fn usage_error(err: &clap::Error) -> Error {
+    Error::Usage(one_line(&err.to_string()))
+}
+
+/// The definition for `--auto`, where there is no LOCK: the first word is
+/// COMMAND, and every word after it COMMAND's (with LOCK, the words
+/// between LOCK and COMMAND are me-only's). LOCK becomes a hidden option
+/// that no one gives.
+fn auto_command() -> clap::Command {
+    full_command().mut_arg("lock", |lock| {
+        lock.long("auto-lock")
+            .index(None)
+            .required(false)
+            .default_value("")
+            .hide(true)
+    })
 }
 
 /// The whole command line's definition, as --help and the man page show it.
@@ -289,8 +336,10 @@ pub fn full_command() -> clap::Command {
 /// version (which must show everything). Any word counts, even one of COMMAND's: the full
 /// definition parses every command line the lean one does, the same way.
 fn full_command_needed(args: &[OsString]) -> bool {
-    const FULL_ONLY: [&str; 13] = [
+    const FULL_ONLY: [&str; 15] = [
         "--replace",
+        "--auto",
+        "--max-time",
         "--slots",
         "--etcd",
         "--ttl",
@@ -453,6 +502,9 @@ mod tests {
             &["me-only", "--kill-after=1", "l", "x"],
             &["me-only", "--replace", "l", "x"],
             &["me-only", "--replace-older=60", "l", "x"],
+            &["me-only", "--slots", "2", "l", "x"],
+            &["me-only", "--max-time=5", "l", "x"],
+            &["me-only", "--auto", "x"],
             &["me-only", "--help"],
             &["me-only", "-qh"],
             &["me-only", "-V"],
@@ -490,6 +542,37 @@ mod tests {
             let lean = format!("{:?}", Cli::from_arg_matches(&lean).unwrap());
             let full = format!("{:?}", Cli::from_arg_matches(&full).unwrap());
             assert_eq!(lean, full, "{words:?}");
+        }
+    }
+
+    #[test]
+    fn auto_takes_the_first_word_as_command_and_names_the_lock_from_it() {
+        let cli = run_request(&["me-only", "--auto", "-q", "/no/such/job", "-q", "x"]);
+        assert!(cli.quiet);
+        assert_eq!(cli.command, ["/no/such/job", "-q", "x"]);
+        let words: Vec<OsString> = cli.command.clone();
+        assert_eq!(
+            cli.lock,
+            crate::auto::lock_name(&words, nix::unistd::getuid().as_raw())
+        );
+        let alone = run_request(&["me-only", "--auto", "/no/such/job"]);
+        assert_eq!(alone.command, ["/no/such/job"]);
+        // COMMAND's own --auto is COMMAND's.
+        let plain = run_request(&["me-only", "/l", "job", "--auto"]);
+        assert_eq!(
+            (plain.lock.to_str(), plain.occasional.auto),
+            (Some("/l"), false)
+        );
+        assert_eq!(plain.command, ["job", "--auto"]);
+        for refused in [
+            &["me-only", "/l", "--auto", "job"][..],
+            &["me-only", "--auto"],
+            &["me-only", "--auto", "--test"],
+        ] {
+            assert!(
+                matches!(parse_words(refused), Err(Error::Usage(_))),
+                "{refused:?}"
+            );
         }
     }
 

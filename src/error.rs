@@ -17,6 +17,8 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_LOCK_ERROR: u8 = 3;
 /// Default exit code for a lock held by another instance.
 pub const EXIT_CONFLICT: u8 = 4;
+/// Exit code of a run stopped by --max-time: timeout(1)'s.
+pub const EXIT_MAX_TIME: u8 = 124;
 
 #[derive(Debug)]
 pub enum Error {

@@ -5,6 +5,7 @@
 #![cfg_attr(not(test), no_main)]
 
 mod acquire;
+mod auto;
 mod backend;
 mod cli;
 // Like the man page: the completions of the default build.
@@ -26,6 +27,7 @@ mod replace;
 mod slots;
 mod supervise;
 mod test_mode;
+mod tree;
 mod unix_diag;
 
 use std::io::Write;
@@ -122,8 +124,10 @@ fn run(cli: Cli) -> Result<u8, Error> {
 /// Runs COMMAND with the lock just taken, in the way the command line asks.
 #[cfg_attr(test, allow(dead_code))]
 fn start(cli: &Cli, held: launch::Held) -> Result<u8, Error> {
-    if cli.fork {
-        supervise::run(held, &cli.command)
+    let max_time = cli.occasional.max_time();
+    // --max-time needs me-only to outlive COMMAND's start, to stop it.
+    if cli.fork || max_time.is_some() {
+        supervise::run(held, &cli.command, max_time)
     } else if cli.detach {
         detach::run(held, &cli.command)
     } else {

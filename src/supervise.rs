@@ -1,23 +1,31 @@
 //! `--fork`: me-only keeps the lock and runs COMMAND as its child, for
 //! commands that close every descriptor they inherit but stay in the
 //! foreground. The lock lives exactly as long as me-only, which lives as
-//! long as its child, and the child no longer than me-only.
+//! long as its child, and the child no longer than me-only. With
+//! --max-time, the supervisor also stops the child, and all it started,
+//! once its time is up.
 
 use std::ffi::OsString;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, ExitStatus};
+use std::time::Instant;
 
 use log::debug;
 use nix::errno::Errno;
 use nix::libc;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{
     SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, sigaction, sigprocmask,
 };
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::Pid;
+use std::os::fd::AsFd;
 
-use crate::error::{Error, errno_of};
+use crate::cli::MaxTime;
+use crate::error::{EXIT_MAX_TIME, Error, errno_of};
 use crate::launch::{self, ENV_FD, Held, exec_error};
+use crate::pidfd::pidfd_open;
+use crate::tree::Tree;
 
 /// The signals a supervisor passes on, as util-linux flock and tini do.
 const FORWARDED: [Signal; 7] = [
@@ -36,8 +44,16 @@ const FORWARDED: [Signal; 7] = [
 const SI_KERNEL: i32 = 0x80;
 
 /// Runs COMMAND as a child while holding the lock; returns its status as
-/// me-only's exit code.
-pub fn run(held: Held, command: &[OsString]) -> Result<u8, Error> {
+/// me-only's exit code, or 124 when `max_time` ran out and it was stopped.
+pub fn run(held: Held, command: &[OsString], max_time: Option<MaxTime>) -> Result<u8, Error> {
+    // Counted from the moment the lock is held, which is now. A limit past
+    // what the clock can count to is no limit.
+    let cap = max_time.and_then(|max_time| {
+        Some(Cap {
+            deadline: Instant::now().checked_add(max_time.limit)?,
+            max_time,
+        })
+    });
     let lock_name = held.name();
     let system_error = |action, errno| Error::lock_errno(lock_name, action, errno);
     // Signals are taken from a signalfd, in order and without handlers, so
@@ -80,9 +96,15 @@ pub fn run(held: Held, command: &[OsString]) -> Result<u8, Error> {
         held.whereabouts(),
         child.id()
     );
-    let status = supervise(&mut child, &signals)
+    let (status, capped) = supervise(&mut child, &signals, cap)
         .map_err(|errno| system_error("supervise the command", errno))?;
+    if capped {
+        debug!("{lock_name}: stopped after --max-time: {status}");
+    }
     drop(held.fd);
+    if capped {
+        return Ok(EXIT_MAX_TIME);
+    }
     if let Some(signal) = status.signal() {
         die_of(signal);
     }
@@ -125,15 +147,37 @@ fn die_with(supervisor: Pid) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Forwards signals to the child until it exits.
-fn supervise(child: &mut Child, signals: &SignalFd) -> Result<ExitStatus, Errno> {
+/// When --max-time runs out.
+#[derive(Clone, Copy)]
+struct Cap {
+    deadline: Instant,
+    max_time: MaxTime,
+}
+
+/// Forwards signals to the child until it exits, and stops it (with what it
+/// started) if `cap` runs out first; its status, and whether it was capped.
+fn supervise(
+    child: &mut Child,
+    signals: &SignalFd,
+    mut cap: Option<Cap>,
+) -> Result<(ExitStatus, bool), Errno> {
     let pid = Pid::from_raw(child.id() as i32);
     // A terminal's hang-up goes to its session leader alone (the rest of
     // the session hears of it only when the leader exits): when me-only
     // leads the session (ssh -t host me-only --fork ...), the child has
     // not had it and must.
     let leads_session = nix::unistd::getsid(None).is_ok_and(|sid| sid == nix::unistd::getpid());
+    let mut capped = false;
     loop {
+        if let Some(Cap { deadline, max_time }) = cap {
+            if !readable_before(signals, deadline)? {
+                debug!("--max-time is up: stopping {pid} and what it started");
+                cap = None;
+                capped = true;
+                stop_tree(pid, max_time);
+                continue;
+            }
+        }
         let info = match signals.read_signal() {
             Ok(Some(info)) => info,
             Ok(None) | Err(Errno::EINTR) => continue,
@@ -146,7 +190,7 @@ fn supervise(child: &mut Child, signals: &SignalFd) -> Result<ExitStatus, Errno>
             // Also sent when the child stops or continues; std retries
             // waitpid on EINTR.
             match child.try_wait() {
-                Ok(Some(status)) => return Ok(status),
+                Ok(Some(status)) => return Ok((status, capped)),
                 Ok(None) => continue,
                 Err(err) => return Err(errno_of(&err)),
             }
@@ -158,6 +202,31 @@ fn supervise(child: &mut Child, signals: &SignalFd) -> Result<ExitStatus, Errno>
             // The child may have exited already; its SIGCHLD is on the way.
             let _ = nix::sys::signal::kill(pid, signal);
         }
+    }
+}
+
+/// Whether `signals` has a signal to read before `deadline`.
+fn readable_before(signals: &SignalFd, deadline: Instant) -> Result<bool, Errno> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    // Whole milliseconds, rounded up: ending a moment early would only
+    // come round again.
+    let millis = left.as_micros().div_ceil(1000);
+    let timeout = PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX);
+    let mut readable = [PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+    match poll(&mut readable, timeout) {
+        Ok(0) => Ok(Instant::now() < deadline),
+        Ok(_) | Err(Errno::EINTR) => Ok(true),
+        Err(errno) => Err(errno),
+    }
+}
+
+/// Stops the child and every process it started, as an etcd keeper fences
+/// them off: SIGTERM, then SIGKILL after --kill-after. Returns once they
+/// are gone (the child as a zombie, for the caller to reap).
+fn stop_tree(child: Pid, max_time: MaxTime) {
+    // The child is not reaped before this returns, so its pid is its own.
+    if let Ok(pidfd) = pidfd_open(child.as_raw()) {
+        Tree::freeze(child.as_raw(), &pidfd).terminate(max_time.kill_after);
     }
 }
 

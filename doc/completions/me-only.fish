@@ -1,7 +1,8 @@
 complete -c me-only -l timeout -d 'Wait at most SECS (fractions allowed; implies --wait), then exit as when held; 0 does not wait' -r
 complete -c me-only -s E -l conflict-exit-code -d 'Exit with N instead of 4 when the lock is held' -r
 complete -c me-only -l replace-older -d 'Like --replace, but only a holder started at least SECS ago; a younger one is a conflict as without --replace' -r
-complete -c me-only -l kill-after -d 'How long a process being stopped (--replace\'s holder; with --etcd, a fenced-off COMMAND) has between SIGTERM and SIGKILL [default: 10]' -r
+complete -c me-only -l kill-after -d 'How long a process being stopped (--replace\'s holder, a run past --max-time, with --etcd a fenced-off COMMAND) has between SIGTERM and SIGKILL [default: 10]' -r
+complete -c me-only -l max-time -d 'Stop COMMAND and every process it started (SIGTERM, SIGKILL after --kill-after) once it has held the lock SECS, and exit 124. Implies --fork: me-only stays to keep the time and tell a capped run by its exit code' -r
 complete -c me-only -l slots -d 'Let up to N instances run at once: take the first free of N locks named from LOCK (LOCK.1 ... LOCK.N; with --tcp, ports PORT to PORT+N-1); COMMAND learns which in ME_ONLY_SLOT. Held when all N are; --wait waits for the first to come free. Not with --etcd yet' -r
 complete -c me-only -l etcd -d 'Lock the name LOCK in an etcd cluster, for one instance across hosts. ENDPOINTS: http[s]://HOST:PORT[,...]; without them (--etcd= or --etcd followed by another option), ME_ONLY_ETCD_ENDPOINTS or ETCDCTL_ENDPOINTS. A word right after --etcd is always ENDPOINTS: `--etcd LOCK CMD` is not what you mean, `--etcd= LOCK CMD` is' -r
 complete -c me-only -l ttl -d 'With --etcd: the lease\'s time to live; a holder cut off from etcd this long is fenced off [default: 10]' -r
@@ -19,6 +20,7 @@ complete -c me-only -s d -l detach -d 'Start COMMAND in the background, in a ses
 complete -c me-only -s q -l quiet -d 'Say nothing when the lock is held (other errors are still reported)'
 complete -c me-only -s v -l verbose -d 'Print diagnostics on stderr (RUST_LOG refines them)'
 complete -c me-only -l replace -d 'Stop the instance that holds the lock (SIGTERM, SIGKILL after --kill-after; every process that holds it in turn), then run COMMAND once the lock is free. Kernel locks only, not --etcd yet'
+complete -c me-only -l auto -d 'No LOCK: the first word is COMMAND, and the lock is named from the command line: me-only/auto/UID/HASH, HASH from COMMAND\'s real path and its arguments (run-one\'s way). Abstract socket locks only'
 complete -c me-only -l insecure-skip-tls-verify -d 'With --etcd: do not check the https endpoints\' certificates (the connection is then open to anyone in between)'
 complete -c me-only -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c me-only -s V -l version -d 'Print version'

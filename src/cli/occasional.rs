@@ -1,5 +1,6 @@
 //! The options a launch seldom uses: --replace, --replace-older,
-//! --kill-after (how long a process being stopped has), --slots. Like the
+//! --kill-after (how long a process being stopped has), --max-time,
+//! --auto, --slots. Like the
 //! etcd options, they are defined only where the command line names one
 //! (`full_command_needed`): each option clap knows of costs every launch.
 
@@ -32,8 +33,9 @@ pub struct OccasionalOptions {
     )]
     pub replace_older: Option<Duration>,
 
-    /// How long a process being stopped (--replace's holder; with --etcd, a
-    /// fenced-off COMMAND) has between SIGTERM and SIGKILL [default: 10]
+    /// How long a process being stopped (--replace's holder, a run past
+    /// --max-time, with --etcd a fenced-off COMMAND) has between SIGTERM and
+    /// SIGKILL [default: 10]
     #[arg(
         long,
         value_name = "SECS",
@@ -41,6 +43,25 @@ pub struct OccasionalOptions {
         allow_negative_numbers = true
     )]
     pub kill_after: Option<Duration>,
+
+    /// Stop COMMAND and every process it started (SIGTERM, SIGKILL after
+    /// --kill-after) once it has held the lock SECS, and exit 124. Implies
+    /// --fork: me-only stays to keep the time and tell a capped run by its
+    /// exit code
+    #[arg(
+        long,
+        value_name = "SECS",
+        value_parser = parse_seconds,
+        allow_negative_numbers = true,
+        conflicts_with_all = ["test", "detach"]
+    )]
+    pub max_time: Option<Duration>,
+
+    /// No LOCK: the first word is COMMAND, and the lock is named from the
+    /// command line: me-only/auto/UID/HASH, HASH from COMMAND's real path
+    /// and its arguments (run-one's way). Abstract socket locks only
+    #[arg(long, conflicts_with_all = ["tcp", "flock"])]
+    pub auto: bool,
 
     /// Let up to N instances run at once: take the first free of N locks
     /// named from LOCK (LOCK.1 ... LOCK.N; with --tcp, ports PORT to
@@ -74,9 +95,25 @@ pub struct Replace {
     pub kill_after: Duration,
 }
 
+/// What --max-time asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxTime {
+    /// How long COMMAND may hold the lock.
+    pub limit: Duration,
+    pub kill_after: Duration,
+}
+
 impl OccasionalOptions {
     pub fn kill_after(&self) -> Duration {
         self.kill_after.unwrap_or(DEFAULT_KILL_AFTER)
+    }
+
+    /// When and how to stop COMMAND, if the command line caps its time.
+    pub fn max_time(&self) -> Option<MaxTime> {
+        self.max_time.map(|limit| MaxTime {
+            limit,
+            kill_after: self.kill_after(),
+        })
     }
 
     /// What to replace, if the command line asks for it.

@@ -31,7 +31,7 @@ use crate::process_title;
 
 use super::Settings;
 use super::gateway::{self, Gateway};
-use super::tree::Tree;
+use crate::tree::Tree;
 
 /// What the keeper looks after.
 pub struct Watch {

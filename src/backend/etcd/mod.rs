@@ -14,7 +14,6 @@ mod http;
 mod keeper;
 mod queue;
 mod tls;
-mod tree;
 
 use std::cell::RefCell;
 use std::ffi::OsStr;

@@ -1,6 +1,7 @@
-//! COMMAND's process tree, for fencing it off as one: COMMAND and every
-//! process it started (`sh -c 'sleep 27; job'`: sh and sleep) must stop, or
-//! a child that outlives its parent runs beside the next holder.
+//! COMMAND's process tree, for stopping it as one (an etcd holder fenced
+//! off, a --max-time run): COMMAND and every process it started (`sh -c
+//! 'sleep 27; job'`: sh and sleep) must stop, or a child that outlives its
+//! parent runs beside the next holder.
 //!
 //! The tree is found from the parent pids /proc lists, and frozen
 //! (SIGSTOP) while it is found, round after round until no new process
@@ -8,8 +9,8 @@
 //! member is held by a pidfd, so no signal reaches a process that reused a
 //! pid, and members orphaned meanwhile (reparented away from the tree) are
 //! still reached. Not reached: processes that left the tree before the
-//! fence (a daemon that double-forked to init), and those of other users
-//! that the keeper may not signal.
+//! stop (a daemon that double-forked to init), and those of other users
+//! that me-only may not signal.
 
 use std::collections::HashSet;
 use std::os::fd::{AsFd, OwnedFd};

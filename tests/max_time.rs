@@ -1,0 +1,130 @@
+//! --max-time: a run that holds the lock too long is stopped, with all it
+//! started, and me-only exits 124.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{KillOnDrop, each_kernel_lock, gone_within, me_only, refused, text};
+
+#[test]
+fn a_run_past_its_time_is_stopped_with_what_it_started_and_exits_124() {
+    for (backend, lock, _dir) in each_kernel_lock("max-time", 1) {
+        let pid_file = tempfile::NamedTempFile::new().unwrap();
+        let script = format!(
+            "sleep 1000 & echo $! > {}; echo started; wait",
+            pid_file.path().display()
+        );
+        let started = Instant::now();
+        let output = me_only()
+            .args(["--max-time", "0.3"])
+            .args(&lock)
+            .args(["sh", "-c", &script])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(124), "{backend}: {output:?}");
+        assert!(started.elapsed() >= Duration::from_millis(300), "{backend}");
+        assert_eq!(text(&output.stdout), "started\n", "{backend}");
+        let background: i32 = std::fs::read_to_string(pid_file.path())
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            gone_within(background, Duration::from_secs(5)),
+            "{backend}: what COMMAND started in the background runs on"
+        );
+        // The lock is free again.
+        let output = me_only().arg("--test").args(&lock).output().unwrap();
+        assert_eq!(output.status.code(), Some(0), "{backend}: {output:?}");
+    }
+}
+
+#[test]
+fn a_run_that_ignores_sigterm_is_killed_after_kill_after() {
+    let lock = common::unique_lock("max-time-kill");
+    let mut run = KillOnDrop(
+        me_only()
+            .args(["--max-time", "0.2", "--kill-after", "0.2", &lock])
+            .args([
+                "sh",
+                "-c",
+                "trap '' TERM; echo started; while :; do :; done",
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(run.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "started\n");
+    let started = Instant::now();
+    assert_eq!(run.0.wait().unwrap().code(), Some(124));
+    // Well before the default --kill-after of 10 s.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_run_within_its_time_ends_as_it_would_without_it() {
+    let lock = common::unique_lock("max-time-in-time");
+    let output = me_only()
+        .args(["--max-time", "60", &lock])
+        .args(["sh", "-c", "echo $ME_ONLY_LOCK; exit 7"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(7), "{output:?}");
+    assert_eq!(text(&output.stdout), format!("{lock}\n"));
+    // A limit the clock cannot count to is no limit.
+    let output = me_only()
+        .args(["--max-time", "1e19", &lock, "true"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+}
+
+#[test]
+fn max_time_holds_the_lock_in_me_only_as_fork_does() {
+    let lock = common::unique_lock("max-time-holder");
+    let mut run = KillOnDrop(
+        me_only()
+            .args(["--max-time", "60", &lock])
+            .args(["sh", "-c", "echo ${ME_ONLY_FD-none}; exec cat"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(run.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "none\n", "the child holds no lock descriptor");
+    let output = me_only().args(["--test", &lock]).output().unwrap();
+    assert_eq!(text(&output.stdout), format!("{}\n", run.0.id()));
+    drop(run.0.stdin.take());
+    assert!(run.0.wait().unwrap().success());
+}
+
+#[test]
+fn bad_max_times_are_usage_errors() {
+    let lock = common::unique_lock("max-time-bad");
+    for (words, message) in [
+        (&["--max-time", "-1"][..], "'-1' is negative"),
+        (&["--max-time", "soon"], "'soon' is not a number of seconds"),
+        (&["--max-time", "1e20"], "too large"),
+        (&["--max-time", "1", "--detach"], "cannot be used with"),
+    ] {
+        let line = refused(me_only().args(words).args([&lock, "echo", "ran"]), 2);
+        assert!(line.contains(message), "{words:?}: {line}");
+    }
+    let line = refused(me_only().args(["--max-time", "1", "--test", &lock]), 2);
+    assert!(line.contains("cannot be used with"), "{line}");
+}
