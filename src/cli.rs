@@ -258,7 +258,7 @@ where
     let args: Vec<OsString> = args.into_iter().collect();
     let full = full_command_needed(&args);
     if full && args.iter().skip(1).any(|arg| arg == "--auto") {
-        match parse_with(auto_command(), &args, true) {
+        match parse_with(auto_command(), args.clone(), true) {
             Ok(cli) if cli.occasional.auto && cli.command.is_empty() => {
                 return Err(Error::Usage(
                     "--auto needs COMMAND, to name the lock from (try 'me-only --help')".into(),
@@ -275,7 +275,7 @@ where
         }
     }
     let command = if full { full_command() } else { Cli::command() };
-    match parse_with(command, &args, full) {
+    match parse_with(command, args, full) {
         // --auto after LOCK.
         Ok(cli) if cli.occasional.auto => Err(Error::Usage(
             "--auto names the lock itself: give it before COMMAND, with no LOCK".into(),
@@ -291,7 +291,8 @@ where
 }
 
 /// The words parsed by `command`, the lean or (`full`) the full definition.
-fn parse_with(command: clap::Command, args: &[OsString], full: bool) -> Result<Cli, clap::Error> {
+/// They are moved in: clap would copy each word it is lent.
+fn parse_with(command: clap::Command, args: Vec<OsString>, full: bool) -> Result<Cli, clap::Error> {
     let mut matches = command.try_get_matches_from(args)?;
     #[allow(unused_mut)]
     let mut cli = Cli::from_arg_matches_mut(&mut matches)?;
