@@ -257,8 +257,13 @@ where
 {
     let args: Vec<OsString> = args.into_iter().collect();
     let full = full_command_needed(&args);
-    if full && args.iter().skip(1).any(|arg| arg == "--auto") {
-        match parse_with(auto_command(), args.clone(), true) {
+    let lockless = |arg: &&OsString| {
+        let arg = arg.as_encoded_bytes();
+        arg == b"--auto" || arg.starts_with(b"--list")
+    };
+    if full && args.iter().skip(1).any(|arg| lockless(&arg)) {
+        match parse_with(lockless_command(), args.clone(), true) {
+            Ok(cli) if cli.occasional.list.is_some() => return listing(cli).map(Request::Run),
             Ok(cli) if cli.occasional.auto && cli.command.is_empty() => {
                 return Err(Error::Usage(
                     "--auto needs COMMAND, to name the lock from (try 'me-only --help')".into(),
@@ -306,22 +311,40 @@ fn parse_with(command: clap::Command, args: Vec<OsString>, full: bool) -> Result
     Ok(cli)
 }
 
+/// --list's PREFIX, after the option (`--list PREFIX`) or after another
+/// one (`--list --tcp PREFIX`, where it was taken for COMMAND).
+fn listing(mut cli: Cli) -> Result<Cli, Error> {
+    let mut words = std::mem::take(&mut cli.command).into_iter();
+    match (cli.occasional.list.as_mut(), words.next(), words.next()) {
+        (_, None, _) => Ok(cli),
+        (Some(prefix), Some(word), None) if prefix.is_empty() => {
+            *prefix = word;
+            Ok(cli)
+        }
+        _ => Err(Error::Usage(
+            "--list takes a PREFIX at most, no LOCK or COMMAND (try 'me-only --help')".into(),
+        )),
+    }
+}
+
 fn usage_error(err: &clap::Error) -> Error {
     Error::Usage(one_line(&err.to_string()))
 }
 
-/// The definition for `--auto`, where there is no LOCK: the first word is
-/// COMMAND, and every word after it COMMAND's (with LOCK, the words
-/// between LOCK and COMMAND are me-only's). LOCK becomes a hidden option
-/// that no one gives.
-fn auto_command() -> clap::Command {
-    full_command().mut_arg("lock", |lock| {
-        lock.long("auto-lock")
-            .index(None)
-            .required(false)
-            .default_value("")
-            .hide(true)
-    })
+/// The definition for `--auto` and `--list`, where there is no LOCK: with
+/// --auto the first word is COMMAND, and every word after it COMMAND's
+/// (with LOCK, the words between LOCK and COMMAND are me-only's); --list
+/// takes neither. LOCK becomes a hidden option that no one gives.
+fn lockless_command() -> clap::Command {
+    full_command()
+        .mut_arg("lock", |lock| {
+            lock.long("auto-lock")
+                .index(None)
+                .required(false)
+                .default_value("")
+                .hide(true)
+        })
+        .mut_arg("command", |command| command.required_unless_present("list"))
 }
 
 /// The whole command line's definition, as --help and the man page show it.
@@ -337,8 +360,10 @@ pub fn full_command() -> clap::Command {
 /// version (which must show everything). Any word counts, even one of COMMAND's: the full
 /// definition parses every command line the lean one does, the same way.
 fn full_command_needed(args: &[OsString]) -> bool {
-    const FULL_ONLY: [&str; 15] = [
+    const FULL_ONLY: [&str; 17] = [
         "--replace",
+        "--list",
+        "--json",
         "--auto",
         "--max-time",
         "--slots",
@@ -506,6 +531,8 @@ mod tests {
             &["me-only", "--slots", "2", "l", "x"],
             &["me-only", "--max-time=5", "l", "x"],
             &["me-only", "--auto", "x"],
+            &["me-only", "--list"],
+            &["me-only", "--list=/tmp/", "--json"],
             &["me-only", "--help"],
             &["me-only", "-qh"],
             &["me-only", "-V"],

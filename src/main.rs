@@ -15,6 +15,7 @@ mod detach;
 mod error;
 mod inherited;
 mod launch;
+mod list;
 // The page documents the default build, --etcd included: a build without
 // that feature has a shorter --help, and no page is checked against it.
 #[cfg(all(test, feature = "etcd"))]
@@ -88,6 +89,22 @@ fn me_only() -> u8 {
 fn run(cli: Cli) -> Result<u8, Error> {
     if cli.verbose || std::env::var_os("RUST_LOG").is_some() {
         init_logging(cli.verbose);
+    }
+    if let Some(prefix) = &cli.occasional.list {
+        let kinds = match cli.backend()? {
+            // No backend named: all of this host's.
+            backend::Kind::AbstractSocket => vec![
+                backend::Kind::AbstractSocket,
+                backend::Kind::Tcp,
+                backend::Kind::Flock,
+            ],
+            #[cfg(feature = "etcd")]
+            backend::Kind::Etcd(_) => {
+                return Err(Error::Usage("--list does not work with --etcd yet".into()));
+            }
+            kind => vec![kind],
+        };
+        return list::report(prefix, &kinds, cli.occasional.json);
     }
     let kind = cli.backend()?;
     if let Some(count) = cli.occasional.slots {

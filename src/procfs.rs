@@ -344,13 +344,53 @@ fn start_ticks(stat: &str) -> Option<u64> {
 
 /// A process's command line, its arguments joined by spaces.
 pub fn command_line(pid: i32) -> Option<String> {
-    let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let words: Vec<String> = raw
-        .split(|&byte| byte == 0)
-        .filter(|word| !word.is_empty())
-        .map(|word| String::from_utf8_lossy(word).into_owned())
-        .collect();
+    let words = command_words(pid)?;
     (!words.is_empty()).then(|| words.join(" "))
+}
+
+/// A process's arguments (bytes that are not UTF-8 replaced).
+pub fn command_words(pid: i32) -> Option<Vec<String>> {
+    let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(
+        raw.split(|&byte| byte == 0)
+            .filter(|word| !word.is_empty())
+            .map(|word| String::from_utf8_lossy(word).into_owned())
+            .collect(),
+    )
+}
+
+/// The value of variable `name` in a process's environment (as it was
+/// started: a change it made itself is not seen), where /proc lets us read
+/// it: our own user's processes, or everyone's for root.
+pub fn environment_variable(pid: i32, name: &str) -> Option<Vec<u8>> {
+    let environment = fs::read(format!("/proc/{pid}/environ")).ok()?;
+    environment.split(|&byte| byte == 0).find_map(|entry| {
+        let value = entry.strip_prefix(name.as_bytes())?.strip_prefix(b"=")?;
+        Some(value.to_vec())
+    })
+}
+
+/// The parent of a process, from its /proc/PID/stat.
+pub fn parent_pid(pid: i32) -> Option<i32> {
+    parent_in_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The parent pid field of a /proc/PID/stat line: `pid (comm) state ppid
+/// ...`, where the name may hold spaces and ')'.
+pub fn parent_in_stat(stat: &str) -> Option<i32> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Every pid /proc lists.
+pub fn pids() -> Vec<i32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .collect()
 }
 
 #[cfg(test)]

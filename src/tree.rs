@@ -20,6 +20,7 @@ use nix::errno::Errno;
 use nix::libc;
 
 use crate::pidfd::{has_exited, pidfd_open, send};
+use crate::procfs;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 /// How many times the tree is looked for new members at most.
@@ -119,18 +120,8 @@ impl Tree {
 
 /// Every process's pid and parent pid, as /proc shows them.
 fn parent_pids() -> Vec<(i32, i32)> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|entry| {
-            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            // pid (comm) state ppid ...: the name may hold spaces and ')'.
-            let after_name = &stat[stat.rfind(')')? + 2..];
-            let parent = after_name.split(' ').nth(1)?.parse().ok()?;
-            Some((pid, parent))
-        })
+    procfs::pids()
+        .into_iter()
+        .filter_map(|pid| Some((pid, procfs::parent_pid(pid)?)))
         .collect()
 }

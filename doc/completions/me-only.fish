@@ -3,6 +3,7 @@ complete -c me-only -s E -l conflict-exit-code -d 'Exit with N instead of 4 when
 complete -c me-only -l replace-older -d 'Like --replace, but only a holder started at least SECS ago; a younger one is a conflict as without --replace' -r
 complete -c me-only -l kill-after -d 'How long a process being stopped (--replace\'s holder, a run past --max-time, with --etcd a fenced-off COMMAND) has between SIGTERM and SIGKILL [default: 10]' -r
 complete -c me-only -l max-time -d 'Stop COMMAND and every process it started (SIGTERM, SIGKILL after --kill-after) once it has held the lock SECS, and exit 124. Implies --fork: me-only stays to keep the time and tell a capped run by its exit code' -r
+complete -c me-only -l list -d 'Run nothing: list the me-only locks held on this host (abstract, tcp, flock; only those with --tcp or --flock) whose names start with PREFIX: lock, backend, pid, uid, host, age, command. Another user\'s are seen by root only' -r
 complete -c me-only -l slots -d 'Let up to N instances run at once: take the first free of N locks named from LOCK (LOCK.1 ... LOCK.N; with --tcp, ports PORT to PORT+N-1); COMMAND learns which in ME_ONLY_SLOT. Held when all N are; --wait waits for the first to come free. Not with --etcd yet' -r
 complete -c me-only -l etcd -d 'Lock the name LOCK in an etcd cluster, for one instance across hosts. ENDPOINTS: http[s]://HOST:PORT[,...]; without them (--etcd= or --etcd followed by another option), ME_ONLY_ETCD_ENDPOINTS or ETCDCTL_ENDPOINTS. A word right after --etcd is always ENDPOINTS: `--etcd LOCK CMD` is not what you mean, `--etcd= LOCK CMD` is' -r
 complete -c me-only -l ttl -d 'With --etcd: the lease\'s time to live; a holder cut off from etcd this long is fenced off [default: 10]' -r
@@ -21,6 +22,7 @@ complete -c me-only -s q -l quiet -d 'Say nothing when the lock is held (other e
 complete -c me-only -s v -l verbose -d 'Print diagnostics on stderr (RUST_LOG refines them)'
 complete -c me-only -l replace -d 'Stop the instance that holds the lock (SIGTERM, SIGKILL after --kill-after; every process that holds it in turn), then run COMMAND once the lock is free. Kernel locks only, not --etcd yet'
 complete -c me-only -l auto -d 'No LOCK: the first word is COMMAND, and the lock is named from the command line: me-only/auto/UID/HASH, HASH from COMMAND\'s real path and its arguments (run-one\'s way). Abstract socket locks only'
+complete -c me-only -l json -d 'With --list: print a JSON array of objects (lock, backend, pid, uid, host, age_seconds, command: the argument list) instead of a table'
 complete -c me-only -l insecure-skip-tls-verify -d 'With --etcd: do not check the https endpoints\' certificates (the connection is then open to anyone in between)'
 complete -c me-only -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c me-only -s V -l version -d 'Print version'

@@ -133,6 +133,12 @@ pub fn from_cli(lock: &OsStr, kind: Kind) -> Result<Box<dyn Backend>, Error> {
     })
 }
 
+/// A TCP lock as user `uid` names it (`PORT` is on that user's address):
+/// for --list, which reads other processes' LOCK.
+pub fn tcp_lock_of_user(lock: &OsStr, uid: u32) -> Result<Box<dyn Backend>, Error> {
+    Ok(Box::new(tcp::TcpLock::parse_as(lock, uid)?))
+}
+
 /// The lock of slot `number` (1-based) of LOCK, for --slots: `LOCK.number`
 /// (an abstract name, a lock file), or for a TCP port the port `number - 1`
 /// above LOCK's.

@@ -21,6 +21,11 @@ pub struct TcpLock {
 impl TcpLock {
     /// LOCK is `PORT` (on the caller's own address) or `ADDR:PORT`.
     pub fn parse(lock: &OsStr) -> Result<TcpLock, Error> {
+        TcpLock::parse_as(lock, nix::unistd::getuid().as_raw())
+    }
+
+    /// LOCK as user `uid` names it: `PORT` is on that user's address.
+    pub fn parse_as(lock: &OsStr, uid: u32) -> Result<TcpLock, Error> {
         let text = lock.to_str().ok_or_else(|| {
             Error::Usage(format!(
                 "{}: not a port or ADDR:PORT",
@@ -29,7 +34,7 @@ impl TcpLock {
         })?;
         let (ip, port) = match text.rsplit_once(':') {
             Some((ip, port)) => (parse_loopback(text, ip)?, port),
-            None => (default_address(nix::unistd::getuid().as_raw()), text),
+            None => (default_address(uid), text),
         };
         let port = parse_port(text, port)?;
         let address = SocketAddrV4::new(ip, port);

@@ -1,9 +1,10 @@
 //! The options a launch seldom uses: --replace, --replace-older,
 //! --kill-after (how long a process being stopped has), --max-time,
-//! --auto, --slots. Like the
+//! --auto, --slots, --list. Like the
 //! etcd options, they are defined only where the command line names one
 //! (`full_command_needed`): each option clap knows of costs every launch.
 
+use std::ffi::OsString;
 use std::time::Duration;
 
 use super::parse_seconds;
@@ -62,6 +63,25 @@ pub struct OccasionalOptions {
     /// and its arguments (run-one's way). Abstract socket locks only
     #[arg(long, conflicts_with_all = ["tcp", "flock"])]
     pub auto: bool,
+
+    /// Run nothing: list the me-only locks held on this host (abstract, tcp,
+    /// flock; only those with --tcp or --flock) whose names start with
+    /// PREFIX: lock, backend, pid, uid, host, age, command. Another user's
+    /// are seen by root only
+    #[arg(
+        long,
+        value_name = "PREFIX",
+        num_args = 0..=1,
+        default_missing_value = "",
+        conflicts_with_all = ["test", "wait", "timeout", "fork", "detach", "replace",
+            "replace_older", "max_time", "auto", "slots"]
+    )]
+    pub list: Option<OsString>,
+
+    /// With --list: print a JSON array of objects (lock, backend, pid, uid,
+    /// host, age_seconds, command: the argument list) instead of a table
+    #[arg(long, requires = "list")]
+    pub json: bool,
 
     /// Let up to N instances run at once: take the first free of N locks
     /// named from LOCK (LOCK.1 ... LOCK.N; with --tcp, ports PORT to

@@ -1,0 +1,146 @@
+//! `--list`: the me-only locks held on this host, like lslocks for file
+//! locks.
+//!
+//! The kernel does not mark a lock as me-only's, so the holders say so:
+//! every process whose environment has ME_ONLY_LOCK (COMMAND, which me-only
+//! became or started) names a lock, which is then looked at as each kind of
+//! kernel lock would be by `--test` (an abstract name, a port on that
+//! process's user's address, a file relative to its working directory). A
+//! lock counts when it is held by that process or by its parent (with
+//! --fork, me-only keeps the lock and COMMAND is its child). Not seen: the
+//! processes of other users where /proc hides their environment (all but
+//! root's own view), a COMMAND that cleared its environment or took another
+//! me-only lock inside (its ME_ONLY_LOCK names the inner one), and holders
+//! in other pid or network namespaces.
+
+mod output;
+
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::backend::{self, Backend, Kind, Probe};
+use crate::error::Error;
+use crate::launch::ENV_LOCK;
+use crate::procfs;
+
+/// One lock held.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub lock: String,
+    pub backend: &'static str,
+    pub pid: Option<i32>,
+    pub uid: Option<u32>,
+    pub host: String,
+    /// How long the holding process has run.
+    pub age: Option<Duration>,
+    pub command: Vec<String>,
+}
+
+/// Prints the locks of `kinds` whose names start with `prefix`, as a table
+/// or (`json`) a JSON array. Always exit 0: what cannot be seen is left out.
+pub fn report(prefix: &OsStr, kinds: &[Kind], json: bool) -> Result<u8, Error> {
+    let entries = held_locks(kinds, prefix.as_bytes());
+    let text = if json {
+        output::json(&entries)
+    } else {
+        output::table(&entries)
+    };
+    use std::io::Write;
+    // A closed stdout (`| head`) must not turn the answer into a panic.
+    let _ = std::io::stdout().write_all(text.as_bytes());
+    Ok(0)
+}
+
+/// The locks held, found from the processes that name them, one entry per
+/// lock, sorted by name.
+fn held_locks(kinds: &[Kind], prefix: &[u8]) -> Vec<Entry> {
+    let host = nix::unistd::gethostname()
+        .map(|host| host.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut found: BTreeMap<(String, &'static str), Entry> = BTreeMap::new();
+    for pid in procfs::pids() {
+        let Some(named) = procfs::environment_variable(pid, ENV_LOCK) else {
+            continue;
+        };
+        for (backend, lock) in locks_named(pid, OsString::from_vec(named), kinds) {
+            if !lock.name().as_bytes().starts_with(prefix) {
+                continue;
+            }
+            let key = (lock.name().to_owned(), backend);
+            if found.contains_key(&key) {
+                continue;
+            }
+            let Ok(Probe::Held(holder)) = lock.probe() else {
+                continue;
+            };
+            let held_by_it = holder
+                .pid
+                .is_some_and(|holder| holder == pid || procfs::parent_pid(pid) == Some(holder));
+            if !held_by_it {
+                continue;
+            }
+            let holder_pid = holder.pid.unwrap_or(pid);
+            found.insert(
+                key,
+                Entry {
+                    lock: lock.name().to_owned(),
+                    backend,
+                    pid: holder.pid,
+                    uid: holder.uid.or_else(|| procfs::process_uid(holder_pid)),
+                    host: host.clone(),
+                    age: procfs::process_age(holder_pid),
+                    command: procfs::command_words(holder_pid).unwrap_or_default(),
+                },
+            );
+        }
+    }
+    found.into_values().collect()
+}
+
+/// The locks of `kinds` that `named`, the ME_ONLY_LOCK of process `pid`,
+/// may be: as that process would have meant it.
+fn locks_named(pid: i32, named: OsString, kinds: &[Kind]) -> Vec<(&'static str, Box<dyn Backend>)> {
+    kinds
+        .iter()
+        .filter_map(|kind| {
+            let lock: Box<dyn Backend> = match kind {
+                Kind::AbstractSocket => backend::from_cli(&named, Kind::AbstractSocket).ok()?,
+                Kind::Tcp => {
+                    let uid = procfs::process_uid(pid)?;
+                    backend::tcp_lock_of_user(&named, uid).ok()?
+                }
+                Kind::Flock => {
+                    let path = relative_to_cwd_of(pid, &named)?;
+                    backend::from_cli(path.as_os_str(), Kind::Flock).ok()?
+                }
+                #[cfg(feature = "etcd")]
+                Kind::Etcd(_) => return None,
+            };
+            Some((kind_name(kind), lock))
+        })
+        .collect()
+}
+
+/// A path as process `pid` opened it: a relative one from its working
+/// directory.
+fn relative_to_cwd_of(pid: i32, path: &OsStr) -> Option<PathBuf> {
+    let path = PathBuf::from(path);
+    if path.is_absolute() {
+        return Some(path);
+    }
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
+    Some(cwd.join(path))
+}
+
+fn kind_name(kind: &Kind) -> &'static str {
+    match kind {
+        Kind::AbstractSocket => "abstract",
+        Kind::Tcp => "tcp",
+        Kind::Flock => "flock",
+        #[cfg(feature = "etcd")]
+        Kind::Etcd(_) => "etcd",
+    }
+}

@@ -1,0 +1,190 @@
+//! --list: the me-only locks held on this host.
+
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::{Holding, free_port, me_only, refused, text, unique_lock};
+
+/// `me-only --list ARGS...`'s table rows (no header), each split into its
+/// first six columns and the command.
+fn rows(args: &[&str]) -> Vec<(Vec<String>, String)> {
+    let output = me_only().arg("--list").args(args).output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let table = text(&output.stdout);
+    let mut lines = table.lines();
+    assert!(
+        lines.next().unwrap().starts_with("LOCK "),
+        "a header first: {table}"
+    );
+    lines
+        .map(|line| {
+            let mut words = line.split_whitespace();
+            let columns: Vec<String> = words.by_ref().take(6).map(str::to_owned).collect();
+            (columns, words.collect::<Vec<_>>().join(" "))
+        })
+        .collect()
+}
+
+fn uid() -> String {
+    nix::unistd::getuid().to_string()
+}
+
+#[test]
+fn every_kernel_lock_is_listed_with_its_holder() {
+    let abstract_lock = unique_lock("list");
+    let holder = Holding::start([&abstract_lock]);
+    let listed = rows(&[&abstract_lock]);
+    let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let (columns, command) = &listed[0];
+    assert_eq!(
+        columns[..5],
+        [
+            abstract_lock.clone(),
+            "abstract".into(),
+            holder.pid.to_string(),
+            uid(),
+            host
+        ]
+    );
+    assert_eq!(command, "cat", "sh execs cat");
+
+    let port = free_port();
+    let tcp = Holding::start(["--tcp".to_owned(), format!("127.0.0.1:{port}")]);
+    let listed = rows(&["--tcp", &format!("127.0.0.1:{port}")]);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        listed[0].0[..3],
+        [
+            format!("127.0.0.1:{port}"),
+            "tcp".into(),
+            tcp.pid.to_string()
+        ]
+    );
+
+    // A lock file named relative to the holder's working directory is
+    // listed by its full path.
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = me_only();
+    command.current_dir(dir.path()).args([
+        "--flock",
+        "relative.lock",
+        "sh",
+        "-c",
+        "echo ready; exec cat",
+    ]);
+    let flock = Holding::spawn(command);
+    let path = dir.path().canonicalize().unwrap().join("relative.lock");
+    let path = path.to_str().unwrap();
+    let listed = rows(&["--flock", path]);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        listed[0].0[..3],
+        [path.to_owned(), "flock".into(), flock.pid.to_string()]
+    );
+    // Without a backend option, all of them.
+    assert_eq!(rows(&[path]).len(), 1);
+    assert_eq!(rows(&[&abstract_lock]).len(), 1);
+}
+
+#[test]
+fn fork_slots_and_inheritors_are_listed_by_who_holds_the_lock() {
+    let prefix = unique_lock("list-modes");
+    let supervisor = Holding::start(["--fork", &format!("{prefix}/fork")]);
+    let slot = Holding::start(["--slots", "2", &format!("{prefix}/slots")]);
+    let listed = rows(&[&prefix]);
+    let locks: Vec<(&str, &str)> = listed
+        .iter()
+        .map(|(columns, _)| (columns[0].as_str(), columns[2].as_str()))
+        .collect();
+    let (fork_pid, slot_pid) = (supervisor.pid.to_string(), slot.pid.to_string());
+    assert_eq!(
+        locks,
+        [
+            (format!("{prefix}/fork").as_str(), fork_pid.as_str()),
+            (format!("{prefix}/slots.1").as_str(), slot_pid.as_str()),
+        ]
+    );
+    assert!(listed[0].1.contains("--fork"), "me-only itself: {listed:?}");
+    drop(supervisor);
+    drop(slot);
+    assert_eq!(rows(&[&prefix]), [], "let go, no longer listed");
+}
+
+#[test]
+fn a_socket_that_no_me_only_process_names_is_not_listed() {
+    let lock = unique_lock("list-foreign");
+    // This test process listens on the name, without ME_ONLY_LOCK.
+    let socket = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+    let mut path = vec![0u8];
+    path.extend_from_slice(lock.as_bytes());
+    let address =
+        socket2::SockAddr::unix(std::ffi::OsStr::new(std::str::from_utf8(&path).unwrap())).unwrap();
+    socket.bind(&address).unwrap();
+    socket.listen(1).unwrap();
+    let output = me_only().args(["--test", &lock]).output().unwrap();
+    assert_eq!(output.status.code(), Some(4), "held, as --test sees it");
+    assert_eq!(rows(&[&lock]), []);
+}
+
+#[test]
+fn json_is_an_array_of_objects_for_scripts() {
+    let lock = unique_lock("list-json");
+    let holder = Holding::start([&lock]);
+    let output = me_only()
+        .args(["--list", &lock, "--json"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    if !common::programs_or_skip(&["python3"]) {
+        return;
+    }
+    // Python's JSON parser reads it back.
+    let mut python = Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys\n\
+             locks = json.load(sys.stdin)\n\
+             for lock in locks:\n\
+             \x20   print(lock['lock'], lock['backend'], lock['pid'], lock['uid'],\n\
+             \x20         type(lock['age_seconds']).__name__, lock['command'])",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    python
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&output.stdout)
+        .unwrap();
+    let parsed = python.wait_with_output().unwrap();
+    assert!(parsed.status.success(), "{parsed:?}");
+    assert_eq!(
+        text(&parsed.stdout),
+        format!("{lock} abstract {} {} int ['cat']\n", holder.pid, uid())
+    );
+}
+
+#[test]
+fn list_takes_no_lock_nor_command_and_no_mode() {
+    for (words, message) in [
+        (
+            &["--list", "/tmp/a", "true"][..],
+            "--list takes a PREFIX at most",
+        ),
+        (&["--list", "--wait"], "cannot be used with"),
+        (&["--list", "--fork"], "cannot be used with"),
+        (&["--json", "/tmp/a", "true"], "--list"),
+        (
+            &["--list", "--etcd", "http://127.0.0.1:1"],
+            "--list does not work with --etcd yet",
+        ),
+    ] {
+        let line = refused(me_only().args(words), 2);
+        assert!(line.contains(message), "{words:?}: {line}");
+    }
+}
