@@ -187,11 +187,6 @@ impl Cli {
             },
         ) = self.etcd.as_deref()
         {
-            if self.occasional.replace().is_some() {
-                return Err(Error::Usage(
-                    "--replace and --replace-older do not work with --etcd yet".into(),
-                ));
-            }
             if self.occasional.slots.is_some() {
                 return Err(Error::Usage("--slots does not work with --etcd yet".into()));
             }

@@ -43,7 +43,7 @@ pub enum Error {
     NotReplaced {
         lock: String,
         holder: Holder,
-        why: &'static str,
+        why: String,
     },
     /// The lock could not be set up: a system call other than the contended
     /// bind failed.

@@ -4,15 +4,18 @@
 //! inherited the lock descriptor still holds the lock, and is next.
 //!
 //! Signals go through a pidfd taken while that pid is the holder the lock
-//! names, so they never reach a process that reused the pid.
+//! names, so they never reach a process that reused the pid. An etcd
+//! holder, which may run on another host, is asked instead: its keeper
+//! stops it and lets go, and this one waits in line meanwhile.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::debug;
 use nix::errno::Errno;
 use nix::libc;
 
-use crate::backend::{Backend, Holder, Probe};
+use crate::acquire::{self, Patience};
+use crate::backend::{Backend, Holder, Probe, StopRequest};
 use crate::cli::Replace;
 use crate::error::Error;
 use crate::pidfd::{pidfd_open, send, wait_for_exit};
@@ -29,14 +32,20 @@ const MAX_HOLDERS: usize = 64;
 /// finds it free or held, as usual. A holder that cannot be stopped is an
 /// error.
 pub fn make_way(lock: &dyn Backend, replace: Replace) -> Result<(), Error> {
+    if let Some(asked) = lock.ask_holder_to_stop(replace.older_than) {
+        return match asked? {
+            StopRequest::Free | StopRequest::Younger => Ok(()),
+            StopRequest::Sent { holder, within } => wait_for_the_holder(lock, holder, within),
+        };
+    }
     for _ in 0..MAX_HOLDERS {
         let Probe::Held(holder) = lock.probe()? else {
             return Ok(());
         };
-        let refuse = |why| Error::NotReplaced {
+        let refuse = |why: &str| Error::NotReplaced {
             lock: lock.name().to_owned(),
             holder: holder.clone(),
-            why,
+            why: why.to_owned(),
         };
         let pid = holder
             .pid
@@ -71,6 +80,25 @@ pub fn make_way(lock: &dyn Backend, replace: Replace) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// Waits, in line, for a holder asked to stop (on whatever host it runs)
+/// to let go: the lock is then this process's. One that has not within
+/// `within` cannot be stopped by asking.
+fn wait_for_the_holder(lock: &dyn Backend, holder: Holder, within: Duration) -> Result<(), Error> {
+    debug!(
+        "{}: asked {holder} to stop; waiting up to {within:?}",
+        lock.name()
+    );
+    match acquire::acquire(lock, Patience::For(within), false) {
+        Ok(_) => Ok(()),
+        Err(Error::Busy { .. }) => Err(Error::NotReplaced {
+            lock: lock.name().to_owned(),
+            holder,
+            why: format!("it did not stop within {} s", within.as_secs()),
+        }),
+        Err(err) => Err(err),
+    }
 }
 
 fn still_held_by(lock: &dyn Backend, pid: i32) -> Result<bool, Error> {

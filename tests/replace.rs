@@ -140,11 +140,61 @@ fn replace_options_that_make_no_sense_are_usage_errors() {
     ] {
         refused(me_only().args(words), 2);
     }
-    if cfg!(feature = "etcd") {
-        let message = refused(
-            me_only().args(["--etcd", "http://127.0.0.1:1", "--replace", &lock, "true"]),
-            2,
-        );
-        assert!(message.contains("--etcd"), "{message}");
-    }
+}
+
+/// With --etcd the holder may run anywhere: its keeper is asked, through
+/// its key, to stop it, and the replacer waits in line meanwhile, so the
+/// two never run at once.
+#[cfg(feature = "etcd")]
+#[test]
+fn an_etcd_holder_is_stopped_by_its_keeper_and_the_replacer_runs_after_it() {
+    use common::etcd::{Etcd, fenced_holder, lock_name, on};
+    use std::io::{BufRead, Read};
+
+    let Some(etcd) = Etcd::start() else { return };
+    let lock = lock_name("replace");
+    let (mut holder, mut said) = fenced_holder(&etcd, &lock, "2");
+    // A younger holder is left alone by --replace-older.
+    let line = refused(
+        &mut on(&etcd, &["--replace-older", "3600", &lock, "echo", "ran"]),
+        4,
+    );
+    assert!(line.contains("already held by pid"), "{line}");
+    let (mut replacer, mut ran) = common::etcd::started(&mut on(
+        &etcd,
+        &[
+            "--replace-older",
+            "0",
+            "--ttl",
+            "2",
+            &lock,
+            "sh",
+            "-c",
+            "echo ready; echo ran",
+        ],
+    ));
+    // The replacer's COMMAND runs only once the holder has let go: by then
+    // the holder was told to stop, and has exited.
+    assert!(
+        holder.try_wait().unwrap().is_some(),
+        "the replacer runs beside the holder"
+    );
+    let mut line = String::new();
+    said.read_line(&mut line).unwrap();
+    assert_eq!(line, "terminated\n");
+    let mut stderr = String::new();
+    holder
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(
+        stderr.contains("replaced (another instance ran me-only --replace)"),
+        "{stderr}"
+    );
+    let mut line = String::new();
+    ran.read_line(&mut line).unwrap();
+    assert_eq!(line, "ran\n");
+    assert!(replacer.wait().unwrap().success());
 }

@@ -71,6 +71,17 @@ pub enum Waited {
     NothingToWatch,
 }
 
+/// What asking the holder to stop came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StopRequest {
+    /// No one holds the lock.
+    Free,
+    /// The holder is younger than --replace-older: it is left alone.
+    Younger,
+    /// It was asked, and should let go within `within`.
+    Sent { holder: Holder, within: Duration },
+}
+
 /// One try at a lock.
 #[derive(Debug)]
 pub enum Attempt {
@@ -101,6 +112,17 @@ pub trait Backend {
     /// ME_ONLY_FD.
     fn environment(&self) -> Vec<(&'static str, String)> {
         Vec::new()
+    }
+
+    /// --replace where the holder may run on another host (etcd): asks it
+    /// to stop, unless it took the lock less than `older_than` ago. None
+    /// where the backend has no such way: a kernel lock's holder is
+    /// signalled by the caller.
+    fn ask_holder_to_stop(
+        &self,
+        _older_than: Option<Duration>,
+    ) -> Option<Result<StopRequest, Error>> {
+        None
     }
 
     /// Ties a lock that no descriptor holds to the process that holds it

@@ -19,7 +19,8 @@ const DEFAULT_KILL_AFTER: Duration = Duration::from_secs(10);
 pub struct OccasionalOptions {
     /// Stop the instance that holds the lock (SIGTERM, SIGKILL after
     /// --kill-after; every process that holds it in turn), then run COMMAND
-    /// once the lock is free. Kernel locks only, not --etcd yet
+    /// once the lock is free. With --etcd, its keeper is asked to stop it,
+    /// wherever it runs
     #[arg(long, conflicts_with_all = ["test", "slots"])]
     pub replace: bool,
 

@@ -339,6 +339,37 @@ impl Gateway {
         )))
     }
 
+    /// Rewrites the holder's key with `value`, on its own lease, if it is
+    /// still the key it was (same create revision): how --replace asks the
+    /// holder's keeper to stop it. Whether it was.
+    pub fn mark_holder(&self, holder: &KeyValue, value: &[u8]) -> Result<bool, CallError> {
+        let body = json!({
+            "compare": [{
+                "key": BASE64.encode(&holder.key),
+                "target": "CREATE",
+                "create_revision": holder.create_revision.to_string(),
+                "result": "EQUAL",
+            }],
+            "success": [{ "request_put": {
+                "key": BASE64.encode(&holder.key),
+                "value": BASE64.encode(value),
+                "lease": holder.lease.to_string(),
+            }}],
+        });
+        let answer = self.call("/v3/kv/txn", &body, soon())?;
+        Ok(answer["succeeded"] == json!(true))
+    }
+
+    /// The TTL a lease was granted with (0 if it is gone).
+    pub fn granted_ttl(&self, lease: i64) -> Result<i64, CallError> {
+        let answer = self.call(
+            "/v3/lease/timetolive",
+            &json!({ "ID": lease.to_string() }),
+            soon(),
+        )?;
+        Ok(number(&answer["grantedTTL"]).unwrap_or(0))
+    }
+
     /// The oldest lock key under `prefix` (the holder, where keys queue by
     /// create revision): its key, value and create revision.
     pub fn first_under(&self, prefix: &[u8]) -> Result<Option<KeyValue>, CallError> {

@@ -29,8 +29,8 @@ use nix::unistd::{ForkResult, fork};
 use crate::pidfd::{has_exited, pidfd_open};
 use crate::process_title;
 
-use super::Settings;
 use super::gateway::{self, Gateway};
+use super::{Settings, is_marked};
 use crate::tree::Tree;
 
 /// What the keeper looks after.
@@ -283,6 +283,9 @@ fn renew(gateway: &Gateway, watch: &Watch, deadline: Instant) -> Renewal {
         }
     }
     match gateway.get(&watch.key, deadline) {
+        Ok(Some(kv)) if kv.lease == watch.lease && is_marked(&kv.value) => {
+            Renewal::Lost("replaced (another instance ran me-only --replace)")
+        }
         Ok(Some(kv)) if kv.lease == watch.lease => {
             log::trace!("{}: lease renewed, key still ours", watch.lock);
             Renewal::Renewed

@@ -24,7 +24,7 @@ use gateway::CallError;
 pub use gateway::{Gateway, Login};
 pub use tls::TlsOptions;
 
-use super::{Attempt, Backend, Holder, Probe, Waited};
+use super::{Attempt, Backend, Holder, Probe, StopRequest, Waited};
 use crate::error::Error;
 use crate::launch::ENV_FENCE;
 
@@ -185,6 +185,17 @@ impl Backend for EtcdLock {
         }
     }
 
+    /// Marks the holder's key (` replaced-by HOST PID` appended to its
+    /// value, on its own lease): its keeper sees that at its next renewal,
+    /// stops COMMAND as it would on a lost lease, and lets go. Up to the
+    /// holder's TTL, then --kill-after, then a little for the calls.
+    fn ask_holder_to_stop(
+        &self,
+        older_than: Option<Duration>,
+    ) -> Option<Result<StopRequest, Error>> {
+        Some(self.mark_holder(older_than))
+    }
+
     fn hand_over(&self, holder: i32) -> Result<(), Error> {
         let Some(taken) = self.taken.borrow().clone() else {
             return Ok(());
@@ -210,10 +221,92 @@ impl Backend for EtcdLock {
     }
 }
 
-/// `hostname pid`: the key's value, for --test and conflict messages.
+impl EtcdLock {
+    fn mark_holder(&self, older_than: Option<Duration>) -> Result<StopRequest, Error> {
+        for _ in 0..MARK_ATTEMPTS {
+            let Some(holder) = self
+                .gateway()
+                .first_under(&self.prefix)
+                .map_err(|err| self.error("look up the lock", err))?
+            else {
+                return Ok(StopRequest::Free);
+            };
+            if let Some(older_than) = older_than {
+                if holder_age(&holder.value).is_none_or(|age| age < older_than) {
+                    return Ok(StopRequest::Younger);
+                }
+            }
+            let mut marked = holder.value.clone();
+            if !is_marked(&marked) {
+                marked.extend_from_slice(REPLACED_BY);
+                marked.extend_from_slice(&host_and_pid());
+            }
+            let done = self
+                .gateway()
+                .mark_holder(&holder, &marked)
+                .map_err(|err| self.error("ask the holder to stop", err))?;
+            if !done {
+                // It let go, or another took its place, meanwhile.
+                continue;
+            }
+            let ttl = self
+                .gateway()
+                .granted_ttl(holder.lease)
+                .map_err(|err| self.error("look up the holder's lease", err))?;
+            let ttl = Duration::from_secs(ttl.max(self.settings.ttl).max(1) as u64);
+            return Ok(StopRequest::Sent {
+                holder: parse_holder_value(&holder.value),
+                within: ttl + self.settings.kill_after + CALLS_ALLOWANCE,
+            });
+        }
+        Ok(StopRequest::Free)
+    }
+}
+
+/// How many times --replace looks for a holder that keeps changing.
+const MARK_ATTEMPTS: usize = 3;
+
+/// Time for the stopped holder's keeper to revoke, and for the queue to
+/// notice, beyond its TTL and --kill-after.
+const CALLS_ALLOWANCE: Duration = Duration::from_secs(5);
+
+/// What --replace appends to the holder's key's value, followed by its own
+/// host and pid; what the holder's keeper looks for.
+const REPLACED_BY: &[u8] = b" replaced-by ";
+
+/// Whether a key's value says its holder is to stop (--replace).
+pub fn is_marked(value: &[u8]) -> bool {
+    value
+        .windows(REPLACED_BY.len())
+        .any(|window| window == REPLACED_BY)
+}
+
+/// `hostname pid started`: the key's value, for --test, conflict messages
+/// and --replace-older (`started`: seconds since the epoch).
 fn holder_value() -> Vec<u8> {
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    let mut value = host_and_pid();
+    value.extend_from_slice(format!(" {started}").as_bytes());
+    value
+}
+
+fn host_and_pid() -> Vec<u8> {
     let host = nix::unistd::gethostname().unwrap_or_default();
     format!("{} {}", host.to_string_lossy(), std::process::id()).into_bytes()
+}
+
+/// How long ago the holder took the lock, from its key's value (by the
+/// clocks of both hosts); None where the value does not say (etcdctl's, an
+/// older me-only's).
+fn holder_age(value: &[u8]) -> Option<Duration> {
+    let text = String::from_utf8_lossy(value);
+    let started: u64 = text.split_whitespace().nth(2)?.parse().ok()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    Some(now.saturating_sub(Duration::from_secs(started)))
 }
 
 fn parse_holder_value(value: &[u8]) -> Holder {
