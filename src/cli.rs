@@ -190,9 +190,6 @@ impl Cli {
             if self.occasional.slots.is_some() {
                 return Err(Error::Usage("--slots does not work with --etcd yet".into()));
             }
-            if self.occasional.auto {
-                return Err(Error::Usage("--auto does not work with --etcd yet".into()));
-            }
             return options
                 .settings(endpoints, &self.lock, self.occasional.kill_after())
                 .map(Kind::Etcd);

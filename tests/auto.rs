@@ -97,10 +97,6 @@ fn a_command_alone_is_enough_and_bad_combinations_are_usage_errors() {
         (&["--auto"][..], "required"),
         (&["--auto", "--tcp", "echo", "ran"], "cannot be used with"),
         (&["--auto", "--flock", "echo", "ran"], "cannot be used with"),
-        (
-            &["--auto", "--etcd", "http://127.0.0.1:1", "echo", "ran"],
-            "--auto does not work with --etcd yet",
-        ),
     ] {
         let line = refused(me_only().args(words), 2);
         assert!(line.contains(message), "{words:?}: {line}");
@@ -110,4 +106,26 @@ fn a_command_alone_is_enough_and_bad_combinations_are_usage_errors() {
         line.contains("/no/such/command: command not found"),
         "{line}"
     );
+}
+
+/// With --etcd, the same name in etcd: one run of a command line across
+/// hosts.
+#[cfg(feature = "etcd")]
+#[test]
+fn with_etcd_the_name_is_an_etcd_lock() {
+    use common::etcd::{Etcd, on};
+
+    let Some(etcd) = Etcd::start() else { return };
+    let script = holder_script("etcd");
+    let holder = Holding::spawn(on(&etcd, &["--auto", "sh", "-c", &script]));
+    let line = refused(&mut on(&etcd, &["--auto", "/bin/sh", "-c", &script]), 4);
+    assert!(
+        line.contains(&format!("already held by pid {}", holder.pid)),
+        "{line}"
+    );
+    let name = documented_name(&["sh", "-c", &script]);
+    if !name.is_empty() {
+        let output = on(&etcd, &["--test", &name]).output().unwrap();
+        assert_eq!(output.status.code(), Some(4), "{output:?}");
+    }
 }

@@ -21,7 +21,7 @@ complete -c me-only -s d -l detach -d 'Start COMMAND in the background, in a ses
 complete -c me-only -s q -l quiet -d 'Say nothing when the lock is held (other errors are still reported)'
 complete -c me-only -s v -l verbose -d 'Print diagnostics on stderr (RUST_LOG refines them)'
 complete -c me-only -l replace -d 'Stop the instance that holds the lock (SIGTERM, SIGKILL after --kill-after; every process that holds it in turn), then run COMMAND once the lock is free. With --etcd, its keeper is asked to stop it, wherever it runs'
-complete -c me-only -l auto -d 'No LOCK: the first word is COMMAND, and the lock is named from the command line: me-only/auto/UID/HASH, HASH from COMMAND\'s real path and its arguments (run-one\'s way). Abstract socket locks only'
+complete -c me-only -l auto -d 'No LOCK: the first word is COMMAND, and the lock is named from the command line: me-only/auto/UID/HASH, HASH from COMMAND\'s real path and its arguments (run-one\'s way). An abstract socket lock, or with --etcd a name in etcd'
 complete -c me-only -l json -d 'With --list: print a JSON array of objects (lock, backend, pid, uid, host, age_seconds, command: the argument list) instead of a table'
 complete -c me-only -l insecure-skip-tls-verify -d 'With --etcd: do not check the https endpoints\' certificates (the connection is then open to anyone in between)'
 complete -c me-only -s h -l help -d 'Print help (see more with \'--help\')'

@@ -61,7 +61,8 @@ pub struct OccasionalOptions {
 
     /// No LOCK: the first word is COMMAND, and the lock is named from the
     /// command line: me-only/auto/UID/HASH, HASH from COMMAND's real path
-    /// and its arguments (run-one's way). Abstract socket locks only
+    /// and its arguments (run-one's way). An abstract socket lock, or with
+    /// --etcd a name in etcd
     #[arg(long, conflicts_with_all = ["tcp", "flock"])]
     pub auto: bool,
 
