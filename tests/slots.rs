@@ -258,8 +258,8 @@ fn bad_slot_counts_and_names_are_usage_errors() {
             "127.0.0.1:65535: slot 2 would be port 65536, past 65535",
         ),
         (
-            vec!["--slots", "2", "--etcd", "http://127.0.0.1:1"],
-            "--slots does not work with --etcd yet",
+            vec!["--slots", "2", "--wait", "--etcd", "http://127.0.0.1:1"],
+            "--slots with --etcd does not wait yet",
         ),
     ] {
         let mut command = me_only();
@@ -277,4 +277,40 @@ fn bad_slot_counts_and_names_are_usage_errors() {
         line.contains(&format!("{long}.10: lock name is 108 bytes")),
         "{line}"
     );
+}
+
+/// With --etcd, slot k is the etcd lock LOCK.k, taken in turn as a launch
+/// without --wait takes one lock.
+#[cfg(feature = "etcd")]
+#[test]
+fn etcd_slots_are_etcd_locks_named_as_kernel_slots_are() {
+    use common::etcd::{Etcd, hostname, lock_name, on};
+
+    let Some(etcd) = Etcd::start() else { return };
+    let lock = lock_name("slots");
+    let first = Holding::spawn(on(
+        &etcd,
+        &["--slots", "2", &lock, "sh", "-c", "echo ready; exec cat"],
+    ));
+    let output = on(&etcd, &["--slots", "2", &lock, "sh", "-c", SAY_SLOT])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(text(&output.stdout), format!("2 {lock}.2\n"));
+    let second = Holding::spawn(on(
+        &etcd,
+        &["--slots", "2", &lock, "sh", "-c", "echo ready; exec cat"],
+    ));
+    let host = hostname();
+    assert_eq!(
+        refused(&mut on(&etcd, &["--slots", "2", &lock, "echo", "ran"]), 4),
+        format!(
+            "me-only: {lock}: all 2 slots are held, by pid {} on {host}, pid {} on {host}\n",
+            first.pid, second.pid
+        )
+    );
+    let output = on(&etcd, &[&format!("{lock}.1"), "--test"])
+        .output()
+        .unwrap();
+    assert_eq!(text(&output.stdout), format!("{host} {}\n", first.pid));
 }
