@@ -98,10 +98,6 @@ fn run(cli: Cli) -> Result<u8, Error> {
                 backend::Kind::Tcp,
                 backend::Kind::Flock,
             ],
-            #[cfg(feature = "etcd")]
-            backend::Kind::Etcd(_) => {
-                return Err(Error::Usage("--list does not work with --etcd yet".into()));
-            }
             kind => vec![kind],
         };
         return list::report(prefix, &kinds, cli.occasional.json);

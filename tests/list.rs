@@ -6,6 +6,21 @@ use std::process::{Command, Stdio};
 
 use common::{Holding, free_port, me_only, refused, text, unique_lock};
 
+/// A holder's script whose command line stays the same once it is ready
+/// (one that execs cat would change it, at a moment no test can see).
+const HOLD: &str = "echo ready; read line";
+
+/// What --list shows as its command.
+const HOLD_COMMAND: &str = "sh -c echo ready; read line";
+
+fn holding<I, S>(options: I) -> Holding
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    Holding::with_script(options, HOLD)
+}
+
 /// `me-only --list ARGS...`'s table rows (no header), each split into its
 /// first six columns and the command.
 fn rows(args: &[&str]) -> Vec<(Vec<String>, String)> {
@@ -33,7 +48,7 @@ fn uid() -> String {
 #[test]
 fn every_kernel_lock_is_listed_with_its_holder() {
     let abstract_lock = unique_lock("list");
-    let holder = Holding::start([&abstract_lock]);
+    let holder = holding([&abstract_lock]);
     let listed = rows(&[&abstract_lock]);
     let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
     assert_eq!(listed.len(), 1, "{listed:?}");
@@ -48,10 +63,10 @@ fn every_kernel_lock_is_listed_with_its_holder() {
             host
         ]
     );
-    assert_eq!(command, "cat", "sh execs cat");
+    assert_eq!(command, HOLD_COMMAND);
 
     let port = free_port();
-    let tcp = Holding::start(["--tcp".to_owned(), format!("127.0.0.1:{port}")]);
+    let tcp = holding(["--tcp".to_owned(), format!("127.0.0.1:{port}")]);
     let listed = rows(&["--tcp", &format!("127.0.0.1:{port}")]);
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(
@@ -131,7 +146,7 @@ fn a_socket_that_no_me_only_process_names_is_not_listed() {
 #[test]
 fn json_is_an_array_of_objects_for_scripts() {
     let lock = unique_lock("list-json");
-    let holder = Holding::start([&lock]);
+    let holder = holding([&lock]);
     let output = me_only()
         .args(["--list", &lock, "--json"])
         .output()
@@ -165,7 +180,11 @@ fn json_is_an_array_of_objects_for_scripts() {
     assert!(parsed.status.success(), "{parsed:?}");
     assert_eq!(
         text(&parsed.stdout),
-        format!("{lock} abstract {} {} int ['cat']\n", holder.pid, uid())
+        format!(
+            "{lock} abstract {} {} int ['sh', '-c', 'echo ready; read line']\n",
+            holder.pid,
+            uid()
+        )
     );
 }
 
@@ -179,12 +198,56 @@ fn list_takes_no_lock_nor_command_and_no_mode() {
         (&["--list", "--wait"], "cannot be used with"),
         (&["--list", "--fork"], "cannot be used with"),
         (&["--json", "/tmp/a", "true"], "--list"),
-        (
-            &["--list", "--etcd", "http://127.0.0.1:1"],
-            "--list does not work with --etcd yet",
-        ),
     ] {
         let line = refused(me_only().args(words), 2);
         assert!(line.contains(message), "{words:?}: {line}");
     }
+}
+
+/// With --etcd, the locks in etcd: holder host and pid from its key, uid
+/// and command where it runs here.
+#[cfg(feature = "etcd")]
+#[test]
+fn with_etcd_the_locks_in_etcd_are_listed() {
+    use common::etcd::{Etcd, hostname, lock_name, on};
+
+    let Some(etcd) = Etcd::start() else { return };
+    let prefix = lock_name("list");
+    let (outer, inner) = (format!("{prefix}/a"), format!("{prefix}/a/b"));
+    let first = Holding::spawn(on(&etcd, &[&outer, "sh", "-c", HOLD]));
+    let nested = Holding::spawn(on(&etcd, &[&inner, "sh", "-c", HOLD]));
+    // A waiter's key is in line, not a holder.
+    let _waiter = common::KillOnDrop(common::spawn_waiting(&mut on(
+        &etcd,
+        &["-v", "--wait", &outer, "true"],
+    )));
+    let output = on(&etcd, &["--list", &prefix]).output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let table = text(&output.stdout);
+    let host = hostname();
+    let row = |lock: &str, pid: u32| format!("{lock} etcd {pid} {} {host}", uid());
+    let rows: Vec<String> = table
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            format!("{} {}", words[..5].join(" "), words[6..].join(" "))
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            format!("{} {HOLD_COMMAND}", row(&outer, first.pid)),
+            format!("{} {HOLD_COMMAND}", row(&inner, nested.pid)),
+        ],
+        "{table}"
+    );
+    let output = on(&etcd, &["--list", &format!("{outer}/")])
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&output.stdout).lines().count(),
+        2,
+        "the header and a/b"
+    );
 }

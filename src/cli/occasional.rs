@@ -67,9 +67,9 @@ pub struct OccasionalOptions {
     pub auto: bool,
 
     /// Run nothing: list the me-only locks held on this host (abstract, tcp,
-    /// flock; only those with --tcp or --flock) whose names start with
-    /// PREFIX: lock, backend, pid, uid, host, age, command. Another user's
-    /// are seen by root only
+    /// flock; only those with --tcp or --flock; with --etcd, those in etcd)
+    /// whose names start with PREFIX: lock, backend, pid, uid, host, age,
+    /// command. Another user's are seen by root only
     #[arg(
         long,
         value_name = "PREFIX",

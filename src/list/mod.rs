@@ -12,6 +12,9 @@
 //! root's own view), a COMMAND that cleared its environment or took another
 //! me-only lock inside (its ME_ONLY_LOCK names the inner one), and holders
 //! in other pid or network namespaces.
+//!
+//! With --etcd, the locks in etcd instead: the oldest key of each name,
+//! whose value tells the holder's host and pid (and when it took the lock).
 
 mod output;
 
@@ -42,7 +45,11 @@ pub struct Entry {
 /// Prints the locks of `kinds` whose names start with `prefix`, as a table
 /// or (`json`) a JSON array. Always exit 0: what cannot be seen is left out.
 pub fn report(prefix: &OsStr, kinds: &[Kind], json: bool) -> Result<u8, Error> {
-    let entries = held_locks(kinds, prefix.as_bytes());
+    let entries = match kinds {
+        #[cfg(feature = "etcd")]
+        [Kind::Etcd(settings)] => held_in_etcd(settings, prefix.as_bytes())?,
+        _ => held_locks(kinds, prefix.as_bytes()),
+    };
     let text = if json {
         output::json(&entries)
     } else {
@@ -57,9 +64,7 @@ pub fn report(prefix: &OsStr, kinds: &[Kind], json: bool) -> Result<u8, Error> {
 /// The locks held, found from the processes that name them, one entry per
 /// lock, sorted by name.
 fn held_locks(kinds: &[Kind], prefix: &[u8]) -> Vec<Entry> {
-    let host = nix::unistd::gethostname()
-        .map(|host| host.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let host = this_host();
     let mut found: BTreeMap<(String, &'static str), Entry> = BTreeMap::new();
     for pid in procfs::pids() {
         let Some(named) = procfs::environment_variable(pid, ENV_LOCK) else {
@@ -98,6 +103,37 @@ fn held_locks(kinds: &[Kind], prefix: &[u8]) -> Vec<Entry> {
         }
     }
     found.into_values().collect()
+}
+
+/// The locks held in etcd: host and pid from each holder's key; uid and
+/// command only for holders on this host.
+#[cfg(feature = "etcd")]
+fn held_in_etcd(settings: &backend::etcd::Settings, prefix: &[u8]) -> Result<Vec<Entry>, Error> {
+    let here = this_host();
+    Ok(backend::etcd::held(settings, prefix)?
+        .into_iter()
+        .map(|listed| {
+            let pid_here = listed
+                .holder
+                .pid
+                .filter(|_| listed.holder.host.as_deref() == Some(here.as_str()));
+            Entry {
+                lock: listed.lock,
+                backend: "etcd",
+                pid: listed.holder.pid,
+                uid: pid_here.and_then(procfs::process_uid),
+                host: listed.holder.host.unwrap_or_default(),
+                age: listed.age,
+                command: pid_here.and_then(procfs::command_words).unwrap_or_default(),
+            }
+        })
+        .collect())
+}
+
+fn this_host() -> String {
+    nix::unistd::gethostname()
+        .map(|host| host.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// The locks of `kinds` that `named`, the ME_ONLY_LOCK of process `pid`,

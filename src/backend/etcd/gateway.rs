@@ -403,6 +403,27 @@ impl Gateway {
         Ok((read_at, keys))
     }
 
+    /// Every key that starts with `prefix` (all, for an empty one), oldest
+    /// first: for --list.
+    pub fn keys_starting_with(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, CallError> {
+        // etcd takes the key "\0" with range end "\0" as the whole keyspace;
+        // an empty key is refused.
+        let key: &[u8] = if prefix.is_empty() { &[0] } else { prefix };
+        let body = json!({
+            "key": BASE64.encode(key),
+            "range_end": BASE64.encode(prefix_end(prefix)),
+            "sort_order": "ASCEND",
+            "sort_target": "CREATE",
+        });
+        let answer = self.call("/v3/kv/range", &body, soon())?;
+        Ok(answer["kvs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(KeyValue::from_json)
+            .collect())
+    }
+
     /// The key, if it exists.
     pub fn get(&self, key: &[u8], deadline: Instant) -> Result<Option<KeyValue>, CallError> {
         let answer = self.call(

@@ -263,6 +263,51 @@ impl EtcdLock {
     }
 }
 
+/// A lock held in etcd, as --list shows it.
+pub struct Listed {
+    pub lock: String,
+    pub holder: Holder,
+    /// Since it was taken, where the holder's key says.
+    pub age: Option<Duration>,
+}
+
+/// The locks whose names start with `prefix` and their holders: of the lock
+/// keys (`NAME/<lease in hex>`, me-only's and etcdctl lock's) the oldest
+/// of each name.
+pub fn held(settings: &Settings, prefix: &[u8]) -> Result<Vec<Listed>, Error> {
+    let keys = settings
+        .gateway
+        .keys_starting_with(prefix)
+        .map_err(|err| Error::Etcd {
+            lock: "--list".to_owned(),
+            what: format!("cannot read the locks in etcd: {err}"),
+        })?;
+    let mut listed: Vec<Listed> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    // Oldest first: the first key of a name is its holder.
+    for kv in keys {
+        let Some(split) = kv.key.iter().rposition(|&byte| byte == b'/') else {
+            continue;
+        };
+        let (name, lease) = (&kv.key[..split], &kv.key[split + 1..]);
+        // `jobs/` finds the key `jobs/<lease>` of the lock `jobs`, whose
+        // name does not start with it.
+        let is_lock_key = !lease.is_empty()
+            && lease.iter().all(u8::is_ascii_hexdigit)
+            && name.starts_with(prefix);
+        let name = String::from_utf8_lossy(name).into_owned();
+        if !is_lock_key || !seen.insert(name.clone()) {
+            continue;
+        }
+        listed.push(Listed {
+            lock: name,
+            holder: parse_holder_value(&kv.value),
+            age: holder_age(&kv.value),
+        });
+    }
+    Ok(listed)
+}
+
 /// How many times --replace looks for a holder that keeps changing.
 const MARK_ATTEMPTS: usize = 3;
 
