@@ -128,3 +128,26 @@ fn bad_max_times_are_usage_errors() {
     let line = refused(me_only().args(["--max-time", "1", "--test", &lock]), 2);
     assert!(line.contains("cannot be used with"), "{line}");
 }
+
+/// With --etcd: me-only keeps the time as the holder its keeper watches,
+/// and the lock is let go once the capped run is stopped.
+#[cfg(feature = "etcd")]
+#[test]
+fn an_etcd_run_past_its_time_is_stopped_and_lets_go() {
+    use common::etcd::{Etcd, lock_name, on};
+
+    let Some(etcd) = Etcd::start() else { return };
+    let lock = lock_name("max-time");
+    let output = on(
+        &etcd,
+        &["--max-time", "0.3", "--ttl", "30", &lock, "sleep", "30"],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(output.status.code(), Some(124), "{output:?}");
+    // Let go by the keeper as the run ends, not after the 30 s TTL.
+    let output = on(&etcd, &["--timeout", "10", &lock, "true"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+}
