@@ -82,13 +82,9 @@ fn every_kernel_lock_is_listed_with_its_holder() {
     // listed by its full path.
     let dir = tempfile::tempdir().unwrap();
     let mut command = me_only();
-    command.current_dir(dir.path()).args([
-        "--flock",
-        "relative.lock",
-        "sh",
-        "-c",
-        "echo ready; exec cat",
-    ]);
+    command
+        .current_dir(dir.path())
+        .args(["--flock", "relative.lock", "sh", "-c", HOLD]);
     let flock = Holding::spawn(command);
     let path = dir.path().canonicalize().unwrap().join("relative.lock");
     let path = path.to_str().unwrap();
@@ -106,8 +102,8 @@ fn every_kernel_lock_is_listed_with_its_holder() {
 #[test]
 fn fork_slots_and_inheritors_are_listed_by_who_holds_the_lock() {
     let prefix = unique_lock("list-modes");
-    let supervisor = Holding::start(["--fork", &format!("{prefix}/fork")]);
-    let slot = Holding::start(["--slots", "2", &format!("{prefix}/slots")]);
+    let supervisor = holding(["--fork", &format!("{prefix}/fork")]);
+    let slot = holding(["--slots", "2", &format!("{prefix}/slots")]);
     let listed = rows(&[&prefix]);
     let locks: Vec<(&str, &str)> = listed
         .iter()

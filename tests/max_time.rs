@@ -9,6 +9,23 @@ use std::time::{Duration, Instant};
 
 use common::{KillOnDrop, each_kernel_lock, gone_within, me_only, refused, text};
 
+/// Starts `command` with stdin and stdout piped, and returns it with the
+/// first line it printed.
+fn first_line(command: &mut std::process::Command) -> (KillOnDrop, String) {
+    let mut run = KillOnDrop(
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(run.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (run, line)
+}
+
 #[test]
 fn a_run_past_its_time_is_stopped_with_what_it_started_and_exits_124() {
     for (backend, lock, _dir) in each_kernel_lock("max-time", 1) {
@@ -45,22 +62,15 @@ fn a_run_past_its_time_is_stopped_with_what_it_started_and_exits_124() {
 #[test]
 fn a_run_that_ignores_sigterm_is_killed_after_kill_after() {
     let lock = common::unique_lock("max-time-kill");
-    let mut run = KillOnDrop(
+    let (mut run, line) = first_line(
         me_only()
             .args(["--max-time", "0.2", "--kill-after", "0.2", &lock])
             .args([
                 "sh",
                 "-c",
                 "trap '' TERM; echo started; while :; do :; done",
-            ])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
+            ]),
     );
-    let mut line = String::new();
-    BufReader::new(run.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
     assert_eq!(line, "started\n");
     let started = Instant::now();
     assert_eq!(run.0.wait().unwrap().code(), Some(124));
@@ -93,19 +103,11 @@ fn a_run_within_its_time_ends_as_it_would_without_it() {
 #[test]
 fn max_time_holds_the_lock_in_me_only_as_fork_does() {
     let lock = common::unique_lock("max-time-holder");
-    let mut run = KillOnDrop(
-        me_only()
-            .args(["--max-time", "60", &lock])
-            .args(["sh", "-c", "echo ${ME_ONLY_FD-none}; exec cat"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut line = String::new();
-    BufReader::new(run.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (mut run, line) = first_line(me_only().args(["--max-time", "60", &lock]).args([
+        "sh",
+        "-c",
+        "echo ${ME_ONLY_FD-none}; exec cat",
+    ]));
     assert_eq!(line, "none\n", "the child holds no lock descriptor");
     let output = me_only().args(["--test", &lock]).output().unwrap();
     assert_eq!(text(&output.stdout), format!("{}\n", run.0.id()));

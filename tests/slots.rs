@@ -18,6 +18,15 @@ fn slot_holder(slots: &str, lock: &[String]) -> Holding {
     Holding::start(&options)
 }
 
+/// `me-only --slots COUNT --test LOCK`'s output.
+fn test_slots(count: &str, lock: &[String]) -> std::process::Output {
+    me_only()
+        .args(["--slots", count, "--test"])
+        .args(lock)
+        .output()
+        .unwrap()
+}
+
 /// What COMMAND learns: `ME_ONLY_SLOT ME_ONLY_LOCK`.
 const SAY_SLOT: &str = "echo \"$ME_ONLY_SLOT $ME_ONLY_LOCK\"";
 
@@ -64,11 +73,7 @@ fn a_slot_is_the_lock_of_its_name_for_every_other_locker() {
         let plain = Holding::start(&plain);
         let second = slot_holder("2", &lock);
         // Both held: --test names both holders, slot 1's first.
-        let output = me_only()
-            .args(["--slots", "2", "--test"])
-            .args(&lock)
-            .output()
-            .unwrap();
+        let output = test_slots("2", &lock);
         assert_eq!(output.status.code(), Some(4), "{backend}: {output:?}");
         assert_eq!(
             text(&output.stdout),
@@ -85,11 +90,7 @@ fn a_slot_is_the_lock_of_its_name_for_every_other_locker() {
             "{backend}"
         );
         drop(second);
-        let output = me_only()
-            .args(["--slots", "2", "--test"])
-            .args(&lock)
-            .output()
-            .unwrap();
+        let output = test_slots("2", &lock);
         assert_eq!(output.status.code(), Some(0), "{backend}: {output:?}");
         assert!(output.stdout.is_empty(), "{backend}: {output:?}");
     }
