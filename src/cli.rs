@@ -187,14 +187,6 @@ impl Cli {
             },
         ) = self.etcd.as_deref()
         {
-            // A waiter for any of N etcd locks would queue on each, and the
-            // places it did not need would block their slots until their
-            // leases ran out.
-            if self.occasional.slots.is_some() && self.patience() != Patience::None {
-                return Err(Error::Usage(
-                    "--slots with --etcd does not wait yet (--wait, --timeout)".into(),
-                ));
-            }
             return options
                 .settings(endpoints, &self.lock, self.occasional.kill_after())
                 .map(Kind::Etcd);

@@ -104,11 +104,12 @@ fn run(cli: Cli) -> Result<u8, Error> {
     }
     let kind = cli.backend()?;
     if let Some(count) = cli.occasional.slots {
-        let slots = slots::all(&cli.lock, &kind, count)?;
+        let mut slots = slots::all(&cli.lock, &kind, count)?;
         if cli.test {
             return test_mode::report_slots(&slots, cli.conflict_exit_code);
         }
-        let (taken, fd) = slots::acquire_any(&cli.lock, &slots, &kind, cli.patience(), !cli.quiet)?;
+        let (taken, fd) =
+            slots::acquire_any(&cli.lock, &mut slots, &kind, cli.patience(), !cli.quiet)?;
         let slot = &slots[taken];
         let held = launch::Held {
             lock: slot.lock.as_ref(),

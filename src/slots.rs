@@ -43,10 +43,12 @@ pub fn all(lock: &OsStr, kind: &Kind, count: u32) -> Result<Vec<Slot>, Error> {
 }
 
 /// Takes the first free slot, waiting as `patience` allows; returns its
-/// index in `slots` and the descriptor that holds it.
+/// index in `slots` and the descriptor that holds it. The slot's lock
+/// object is the one that took it (a waiter's, from its thread), for what
+/// it knows of the lock (an etcd lease).
 pub fn acquire_any(
     lock: &OsStr,
-    slots: &[Slot],
+    slots: &mut [Slot],
     kind: &Kind,
     patience: Patience,
     name_holders: bool,
@@ -61,6 +63,10 @@ pub fn acquire_any(
         Patience::None => None,
         Patience::Forever | Patience::For(_) => wait_for_any(slots, kind, patience)?,
     };
+    let outcome = outcome.map(|(index, lock, fd)| {
+        slots[index].lock = lock;
+        (index, fd)
+    });
     outcome.ok_or_else(|| Error::SlotsBusy {
         lock: lock.to_string_lossy().into_owned(),
         count: slots.len(),
@@ -73,29 +79,34 @@ pub fn acquire_any(
     })
 }
 
+/// A slot taken by a waiter: its index, the lock object that took it, and
+/// the descriptor that holds it.
+type Won = (usize, Box<dyn Backend>, Option<OwnedFd>);
+
 /// Waits on every slot at once; returns the one taken, or None when
 /// `patience` ran out with all still held.
 ///
 /// Each thread has a lock object of its own for its slot (a waiter keeps
-/// state in it: the watched connection, the open lock file). The first
-/// thread to take its slot wins; one that takes its slot after that lets
-/// it go at once. Losers go on waiting until me-only execs or exits, which
-/// ends them; in the meantime (--fork) a slot freed may be held for the
-/// instant it takes a loser to let it go.
-fn wait_for_any(
-    slots: &[Slot],
-    kind: &Kind,
-    patience: Patience,
-) -> Result<Option<(usize, Option<OwnedFd>)>, Error> {
+/// state in it: the watched connection, the open lock file, the etcd
+/// lease). The first thread to take its slot wins; one that takes its slot
+/// after that lets it go at once. Losers go on waiting until me-only execs
+/// or exits, which ends them; in the meantime (--fork) a kernel slot freed
+/// may be held for the instant it takes a loser to let it go. etcd waiters
+/// settle it among themselves before any reports (contest.rs), so that no
+/// place in a line outlives the win.
+fn wait_for_any(slots: &[Slot], kind: &Kind, patience: Patience) -> Result<Option<Won>, Error> {
     let (sender, taken) = mpsc::channel();
     let won = Arc::new(AtomicBool::new(false));
+    let kind = kind.clone().contending();
     for (index, slot) in slots.iter().enumerate() {
         let sender = sender.clone();
         let won = Arc::clone(&won);
         let (given, kind) = (slot.given.clone(), kind.clone());
         let waiter = move || {
-            let outcome = backend::from_cli(&given, kind)
-                .and_then(|lock| acquire::acquire(lock.as_ref(), patience, false));
+            let outcome = backend::from_cli(&given, kind).and_then(|lock| {
+                let fd = acquire::acquire(lock.as_ref(), patience, false)?;
+                Ok((lock, fd))
+            });
             match outcome {
                 // Dropping the descriptor lets the slot go.
                 Ok(_) if won.swap(true, Ordering::SeqCst) => {}
@@ -112,7 +123,7 @@ fn wait_for_any(
     let mut still_held = 0;
     for (index, outcome) in taken {
         match outcome {
-            Ok(fd) => return Ok(Some((index, fd))),
+            Ok((lock, fd)) => return Ok(Some((index, lock, fd))),
             Err(Error::Busy { .. }) => still_held += 1,
             Err(err) => {
                 // No slot may be taken now that me-only gives up.

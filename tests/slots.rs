@@ -258,10 +258,6 @@ fn bad_slot_counts_and_names_are_usage_errors() {
             vec!["--slots", "2", "--tcp", "127.0.0.1:65535"],
             "127.0.0.1:65535: slot 2 would be port 65536, past 65535",
         ),
-        (
-            vec!["--slots", "2", "--wait", "--etcd", "http://127.0.0.1:1"],
-            "--slots with --etcd does not wait yet",
-        ),
     ] {
         let mut command = me_only();
         command.args(&words);
@@ -314,4 +310,48 @@ fn etcd_slots_are_etcd_locks_named_as_kernel_slots_are() {
         .output()
         .unwrap();
     assert_eq!(text(&output.stdout), format!("{host} {}\n", first.pid));
+}
+
+/// An etcd waiter queues on every slot and takes the first freed; the
+/// places it no longer needs are gone before its COMMAND starts, so they
+/// block no slot.
+#[cfg(feature = "etcd")]
+#[test]
+fn an_etcd_waiter_takes_whichever_slot_comes_free_and_leaves_no_place_behind() {
+    use common::etcd::{Etcd, lock_name, on};
+
+    let Some(etcd) = Etcd::start_with_etcdctl() else {
+        return;
+    };
+    for freed in [2, 1] {
+        let lock = lock_name(&format!("slots-wait-{freed}"));
+        let hold = |_| {
+            Holding::spawn(on(
+                &etcd,
+                &["--slots", "2", &lock, "sh", "-c", "echo ready; exec cat"],
+            ))
+        };
+        let mut holders: Vec<Holding> = (1..=2).map(hold).collect();
+        let mut waiter = KillOnDrop(spawn_waiting(&mut on(
+            &etcd,
+            &["-v", "--wait", "--slots", "2", &lock, "sh", "-c", SAY_SLOT],
+        )));
+        assert!(holders.remove(freed - 1).release().success());
+        let mut said = String::new();
+        waiter
+            .0
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut said)
+            .unwrap();
+        assert!(waiter.0.wait().unwrap().success());
+        assert_eq!(said, format!("{freed} {lock}.{freed}\n"));
+        let other = 3 - freed;
+        assert_eq!(
+            etcd.keys_under(&format!("{lock}.{other}")).len(),
+            1,
+            "the holder's key alone: the waiter's place in line is gone"
+        );
+    }
 }

@@ -93,8 +93,9 @@ pub enum Attempt {
     Busy,
 }
 
-/// A kind of lock.
-pub trait Backend {
+/// A kind of lock. Send: a --slots waiter takes a slot in a thread of its
+/// own and hands the lock it took to the main thread.
+pub trait Backend: Send {
     /// The lock as messages name it.
     fn name(&self) -> &str;
 
@@ -141,6 +142,18 @@ pub enum Kind {
     Flock,
     #[cfg(feature = "etcd")]
     Etcd(etcd::Settings),
+}
+
+impl Kind {
+    /// This kind for the waiters of one --slots launch, one per slot, that
+    /// must take one slot in all (etcd's keep a contest; see contest.rs).
+    pub fn contending(self) -> Kind {
+        match self {
+            #[cfg(feature = "etcd")]
+            Kind::Etcd(settings) => Kind::Etcd(settings.contending()),
+            kernel => kernel,
+        }
+    }
 }
 
 /// The backend of that kind for LOCK, checked before anything is bound or

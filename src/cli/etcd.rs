@@ -115,6 +115,7 @@ impl EtcdOptions {
             gateway,
             ttl: self.ttl.unwrap_or(DEFAULT_TTL),
             kill_after,
+            contest: None,
         })
     }
 

@@ -88,7 +88,7 @@ pub struct OccasionalOptions {
     /// Let up to N instances run at once: take the first free of N locks
     /// named from LOCK (LOCK.1 ... LOCK.N; with --tcp, ports PORT to
     /// PORT+N-1); COMMAND learns which in ME_ONLY_SLOT. Held when all N
-    /// are; --wait waits for the first to come free (not with --etcd yet)
+    /// are; --wait waits for the first to come free
     #[arg(
         long,
         value_name = "N",

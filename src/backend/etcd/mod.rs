@@ -9,6 +9,7 @@
 //! renews the lease while COMMAND runs, revokes it the moment COMMAND
 //! exits, and fences COMMAND off if the lease is lost.
 
+mod contest;
 mod gateway;
 mod http;
 mod keeper;
@@ -20,6 +21,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, Instant};
 
+pub use contest::Contest;
 use gateway::CallError;
 pub use gateway::{Gateway, Login};
 pub use tls::TlsOptions;
@@ -36,6 +38,18 @@ pub struct Settings {
     pub ttl: i64,
     /// How long a fenced COMMAND has between SIGTERM and SIGKILL.
     pub kill_after: Duration,
+    /// The places of a --slots waiter, one per slot, of which one wins.
+    pub contest: Option<std::sync::Arc<Contest>>,
+}
+
+impl Settings {
+    /// These settings for the waiters of one --slots launch.
+    pub fn contending(self) -> Settings {
+        Settings {
+            contest: Some(Contest::new()),
+            ..self
+        }
+    }
 }
 
 /// The lock, once this process holds it.
@@ -107,6 +121,17 @@ impl EtcdLock {
             .gateway()
             .grant(self.settings.ttl)
             .map_err(|err| self.error("grant a lease", err))?;
+        if let Some(contest) = &self.settings.contest {
+            if !contest.enter(lease) {
+                // Another slot's waiter has won: no key on this lease.
+                self.give_back(lease);
+                return Err(Error::Busy {
+                    lock: self.name.clone(),
+                    holder: Holder::unknown(),
+                    waited: None,
+                });
+            }
+        }
         Ok((lease, self.our_key(lease), asked))
     }
 
@@ -119,6 +144,18 @@ impl EtcdLock {
     fn give_back(&self, lease: i64) {
         if let Err(err) = self.gateway().revoke(lease, gateway::soon()) {
             log::debug!("{}: revoking lease {lease:x}: {err}", self.name);
+        }
+        if let Some(contest) = &self.settings.contest {
+            contest.leave(lease);
+        }
+    }
+
+    /// Whether the lock just taken on `lease` may be kept: always, but for
+    /// a --slots waiter whose other slot won first.
+    fn may_keep(&self, lease: i64) -> bool {
+        match &self.settings.contest {
+            Some(contest) => contest.claim(lease, self.gateway()),
+            None => true,
         }
     }
 }
@@ -138,6 +175,10 @@ impl Backend for EtcdLock {
             self.gateway()
                 .create_if_no_holder(&self.prefix, &key, &holder_value(), lease);
         match created {
+            Ok(Some(_)) if !self.may_keep(lease) => {
+                self.give_back(lease);
+                Ok(Attempt::Busy)
+            }
             Ok(Some(fence)) => {
                 *self.taken.borrow_mut() = Some(Taken {
                     lease,

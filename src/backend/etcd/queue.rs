@@ -50,7 +50,13 @@ impl EtcdLock {
             }
             let turn = self.wait_for_turn(&mut place, deadline);
             if let Ok(Look::Ours) = turn {
-                return Ok(Some(place));
+                if self.may_keep(place.lease) {
+                    return Ok(Some(place));
+                }
+                // Another slot's place won: this one is given back, and
+                // the next try finds the contest over.
+                self.give_back(place.lease);
+                return Ok(None);
             }
             self.give_back(place.lease);
             match turn {

@@ -1,0 +1,95 @@
+//! `--slots --wait` with `--etcd`: a waiter queues on every slot at once (a
+//! thread for each), and must end up holding one. Each lease that may carry
+//! a key is entered here before its key is put; the first place to come
+//! first in its line claims the win, and revokes every other lease entered,
+//! so that no place the waiter no longer needs stays in a line to block
+//! that slot until its lease runs out. A lease entered after the win is
+//! given back by its own thread before it carries a key.
+
+use std::sync::{Arc, Mutex};
+
+use super::Gateway;
+use super::gateway;
+
+/// The leases of one waiter's places, and whether one of them has won.
+#[derive(Debug, Default)]
+pub struct Contest {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    won: bool,
+    leases: Vec<i64>,
+}
+
+impl Contest {
+    pub fn new() -> Arc<Contest> {
+        Arc::new(Contest::default())
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A thread that panicked holding it left nothing half-done here.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Enters a lease before any key is put on it; false once another place
+    /// has won (the caller gives the lease back and stops).
+    pub fn enter(&self, lease: i64) -> bool {
+        let mut state = self.state();
+        if !state.won {
+            state.leases.push(lease);
+        }
+        !state.won
+    }
+
+    /// A lease given back: nothing to revoke.
+    pub fn leave(&self, lease: i64) {
+        self.state().leases.retain(|&entered| entered != lease);
+    }
+
+    /// The place on `lease` holds its slot: it wins if none has yet, and
+    /// every other lease entered is revoked. False if another won first (the
+    /// caller's lease is among those it revokes, or will be given back).
+    pub fn claim(&self, lease: i64, gateway: &Gateway) -> bool {
+        let others = {
+            let mut state = self.state();
+            if state.won {
+                return false;
+            }
+            state.won = true;
+            state.leases.retain(|&entered| entered != lease);
+            std::mem::take(&mut state.leases)
+        };
+        for other in others {
+            if let Err(err) = gateway.revoke(other, gateway::soon()) {
+                log::debug!("revoking the place of lease {other:x}: {err}");
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_first_claim_wins_and_later_entries_are_refused() {
+        let contest = Contest::new();
+        assert!(contest.enter(1));
+        assert!(contest.enter(2));
+        contest.leave(2);
+        assert_eq!(contest.state().leases, [1]);
+        // No endpoint answers: the revocations fail quietly.
+        let gateway = Gateway::parse("http://127.0.0.1:1", false).unwrap();
+        assert!(contest.enter(3));
+        assert!(contest.claim(3, &gateway));
+        assert!(contest.state().leases.is_empty(), "the others revoked");
+        assert!(!contest.claim(1, &gateway));
+        assert!(!contest.enter(4));
+        assert!(contest.state().leases.is_empty());
+    }
+}
