@@ -228,6 +228,20 @@ fn fork_and_detach_tell_the_slot_too_and_an_outer_slot_is_not_passed_on() {
         .unwrap();
     assert!(output.status.success(), "{output:?}");
     assert_eq!(text(&output.stdout), format!("1 {lock}.1\n"));
+    // --detach: COMMAND writes what it learnt to a file, then exits.
+    let said = tempfile::NamedTempFile::new().unwrap();
+    let script = format!("{SAY_SLOT} > {}", said.path().display());
+    let output = me_only()
+        .args(["--detach", "--slots", "2", &lock, "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let pid: i32 = text(&output.stdout).trim().parse().unwrap();
+    common::wait_until_gone(pid);
+    assert_eq!(
+        std::fs::read_to_string(said.path()).unwrap(),
+        format!("1 {lock}.1\n")
+    );
     for mode in [&[][..], &["--fork"]] {
         let output = me_only()
             .env("ME_ONLY_SLOT", "7")
