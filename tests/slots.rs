@@ -27,6 +27,22 @@ fn test_slots(count: &str, lock: &[String]) -> std::process::Output {
         .unwrap()
 }
 
+/// Lets `holder` go, and returns what `waiter` (waiting for any slot, with
+/// stdout piped) printed once it ran, after it exited successfully.
+fn handed_over(holder: Holding, waiter: &mut KillOnDrop) -> String {
+    assert!(holder.release().success());
+    let mut said = String::new();
+    waiter
+        .0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut said)
+        .unwrap();
+    assert!(waiter.0.wait().unwrap().success(), "{said}");
+    said
+}
+
 /// What COMMAND learns: `ME_ONLY_SLOT ME_ONLY_LOCK`.
 const SAY_SLOT: &str = "echo \"$ME_ONLY_SLOT $ME_ONLY_LOCK\"";
 
@@ -158,16 +174,7 @@ fn a_waiter_takes_whichever_slot_comes_free() {
                     .args(&lock)
                     .args(["sh", "-c", SAY_SLOT]),
             ));
-            assert!(holders.remove(freed - 1).release().success());
-            let mut said = String::new();
-            waiter
-                .0
-                .stdout
-                .take()
-                .unwrap()
-                .read_to_string(&mut said)
-                .unwrap();
-            assert!(waiter.0.wait().unwrap().success(), "{backend}");
+            let said = handed_over(holders.remove(freed - 1), &mut waiter);
             assert_eq!(
                 said,
                 format!("{freed} {}\n", slot_name(backend, name, freed as u16)),
@@ -350,16 +357,7 @@ fn an_etcd_waiter_takes_whichever_slot_comes_free_and_leaves_no_place_behind() {
             &etcd,
             &["-v", "--wait", "--slots", "2", &lock, "sh", "-c", SAY_SLOT],
         )));
-        assert!(holders.remove(freed - 1).release().success());
-        let mut said = String::new();
-        waiter
-            .0
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut said)
-            .unwrap();
-        assert!(waiter.0.wait().unwrap().success());
+        let said = handed_over(holders.remove(freed - 1), &mut waiter);
         assert_eq!(said, format!("{freed} {lock}.{freed}\n"));
         let other = 3 - freed;
         assert_eq!(
