@@ -65,6 +65,8 @@ EXAMPLES:
   me-only --replace-older 3600 /run/sync /usr/local/bin/sync   (a run hung an hour is stopped)
   me-only --max-time 3600 /run/sync /usr/local/bin/sync     (stopped after an hour: exit 124)
   me-only --slots 4 --wait /tmp/encode ./encode \"$file\"       (four at once at most)
+  me-only --auto /usr/local/bin/backup --full                (the lock named from the command)
+  me-only --list /run/                                       (the locks held, who holds them)
   me-only --etcd http://10.0.0.5:2379 nightly-report /usr/local/bin/report";
 
 /// Run COMMAND only if no other instance holding LOCK is running.
