@@ -21,6 +21,7 @@ mod list;
 #[cfg(all(test, feature = "etcd"))]
 mod man;
 mod pidfd;
+mod poll_time;
 #[cfg(feature = "etcd")]
 mod process_title;
 mod procfs;

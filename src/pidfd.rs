@@ -8,6 +8,8 @@ use nix::errno::Errno;
 use nix::libc;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
+use crate::poll_time;
+
 /// Whether the process behind `pidfd` has exited, without waiting.
 pub fn has_exited(pidfd: &OwnedFd) -> bool {
     let mut exited = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
@@ -42,15 +44,10 @@ pub fn send(pidfd: &OwnedFd, signal: libc::c_int) -> Result<(), Errno> {
 /// come; whether it has exited.
 pub fn wait_for_exit(pidfd: &OwnedFd, deadline: Instant) -> bool {
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        // Whole milliseconds, rounded up: a poll that ends a moment early
-        // would only come round again.
-        let millis = left.as_micros().div_ceil(1000);
-        let timeout = PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX);
         let mut exited = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut exited, timeout) {
+        match poll(&mut exited, poll_time::until(deadline)) {
             Ok(ready) if ready > 0 => return true,
-            Ok(_) if left.is_zero() => return false,
+            Ok(_) if Instant::now() >= deadline => return false,
             Ok(_) | Err(Errno::EINTR) => {}
             Err(_) => return has_exited(pidfd),
         }

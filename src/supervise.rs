@@ -13,7 +13,7 @@ use std::time::Instant;
 use log::debug;
 use nix::errno::Errno;
 use nix::libc;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::poll::{PollFd, PollFlags, poll};
 use nix::sys::signal::{
     SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, sigaction, sigprocmask,
 };
@@ -25,6 +25,7 @@ use crate::cli::MaxTime;
 use crate::error::{EXIT_MAX_TIME, Error, errno_of};
 use crate::launch::{self, ENV_FD, Held, exec_error};
 use crate::pidfd::pidfd_open;
+use crate::poll_time;
 use crate::tree::Tree;
 
 /// The signals a supervisor passes on, as util-linux flock and tini do.
@@ -98,11 +99,9 @@ pub fn run(held: Held, command: &[OsString], max_time: Option<MaxTime>) -> Resul
     );
     let (status, capped) = supervise(&mut child, &signals, cap)
         .map_err(|errno| system_error("supervise the command", errno))?;
-    if capped {
-        debug!("{lock_name}: stopped after --max-time: {status}");
-    }
     drop(held.fd);
     if capped {
+        debug!("stopped after --max-time: {status}");
         return Ok(EXIT_MAX_TIME);
     }
     if let Some(signal) = status.signal() {
@@ -207,13 +206,8 @@ fn supervise(
 
 /// Whether `signals` has a signal to read before `deadline`.
 fn readable_before(signals: &SignalFd, deadline: Instant) -> Result<bool, Errno> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    // Whole milliseconds, rounded up: ending a moment early would only
-    // come round again.
-    let millis = left.as_micros().div_ceil(1000);
-    let timeout = PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX);
     let mut readable = [PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
-    match poll(&mut readable, timeout) {
+    match poll(&mut readable, poll_time::until(deadline)) {
         Ok(0) => Ok(Instant::now() < deadline),
         Ok(_) | Err(Errno::EINTR) => Ok(true),
         Err(errno) => Err(errno),

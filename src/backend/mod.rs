@@ -15,9 +15,10 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::poll::{PollFd, PollFlags, poll};
 
 use crate::error::{Error, errno_of};
+use crate::poll_time;
 use crate::procfs::{self, Opened};
 
 /// Who holds a lock, as far as the kernel tells.
@@ -294,7 +295,7 @@ impl ListenerWatch {
             wait = wait.min(deadline.saturating_duration_since(Instant::now()));
         }
         let mut watched = [PollFd::new(watcher.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut watched, whole_milliseconds(wait)) {
+        match poll(&mut watched, poll_time::whole_milliseconds(wait)) {
             // Time to look again, on the same connection.
             Ok(0) | Err(Errno::EINTR) => self.0.set(Some(watcher)),
             // Hung up (or answered, by something that is not me-only):
@@ -327,12 +328,6 @@ fn connect_watcher(
     }
     log::debug!("{lock}: waiting for the holder to let go");
     Ok(Some(watcher))
-}
-
-/// A poll timeout of `wait`, rounded up to whole milliseconds: rounded
-/// down, the last millisecond before a deadline would be spun through.
-fn whole_milliseconds(wait: Duration) -> PollTimeout {
-    PollTimeout::try_from(wait.as_nanos().div_ceil(1_000_000)).unwrap_or(PollTimeout::MAX)
 }
 
 /// The message of a usage error that parsing LOCK must give.
