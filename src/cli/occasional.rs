@@ -100,7 +100,7 @@ pub struct OccasionalOptions {
 
 /// The most slots: each is a lock of its own, tried in turn and, with
 /// --wait, watched by a thread of its own.
-pub const MAX_SLOTS: u32 = 1024;
+const MAX_SLOTS: u32 = 1024;
 
 fn parse_slots(text: &str) -> Result<u32, String> {
     match text.parse::<u32>() {

@@ -385,8 +385,23 @@ impl Gateway {
         prefix: &[u8],
         deadline: Instant,
     ) -> Result<(i64, Vec<KeyValue>), CallError> {
+        let (read_at, mut keys) = self.oldest_first(prefix, deadline)?;
+        keys.retain(|kv| !kv.key[prefix.len().min(kv.key.len())..].contains(&b'/'));
+        Ok((read_at, keys))
+    }
+
+    /// Every key that starts with `prefix` (all, for an empty one), oldest
+    /// first, and the revision they were read at.
+    fn oldest_first(
+        &self,
+        prefix: &[u8],
+        deadline: Instant,
+    ) -> Result<(i64, Vec<KeyValue>), CallError> {
+        // etcd takes the key "\0" with range end "\0" as the whole keyspace;
+        // an empty key is refused.
+        let key: &[u8] = if prefix.is_empty() { &[0] } else { prefix };
         let body = json!({
-            "key": BASE64.encode(prefix),
+            "key": BASE64.encode(key),
             "range_end": BASE64.encode(prefix_end(prefix)),
             "sort_order": "ASCEND",
             "sort_target": "CREATE",
@@ -398,7 +413,6 @@ impl Gateway {
             .into_iter()
             .flatten()
             .filter_map(KeyValue::from_json)
-            .filter(|kv| !kv.key[prefix.len().min(kv.key.len())..].contains(&b'/'))
             .collect();
         Ok((read_at, keys))
     }
@@ -406,22 +420,7 @@ impl Gateway {
     /// Every key that starts with `prefix` (all, for an empty one), oldest
     /// first: for --list.
     pub fn keys_starting_with(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, CallError> {
-        // etcd takes the key "\0" with range end "\0" as the whole keyspace;
-        // an empty key is refused.
-        let key: &[u8] = if prefix.is_empty() { &[0] } else { prefix };
-        let body = json!({
-            "key": BASE64.encode(key),
-            "range_end": BASE64.encode(prefix_end(prefix)),
-            "sort_order": "ASCEND",
-            "sort_target": "CREATE",
-        });
-        let answer = self.call("/v3/kv/range", &body, soon())?;
-        Ok(answer["kvs"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(KeyValue::from_json)
-            .collect())
+        Ok(self.oldest_first(prefix, soon())?.1)
     }
 
     /// The key, if it exists.

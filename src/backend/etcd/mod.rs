@@ -370,9 +370,7 @@ pub fn is_marked(value: &[u8]) -> bool {
 /// `hostname pid started`: the key's value, for --test, conflict messages
 /// and --replace-older (`started`: seconds since the epoch).
 fn holder_value() -> Vec<u8> {
-    let started = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs());
+    let started = since_epoch().map_or(0, |since| since.as_secs());
     let mut value = host_and_pid();
     value.extend_from_slice(format!(" {started}").as_bytes());
     value
@@ -389,10 +387,14 @@ fn host_and_pid() -> Vec<u8> {
 fn holder_age(value: &[u8]) -> Option<Duration> {
     let text = String::from_utf8_lossy(value);
     let started: u64 = text.split_whitespace().nth(2)?.parse().ok()?;
-    let now = std::time::SystemTime::now()
+    Some(since_epoch()?.saturating_sub(Duration::from_secs(started)))
+}
+
+/// This host's clock, as the holder's start is written in its key.
+fn since_epoch() -> Option<Duration> {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .ok()?;
-    Some(now.saturating_sub(Duration::from_secs(started)))
+        .ok()
 }
 
 fn parse_holder_value(value: &[u8]) -> Holder {
