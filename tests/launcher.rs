@@ -9,7 +9,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 
 use assert_cmd::prelude::*;
-use common::{Holding, me_only, one_error_line, text, unique_lock, wait_until_gone};
+use common::{
+    Holding, me_only, me_only_with_standard_descriptors, one_error_line, text, unique_lock,
+    wait_until_gone,
+};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -177,7 +180,8 @@ fn an_outer_me_onlys_variables_do_not_leak_into_command() {
     let show = "printf '%s|%s|%s' \"${ME_ONLY_LOCK-unset}\" \"${ME_ONLY_FD-unset}\" \
                 \"${ME_ONLY_FENCE-unset}\" >&2";
     for mode in [&[][..], &["--fork"], &["--detach"]] {
-        let output = me_only()
+        // With other descriptors inherited (3 to 8), the lock would rightly be on 9.
+        let output = me_only_with_standard_descriptors()
             .env("ME_ONLY_LOCK", "outer")
             .env("ME_ONLY_FD", "9")
             .env("ME_ONLY_FENCE", "1234")
@@ -276,7 +280,7 @@ fn a_command_that_closes_the_fd_loses_the_lock() {
 fn verbose_and_rust_log_print_diagnostics_on_stderr_only_when_asked() {
     let lock = unique_lock("verbose");
     let diagnostics = |options: &[&str], rust_log: Option<&str>| {
-        let mut command = me_only();
+        let mut command = me_only_with_standard_descriptors();
         command
             .env_remove("RUST_LOG")
             .args(options)

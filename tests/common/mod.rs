@@ -75,6 +75,34 @@ pub fn inherit_fd_as(command: &mut Command, fd: std::os::fd::RawFd, target: std:
     }
 }
 
+/// `me-only`, started with no descriptor but 0, 1 and 2 (and those that
+/// `inherit_fd_as`, called after this, hands it): whatever the test runner
+/// itself inherited (a shell's `exec 3</dev/null`, a CI runner's pipe) is
+/// closed on exec. For a test that checks which descriptor the lock takes:
+/// with nothing else open, it is the one a person would expect, fd 3.
+pub fn me_only_with_standard_descriptors() -> Command {
+    use nix::libc;
+    use std::os::unix::process::CommandExt;
+
+    let mut command = me_only();
+    // SAFETY: close_range is a plain system call, async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            let done = libc::syscall(
+                libc::SYS_close_range,
+                3,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
+            if done < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command
+}
+
 /// An abstract lock name no other test (or test run) uses.
 pub fn unique_lock(tag: &str) -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
