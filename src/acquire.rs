@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use log::debug;
 
 use crate::backend::{Attempt, Backend, Holder, Probe, Waited};
+use crate::deadline;
 use crate::error::Error;
 
 /// How long to wait for a held lock.
@@ -32,9 +33,8 @@ pub fn acquire(
     name_holder: bool,
 ) -> Result<Option<OwnedFd>, Error> {
     let started = Instant::now();
-    // A limit past what the clock can count to has no end.
     let deadline = match patience {
-        Patience::For(limit) => started.checked_add(limit),
+        Patience::For(limit) => deadline::after(limit),
         Patience::None | Patience::Forever => None,
     };
     let mut backoff = Duration::ZERO;
@@ -42,7 +42,7 @@ pub fn acquire(
         if let Attempt::Acquired(fd) = lock.try_acquire()? {
             return Ok(fd);
         }
-        let out_of_time = deadline.is_some_and(|deadline| Instant::now() >= deadline);
+        let out_of_time = deadline::has_come(deadline);
         if patience == Patience::None || out_of_time {
             return Err(Error::Busy {
                 lock: lock.name().to_owned(),

@@ -8,6 +8,7 @@ mod acquire;
 mod auto;
 mod backend;
 mod cli;
+mod deadline;
 // Like the man page: the completions of the default build.
 #[cfg(all(test, feature = "etcd"))]
 mod completions;

@@ -8,7 +8,7 @@ use nix::errno::Errno;
 use nix::libc;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use crate::poll_time;
+use crate::{deadline, poll_time};
 
 /// Whether the process behind `pidfd` has exited, without waiting.
 pub fn has_exited(pidfd: &OwnedFd) -> bool {
@@ -40,14 +40,14 @@ pub fn send(pidfd: &OwnedFd, signal: libc::c_int) -> Result<(), Errno> {
     Errno::result(done).map(drop)
 }
 
-/// Waits until the process behind `pidfd` has exited or `deadline` has
-/// come; whether it has exited.
-pub fn wait_for_exit(pidfd: &OwnedFd, deadline: Instant) -> bool {
+/// Waits until the process behind `pidfd` has exited or `deadline` (None:
+/// never) has come; whether it has exited.
+pub fn wait_for_exit(pidfd: &OwnedFd, deadline: Option<Instant>) -> bool {
     loop {
         let mut exited = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
         match poll(&mut exited, poll_time::until(deadline)) {
             Ok(ready) if ready > 0 => return true,
-            Ok(_) if Instant::now() >= deadline => return false,
+            Ok(_) if deadline::has_come(deadline) => return false,
             Ok(_) | Err(Errno::EINTR) => {}
             Err(_) => return has_exited(pidfd),
         }

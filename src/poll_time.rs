@@ -11,7 +11,10 @@ pub fn whole_milliseconds(wait: Duration) -> PollTimeout {
     PollTimeout::try_from(wait.as_nanos().div_ceil(1_000_000)).unwrap_or(PollTimeout::MAX)
 }
 
-/// The time left until `deadline`, as a poll timeout (see above).
-pub fn until(deadline: Instant) -> PollTimeout {
-    whole_milliseconds(deadline.saturating_duration_since(Instant::now()))
+/// The time left until `deadline` (None: never, no timeout), as a poll
+/// timeout (see above).
+pub fn until(deadline: Option<Instant>) -> PollTimeout {
+    deadline.map_or(PollTimeout::NONE, |deadline| {
+        whole_milliseconds(deadline.saturating_duration_since(Instant::now()))
+    })
 }

@@ -8,7 +8,7 @@
 //! holder, which may run on another host, is asked instead: its keeper
 //! stops it and lets go, and this one waits in line meanwhile.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use log::debug;
 use nix::errno::Errno;
@@ -17,6 +17,7 @@ use nix::libc;
 use crate::acquire::{self, Patience};
 use crate::backend::{Backend, Holder, Probe, StopRequest};
 use crate::cli::Replace;
+use crate::deadline;
 use crate::error::Error;
 use crate::pidfd::{pidfd_open, send, wait_for_exit};
 use crate::procfs;
@@ -72,11 +73,11 @@ pub fn make_way(lock: &dyn Backend, replace: Replace) -> Result<(), Error> {
             Err(Errno::EPERM) => return Err(refuse("not permitted to signal it")),
             Err(_) => return Err(refuse("it cannot be signalled")),
         }
-        if !wait_for_exit(&pidfd, Instant::now() + replace.kill_after) {
+        if !wait_for_exit(&pidfd, deadline::after(replace.kill_after)) {
             debug!("{}: pid {pid} outlived --kill-after: SIGKILL", lock.name());
             let _ = send(&pidfd, libc::SIGKILL);
             // A process killed in uninterruptible sleep dies when that ends.
-            wait_for_exit(&pidfd, Instant::now() + replace.kill_after);
+            wait_for_exit(&pidfd, deadline::after(replace.kill_after));
         }
     }
     Ok(())

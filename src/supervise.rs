@@ -22,6 +22,7 @@ use nix::unistd::Pid;
 use std::os::fd::AsFd;
 
 use crate::cli::MaxTime;
+use crate::deadline;
 use crate::error::{EXIT_MAX_TIME, Error, errno_of};
 use crate::launch::{self, ENV_FD, Held, exec_error};
 use crate::pidfd::pidfd_open;
@@ -51,7 +52,7 @@ pub fn run(held: Held, command: &[OsString], max_time: Option<MaxTime>) -> Resul
     // what the clock can count to is no limit.
     let cap = max_time.and_then(|max_time| {
         Some(Cap {
-            deadline: Instant::now().checked_add(max_time.limit)?,
+            deadline: deadline::after(max_time.limit)?,
             max_time,
         })
     });
@@ -207,7 +208,7 @@ fn supervise(
 /// Whether `signals` has a signal to read before `deadline`.
 fn readable_before(signals: &SignalFd, deadline: Instant) -> Result<bool, Errno> {
     let mut readable = [PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
-    match poll(&mut readable, poll_time::until(deadline)) {
+    match poll(&mut readable, poll_time::until(Some(deadline))) {
         Ok(0) => Ok(Instant::now() < deadline),
         Ok(_) | Err(Errno::EINTR) => Ok(true),
         Err(errno) => Err(errno),

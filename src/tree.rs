@@ -14,14 +14,14 @@
 
 use std::collections::HashSet;
 use std::os::fd::{AsFd, OwnedFd};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::libc;
 
 use crate::pidfd::{has_exited, pidfd_open, send};
-use crate::procfs;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use crate::{deadline, poll_time, procfs};
+use nix::poll::{PollFd, PollFlags, poll};
 
 /// How many times the tree is looked for new members at most.
 const MAX_ROUNDS: usize = 100;
@@ -98,11 +98,10 @@ impl Tree {
     /// Waits until every member has exited, or `limit` is up; whether all
     /// have. Those that have are let go.
     fn exit_within(&mut self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
+        let deadline = deadline::after(limit);
         loop {
             self.members.retain(|(_, fd)| !has_exited(fd));
-            let left = deadline.saturating_duration_since(Instant::now());
-            if self.members.is_empty() || left.is_zero() {
+            if self.members.is_empty() || deadline::has_come(deadline) {
                 return self.members.is_empty();
             }
             let mut events: Vec<PollFd> = self
@@ -110,7 +109,7 @@ impl Tree {
                 .iter()
                 .map(|(_, fd)| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
                 .collect();
-            let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+            let timeout = poll_time::until(deadline);
             if poll(&mut events, timeout).is_err_and(|errno| errno != Errno::EINTR) {
                 return false;
             }

@@ -323,6 +323,51 @@ fn a_huge_timeout_waits_without_end() {
     assert_eq!(text(&output.stdout), "ran\n");
 }
 
+/// Every option that takes SECS: a number past what a Duration holds, or
+/// none at all, is a usage error; one the clock cannot count to (1e19 s)
+/// is no end, and never a panic.
+#[test]
+fn huge_and_non_numbers_of_seconds_never_panic() {
+    let witness = Witness::new();
+    for option in ["--timeout", "--max-time", "--replace-older", "--kill-after"] {
+        for bad in ["nan", "inf", "1e400", "1e20"] {
+            let line = refused(
+                &with_witness(&[option, bad, &unique_lock("bad-secs")], &witness),
+                2,
+            );
+            assert!(line.contains(&format!("'{bad}'")), "{option} {bad}: {line}");
+        }
+        let lock = unique_lock("huge-secs");
+        me_only()
+            .args([option, "1e19", &lock, "echo", "ran"])
+            .assert()
+            .success()
+            .stdout("ran\n")
+            .stderr("");
+    }
+    // A holder is never 1e19 s old: a conflict, as without --replace.
+    let lock = unique_lock("huge-replace-older");
+    let holder = common::Holding::start([&lock]);
+    let line = refused(
+        &with_witness(&["--replace-older", "1e19", &lock], &witness),
+        4,
+    );
+    assert!(
+        line.contains(&format!("held by pid {}", holder.pid)),
+        "{line}"
+    );
+    // --ttl is whole seconds, a day at most.
+    let line = refused(
+        &with_witness(
+            &["--etcd", "http://127.0.0.1:9", "--ttl", "1e19", &lock],
+            &witness,
+        ),
+        2,
+    );
+    assert!(line.contains("'1e19'"), "{line}");
+    witness.assert_not_run();
+}
+
 /// Every error is one line, even when LOCK or COMMAND holds a newline or
 /// another control character: they are shown escaped.
 #[test]

@@ -82,6 +82,36 @@ fn a_run_that_ignores_sigterm_is_killed_after_kill_after() {
     );
 }
 
+/// A --kill-after past what the clock can count to is "never SIGKILL"
+/// (it panicked once SIGTERM was sent, and what COMMAND started ran on
+/// without the lock).
+#[test]
+fn a_huge_kill_after_still_stops_a_run_that_exits_on_sigterm() {
+    let lock = common::unique_lock("max-time-huge-kill-after");
+    let pid_file = tempfile::NamedTempFile::new().unwrap();
+    let script = format!(
+        "sleep 1000 & echo $! > {}; echo started; wait",
+        pid_file.path().display()
+    );
+    let output = me_only()
+        .args(["--max-time", "0.3", "--kill-after", "1e19", &lock])
+        .args(["sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(124), "{output:?}");
+    assert_eq!(text(&output.stdout), "started\n");
+    assert!(output.stderr.is_empty(), "{output:?}");
+    let background: i32 = std::fs::read_to_string(pid_file.path())
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        gone_within(background, Duration::from_secs(5)),
+        "what COMMAND started in the background runs on"
+    );
+}
+
 #[test]
 fn a_run_within_its_time_ends_as_it_would_without_it() {
     let lock = common::unique_lock("max-time-in-time");

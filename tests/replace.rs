@@ -64,6 +64,25 @@ fn a_holder_that_ignores_sigterm_is_killed_and_so_is_the_child_it_left_the_lock_
     }
 }
 
+/// A --kill-after past what the clock can count to is "never SIGKILL"
+/// (it panicked once SIGTERM was sent: the holder was stopped and nothing
+/// ran).
+#[test]
+fn a_huge_kill_after_still_replaces_a_holder_that_exits_on_sigterm() {
+    for (backend, lock, _dir) in each_kernel_lock("replace-huge", 1) {
+        let holder = Holding::start(&lock);
+        let output = me_only()
+            .args(["--replace", "--kill-after", "1e19"])
+            .args(&lock)
+            .args(["sh", "-c", "echo ran"])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{backend}: {output:?}");
+        assert_eq!(text(&output.stdout), "ran\n", "{backend}");
+        assert_eq!(holder.release().signal(), Some(15), "{backend}");
+    }
+}
+
 #[test]
 fn replace_older_leaves_a_younger_holder_alone_and_stops_an_older_one() {
     for (backend, lock, _dir) in each_kernel_lock("replace", 1) {

@@ -297,7 +297,9 @@ impl EtcdLock {
             let ttl = Duration::from_secs(ttl.max(self.settings.ttl).max(1) as u64);
             return Ok(StopRequest::Sent {
                 holder: parse_holder_value(&holder.value),
-                within: ttl + self.settings.kill_after + CALLS_ALLOWANCE,
+                // Saturated: a --kill-after near the largest Duration is a
+                // wait without end (see deadline.rs), not an overflow.
+                within: (ttl + CALLS_ALLOWANCE).saturating_add(self.settings.kill_after),
             });
         }
         Ok(StopRequest::Free)
