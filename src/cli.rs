@@ -351,7 +351,7 @@ pub fn full_command() -> clap::Command {
 /// version (which must show everything). Any word counts, even one of COMMAND's: the full
 /// definition parses every command line the lean one does, the same way.
 fn full_command_needed(args: &[OsString]) -> bool {
-    const FULL_ONLY: [&str; 17] = [
+    const FULL_ONLY: [&str; 18] = [
         "--replace",
         "--list",
         "--json",
@@ -361,6 +361,7 @@ fn full_command_needed(args: &[OsString]) -> bool {
         "--etcd",
         "--ttl",
         "--kill-after",
+        "--signal",
         "--cacert",
         "--cert",
         "--key",
@@ -517,6 +518,7 @@ mod tests {
             &["me-only", "--etcd=", "l", "x"],
             &["me-only", "--ttl", "5", "l", "x"],
             &["me-only", "--kill-after=1", "l", "x"],
+            &["me-only", "--signal", "INT", "l", "x"],
             &["me-only", "--replace", "l", "x"],
             &["me-only", "--replace-older=60", "l", "x"],
             &["me-only", "--slots", "2", "l", "x"],

@@ -67,7 +67,7 @@ pub fn make_way(lock: &dyn Backend, replace: Replace) -> Result<(), Error> {
             continue;
         }
         debug!("{}: stopping pid {pid}", lock.name());
-        match send(&pidfd, libc::SIGTERM) {
+        match send(&pidfd, replace.signal) {
             Ok(()) => {}
             Err(Errno::ESRCH) => continue,
             Err(Errno::EPERM) => return Err(refuse("not permitted to signal it")),

@@ -48,9 +48,13 @@ const SI_KERNEL: i32 = 0x80;
 /// Runs COMMAND as a child while holding the lock; returns its status as
 /// me-only's exit code, or 124 when `max_time` ran out and it was stopped.
 pub fn run(held: Held, command: &[OsString], max_time: Option<MaxTime>) -> Result<u8, Error> {
-    // Counted from the moment the lock is held, which is now. A limit past
-    // what the clock can count to is no limit.
+    // Counted from the moment the lock is held, which is now. A limit of 0
+    // (timeout(1)'s convention) or past what the clock can count to is no
+    // limit.
     let cap = max_time.and_then(|max_time| {
+        if max_time.limit.is_zero() {
+            return None;
+        }
         Some(Cap {
             deadline: deadline::after(max_time.limit)?,
             max_time,
@@ -221,7 +225,7 @@ fn readable_before(signals: &SignalFd, deadline: Instant) -> Result<bool, Errno>
 fn stop_tree(child: Pid, max_time: MaxTime) {
     // The child is not reaped before this returns, so its pid is its own.
     if let Ok(pidfd) = pidfd_open(child.as_raw()) {
-        Tree::freeze(child.as_raw(), &pidfd).terminate(max_time.kill_after);
+        Tree::freeze(child.as_raw(), &pidfd).terminate(max_time.signal, max_time.kill_after);
     }
 }
 

@@ -77,12 +77,13 @@ impl Tree {
         }
     }
 
-    /// Ends the tree: SIGTERM to every member, then SIGKILL, after
-    /// `kill_after`, to those still there and to whatever they started
-    /// meanwhile. Returns once all are gone, or a moment after the kill.
-    pub fn terminate(mut self, kill_after: Duration) {
-        self.signal(libc::SIGTERM);
-        // Stopped, a member would only take its SIGTERM when continued.
+    /// Ends the tree: `signal` (SIGTERM, or --signal) to every member, then
+    /// SIGKILL, after `kill_after`, to those still there and to whatever
+    /// they started meanwhile. Returns once all are gone, or a moment after
+    /// the kill.
+    pub fn terminate(mut self, signal: libc::c_int, kill_after: Duration) {
+        self.signal(signal);
+        // Stopped, a member would only take its signal when continued.
         self.signal(libc::SIGCONT);
         if self.exit_within(kill_after) {
             return;

@@ -368,6 +368,33 @@ fn huge_and_non_numbers_of_seconds_never_panic() {
     witness.assert_not_run();
 }
 
+/// --signal takes a signal's name (with or without SIG, in any case) or
+/// number, as timeout(1) does; anything else is a usage error.
+#[test]
+fn bad_signals_are_usage() {
+    let witness = Witness::new();
+    for bad in ["FOO", "SIG", "SIGTERMS", "0", "65", "1.5", ""] {
+        let line = refused(
+            &with_witness(
+                &[
+                    "--max-time",
+                    "5",
+                    "--signal",
+                    bad,
+                    &unique_lock("bad-signal"),
+                ],
+                &witness,
+            ),
+            2,
+        );
+        assert!(
+            line.contains(&format!("'{bad}' is not a signal")),
+            "{bad}: {line}"
+        );
+    }
+    witness.assert_not_run();
+}
+
 /// Every error is one line, even when LOCK or COMMAND holds a newline or
 /// another control character: they are shown escaped.
 #[test]

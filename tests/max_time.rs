@@ -3,15 +3,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{ChildStdout, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{KillOnDrop, each_kernel_lock, gone_within, me_only, refused, text};
 
-/// Starts `command` with stdin and stdout piped, and returns it with the
-/// first line it printed.
-fn first_line(command: &mut std::process::Command) -> (KillOnDrop, String) {
+/// Starts `command` with stdin and stdout piped, and returns it with its
+/// stdout.
+fn spawn_piped(command: &mut std::process::Command) -> (KillOnDrop, BufReader<ChildStdout>) {
     let mut run = KillOnDrop(
         command
             .stdin(Stdio::piped())
@@ -19,10 +19,16 @@ fn first_line(command: &mut std::process::Command) -> (KillOnDrop, String) {
             .spawn()
             .unwrap(),
     );
+    let stdout = BufReader::new(run.0.stdout.take().unwrap());
+    (run, stdout)
+}
+
+/// Starts `command` with stdin and stdout piped, and returns it with the
+/// first line it printed.
+fn first_line(command: &mut std::process::Command) -> (KillOnDrop, String) {
+    let (run, mut stdout) = spawn_piped(command);
     let mut line = String::new();
-    BufReader::new(run.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    stdout.read_line(&mut line).unwrap();
     (run, line)
 }
 
@@ -128,6 +134,48 @@ fn a_run_within_its_time_ends_as_it_would_without_it() {
         .output()
         .unwrap();
     assert!(output.status.success(), "{output:?}");
+}
+
+/// timeout(1)'s convention: 0 is no limit (it killed every run at once,
+/// so a cron line's `--max-time ${LIMIT:-0}` ran nothing to its end).
+#[test]
+fn max_time_0_is_no_limit() {
+    let lock = common::unique_lock("max-time-0");
+    let (mut run, mut stdout) = spawn_piped(me_only().args(["--max-time", "0", &lock]).args([
+        "sh",
+        "-c",
+        "echo started; read line; echo \"$line\"; exit 7",
+    ]));
+    let mut said = String::new();
+    stdout.read_line(&mut said).unwrap();
+    assert_eq!(said, "started\n");
+    // It ends only once told to, so a run stopped at once cannot pass.
+    writeln!(run.0.stdin.take().unwrap(), "finished").unwrap();
+    stdout.read_to_string(&mut said).unwrap();
+    assert_eq!(said, "started\nfinished\n");
+    assert_eq!(run.0.wait().unwrap().code(), Some(7));
+}
+
+/// --signal, as timeout(1)'s: the first signal a run past its time gets
+/// (a COMMAND that traps INT says so), SIGKILL still after --kill-after.
+#[test]
+fn signal_is_what_a_run_past_its_time_gets_first() {
+    for name in ["INT", "sigint", "2"] {
+        let lock = common::unique_lock("max-time-signal");
+        let (mut run, mut stdout) = spawn_piped(
+            me_only()
+                .args(["--max-time", "0.2", "--signal", name, &lock])
+                .args([
+                    "sh",
+                    "-c",
+                    "trap 'echo got INT; exit 3' INT; echo started; read line",
+                ]),
+        );
+        let mut said = String::new();
+        stdout.read_to_string(&mut said).unwrap();
+        assert_eq!(said, "started\ngot INT\n", "--signal {name}");
+        assert_eq!(run.0.wait().unwrap().code(), Some(124), "{name}");
+    }
 }
 
 #[test]

@@ -2,7 +2,9 @@
 
 mod common;
 
+use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
 
 use std::time::Duration;
 
@@ -80,6 +82,36 @@ fn a_huge_kill_after_still_replaces_a_holder_that_exits_on_sigterm() {
         assert!(output.status.success(), "{backend}: {output:?}");
         assert_eq!(text(&output.stdout), "ran\n", "{backend}");
         assert_eq!(holder.release().signal(), Some(15), "{backend}");
+    }
+}
+
+/// --signal, as timeout(1)'s: the first signal the holder gets (one that
+/// traps USR1 says so, and exits), SIGKILL still after --kill-after.
+#[test]
+fn signal_is_what_the_holder_gets_first() {
+    for (backend, lock, _dir) in each_kernel_lock("replace-signal", 1) {
+        let (mut holder, mut said) = common::etcd::started(
+            me_only()
+                .args(&lock)
+                .args([
+                    "sh",
+                    "-c",
+                    "trap 'echo got USR1; exit 0' USR1; echo ready; read line",
+                ])
+                .stdin(Stdio::piped()),
+        );
+        let output = me_only()
+            .args(["--replace", "--signal", "usr1"])
+            .args(&lock)
+            .args(["echo", "ran"])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{backend}: {output:?}");
+        assert_eq!(text(&output.stdout), "ran\n", "{backend}");
+        let mut rest = String::new();
+        said.read_to_string(&mut rest).unwrap();
+        assert_eq!(rest, "got USR1\n", "{backend}");
+        assert!(holder.wait().unwrap().success(), "{backend}");
     }
 }
 

@@ -1,11 +1,14 @@
 //! The options a launch seldom uses: --replace, --replace-older,
-//! --kill-after (how long a process being stopped has), --max-time,
+//! --signal and --kill-after (how a process is stopped), --max-time,
 //! --auto, --slots, --list. Like the
 //! etcd options, they are defined only where the command line names one
 //! (`full_command_needed`): each option clap knows of costs every launch.
 
 use std::ffi::OsString;
 use std::time::Duration;
+
+use nix::libc;
+use nix::sys::signal::Signal;
 
 use super::parse_seconds;
 
@@ -17,10 +20,10 @@ const DEFAULT_KILL_AFTER: Duration = Duration::from_secs(10);
 // description in --help.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct OccasionalOptions {
-    /// Stop the instance that holds the lock (SIGTERM, SIGKILL after
-    /// --kill-after; every process that holds it in turn), then run COMMAND
-    /// once the lock is free. With --etcd, its keeper is asked to stop it,
-    /// wherever it runs
+    /// Stop the instance that holds the lock (SIGTERM or --signal, SIGKILL
+    /// after --kill-after; every process that holds it in turn), then run
+    /// COMMAND once the lock is free. With --etcd, its keeper is asked to
+    /// stop it, wherever it runs
     #[arg(long, conflicts_with_all = ["test", "slots"])]
     pub replace: bool,
 
@@ -36,8 +39,8 @@ pub struct OccasionalOptions {
     pub replace_older: Option<Duration>,
 
     /// How long a process being stopped (--replace's holder, a run past
-    /// --max-time, with --etcd a fenced-off COMMAND) has between SIGTERM and
-    /// SIGKILL [default: 10]
+    /// --max-time, with --etcd a fenced-off COMMAND) has between its first
+    /// signal and SIGKILL [default: 10]
     #[arg(
         long,
         value_name = "SECS",
@@ -46,10 +49,17 @@ pub struct OccasionalOptions {
     )]
     pub kill_after: Option<Duration>,
 
-    /// Stop COMMAND and every process it started (SIGTERM, SIGKILL after
-    /// --kill-after) once it has held the lock SECS, and exit 124. Implies
-    /// --fork: me-only stays to keep the time and tell a capped run by its
-    /// exit code
+    /// The first signal --replace and --max-time send to what they stop
+    /// (SIGKILL follows after --kill-after), as timeout(1)'s: a name, with
+    /// or without SIG, or a number. With --etcd --replace, the holder's
+    /// own keeper stops it, with TERM [default: TERM]
+    #[arg(long, value_name = "SIG", value_parser = parse_signal)]
+    pub signal: Option<libc::c_int>,
+
+    /// Stop COMMAND and every process it started (SIGTERM or --signal,
+    /// SIGKILL after --kill-after) once it has held the lock SECS, and exit
+    /// 124; 0 is no limit, as in timeout(1). Implies --fork: me-only stays
+    /// to keep the time and tell a capped run by its exit code
     #[arg(
         long,
         value_name = "SECS",
@@ -109,19 +119,43 @@ fn parse_slots(text: &str) -> Result<u32, String> {
     }
 }
 
+/// A signal, as timeout(1) and kill(1) take it: a name, with or without
+/// SIG, in any case, or a number (real-time signals included).
+fn parse_signal(text: &str) -> Result<libc::c_int, String> {
+    let refuse = || format!("'{text}' is not a signal (a name such as TERM or INT, or a number)");
+    if let Ok(number) = text.parse::<libc::c_int>() {
+        return Some(number)
+            .filter(|number| (1..=libc::SIGRTMAX()).contains(number))
+            .ok_or_else(refuse);
+    }
+    let name = text.to_ascii_uppercase();
+    let name = if name.starts_with("SIG") {
+        name
+    } else {
+        format!("SIG{name}")
+    };
+    name.parse::<Signal>()
+        .map(|signal| signal as libc::c_int)
+        .map_err(|_| refuse())
+}
+
 /// What --replace or --replace-older asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Replace {
     /// Only a holder at least this old (--replace-older).
     pub older_than: Option<Duration>,
+    /// The first signal a holder gets (--signal).
+    pub signal: libc::c_int,
     pub kill_after: Duration,
 }
 
 /// What --max-time asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MaxTime {
-    /// How long COMMAND may hold the lock.
+    /// How long COMMAND may hold the lock; zero is no limit.
     pub limit: Duration,
+    /// The first signal a run past its time gets (--signal).
+    pub signal: libc::c_int,
     pub kill_after: Duration,
 }
 
@@ -130,10 +164,17 @@ impl OccasionalOptions {
         self.kill_after.unwrap_or(DEFAULT_KILL_AFTER)
     }
 
+    /// --signal, or TERM as timeout(1) has it (applied here, not by clap,
+    /// as --kill-after's default is).
+    fn signal(&self) -> libc::c_int {
+        self.signal.unwrap_or(libc::SIGTERM)
+    }
+
     /// When and how to stop COMMAND, if the command line caps its time.
     pub fn max_time(&self) -> Option<MaxTime> {
         self.max_time.map(|limit| MaxTime {
             limit,
+            signal: self.signal(),
             kill_after: self.kill_after(),
         })
     }
@@ -142,7 +183,45 @@ impl OccasionalOptions {
     pub fn replace(&self) -> Option<Replace> {
         (self.replace || self.replace_older.is_some()).then(|| Replace {
             older_than: self.replace_older,
+            signal: self.signal(),
             kill_after: self.kill_after(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signal_is_a_name_with_or_without_sig_in_any_case_or_a_number() {
+        for (text, signal) in [
+            ("TERM", libc::SIGTERM),
+            ("SIGINT", libc::SIGINT),
+            ("sigint", libc::SIGINT),
+            ("Hup", libc::SIGHUP),
+            ("kill", libc::SIGKILL),
+            ("10", libc::SIGUSR1),
+            ("64", libc::SIGRTMAX()),
+        ] {
+            assert_eq!(parse_signal(text), Ok(signal), "{text}");
+        }
+        for bad in [
+            "",
+            "SIG",
+            "FOO",
+            "SIGSIGTERM",
+            "0",
+            "-1",
+            "65",
+            "2.0",
+            " TERM",
+        ] {
+            let refused = parse_signal(bad).unwrap_err();
+            assert!(
+                refused.starts_with(&format!("'{bad}' is not a signal")),
+                "{refused}"
+            );
+        }
     }
 }

@@ -309,7 +309,7 @@ fn fence(watch: &Watch, holder: &OwnedFd, reason: &str) {
     let _ = std::io::stderr().write_all(line.as_bytes());
     // COMMAND and all it started: a child that outlived its parent would
     // run beside the next holder.
-    Tree::freeze(watch.holder, holder).terminate(kill_after);
+    Tree::freeze(watch.holder, holder).terminate(libc::SIGTERM, kill_after);
     let _ = watch.settings.gateway.revoke(watch.lease, gateway::soon());
 }
 
