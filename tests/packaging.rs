@@ -99,3 +99,55 @@ fn readme_exit_status_table_is_the_help_text() {
         .collect();
     assert_eq!(from_readme, from_help);
 }
+
+/// The README's table of options names every option `--help` has (issue
+/// #24): --replace, --max-time, --slots and the like were added without a
+/// row, so a reader of the README never learnt of them.
+#[test]
+fn readme_options_table_has_every_long_option_of_help() {
+    let help = common::me_only().arg("--help").output().unwrap();
+    let help = common::text(&help.stdout);
+    let options = help
+        .split("Options:\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n\n\n").next())
+        .expect("an Options section in --help");
+    // An option's own line, `  -w, --wait` or `      --timeout <SECS>`;
+    // its description is indented further.
+    let from_help: Vec<&str> = options
+        .lines()
+        .filter_map(|line| {
+            line.strip_prefix("  -")
+                .and_then(|short| short.split_once(", --"))
+                .map(|(_, long)| long)
+                .or_else(|| line.strip_prefix("      --"))
+        })
+        .filter_map(|long| long.split([' ', '[']).next())
+        .collect();
+    assert!(
+        from_help.contains(&"wait") && from_help.contains(&"version"),
+        "{from_help:?}"
+    );
+    let readme = in_repo("README.md");
+    let table_options: Vec<&str> = readme
+        .split("| option | meaning |\n|---|---|\n")
+        .nth(1)
+        .expect("the README's table of options")
+        .lines()
+        .take_while(|line| line.starts_with('|'))
+        .filter_map(|row| row.trim_start_matches('|').split(" | ").next())
+        .flat_map(|cell| cell.split("--").skip(1))
+        .filter_map(|rest| {
+            rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                .next()
+        })
+        .collect();
+    let missing: Vec<&&str> = from_help
+        .iter()
+        .filter(|option| !table_options.contains(option))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "README's table of options lacks {missing:?}"
+    );
+}
