@@ -373,9 +373,14 @@ fn full_command_needed(args: &[OsString]) -> bool {
     ];
     args.iter().skip(1).any(|arg| {
         let arg = arg.as_encoded_bytes();
-        let long_option = |name: &str| arg.starts_with(name.as_bytes());
+        // Every word of a plain launch (LOCK, COMMAND) is then compared with
+        // no name: each option added to the list would cost it otherwise.
+        let long_option = arg.starts_with(b"--");
         let short_cluster = arg.len() > 1 && arg[0] == b'-' && arg[1] != b'-';
-        FULL_ONLY.iter().any(|name| long_option(name))
+        (long_option
+            && FULL_ONLY
+                .iter()
+                .any(|name| arg.starts_with(name.as_bytes())))
             || (short_cluster && arg[1..].iter().any(|&c| c == b'h' || c == b'V'))
     })
 }
