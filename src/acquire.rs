@@ -1,6 +1,7 @@
 //! Taking the lock: at once, or by waiting for the holder to let go.
 
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use log::debug;
@@ -31,6 +32,18 @@ pub fn acquire(
     patience: Patience,
     name_holder: bool,
 ) -> Result<Option<OwnedFd>, Error> {
+    acquire_unless(lock, patience, name_holder, &AtomicBool::new(false))
+}
+
+/// As `acquire`, but gives up as if out of time once `over` is set: a
+/// --slots waiter whose wait another slot ended. Whoever sets it wakes the
+/// wait (a poll, a flock(2)) with a signal, which ends it with EINTR.
+pub fn acquire_unless(
+    lock: &dyn Backend,
+    patience: Patience,
+    name_holder: bool,
+    over: &AtomicBool,
+) -> Result<Option<OwnedFd>, Error> {
     let started = Instant::now();
     // A limit past what the clock can count to has no end.
     let deadline = match patience {
@@ -42,7 +55,8 @@ pub fn acquire(
         if let Attempt::Acquired(fd) = lock.try_acquire()? {
             return Ok(fd);
         }
-        let out_of_time = deadline.is_some_and(|deadline| Instant::now() >= deadline);
+        let out_of_time = over.load(Ordering::SeqCst)
+            || deadline.is_some_and(|deadline| Instant::now() >= deadline);
         if patience == Patience::None || out_of_time {
             return Err(Error::Busy {
                 lock: lock.name().to_owned(),
