@@ -417,17 +417,24 @@ fn a_supervising_slot_waiter_sees_its_command_exit_every_time() {
 
 /// A losing waiter thread took the SIGTERM meant for COMMAND: me-only died
 /// of it (143), COMMAND was killed and its child orphaned. The signal must
-/// reach COMMAND, which traps it, stops its child and exits 3.
+/// reach COMMAND, which traps it, stops its child and exits 3. The child
+/// says its pid once it runs a shell of its own (a forked shell that has
+/// not yet exec'd still has the parent's trap, which would take the
+/// signal), and COMMAND says "ready" once it knows the child's pid.
 #[test]
 fn sigterm_to_a_supervising_slot_waiter_reaches_its_command() {
-    const SCRIPT: &str = "trap 'echo term; kill $child; exit 3' TERM; sleep 300 >/dev/null & child=$!; echo $child; wait";
+    const SCRIPT: &str = "trap 'echo term; kill $child; exit 3' TERM; \
+        sh -c 'echo $$; exec sleep 300 >/dev/null' & child=$!; echo ready; wait";
     for (backend, lock, _dir) in each_kernel_lock("slots-fork-term", 3) {
         for options in SUPERVISING {
             let (mut waiter, _holders) = waiter_handed_slot_1(&lock, options, SCRIPT);
             let mut said = BufReader::new(waiter.0.stdout.take().unwrap());
-            let mut line = String::new();
-            said.read_line(&mut line).unwrap();
-            let child = Detached(line.trim().parse().unwrap());
+            let mut lines = [String::new(), String::new()];
+            for line in &mut lines {
+                said.read_line(line).unwrap();
+            }
+            let pid = lines.iter().find_map(|line| line.trim().parse().ok());
+            let child = Detached(pid.expect("the child's pid"));
             signal(waiter.0.id(), Signal::SIGTERM);
             assert!(
                 gone_within(waiter.0.id() as i32, Duration::from_secs(10)),
