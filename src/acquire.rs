@@ -52,11 +52,15 @@ pub fn acquire_unless(
     };
     let mut backoff = Duration::ZERO;
     loop {
-        if let Attempt::Acquired(fd) = lock.try_acquire()? {
-            return Ok(fd);
+        // Stopped, it has nothing to try: a wait that ends hundreds of
+        // waiters at once ends sooner.
+        let stopped = over.load(Ordering::SeqCst);
+        if !stopped {
+            if let Attempt::Acquired(fd) = lock.try_acquire()? {
+                return Ok(fd);
+            }
         }
-        let out_of_time = over.load(Ordering::SeqCst)
-            || deadline.is_some_and(|deadline| Instant::now() >= deadline);
+        let out_of_time = stopped || deadline.is_some_and(|deadline| Instant::now() >= deadline);
         if patience == Patience::None || out_of_time {
             return Err(Error::Busy {
                 lock: lock.name().to_owned(),
