@@ -1,6 +1,7 @@
 //! Taking the lock: at once, or by waiting for the holder to let go.
 
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use log::debug;
@@ -32,6 +33,18 @@ pub fn acquire(
     patience: Patience,
     name_holder: bool,
 ) -> Result<Option<OwnedFd>, Error> {
+    acquire_unless(lock, patience, name_holder, &AtomicBool::new(false))
+}
+
+/// As `acquire`, but gives up as if out of time once `over` is set: a
+/// --slots waiter whose wait another slot ended. Whoever sets it wakes the
+/// wait (a poll, a flock(2)) with a signal, which ends it with EINTR.
+pub fn acquire_unless(
+    lock: &dyn Backend,
+    patience: Patience,
+    name_holder: bool,
+    over: &AtomicBool,
+) -> Result<Option<OwnedFd>, Error> {
     let started = Instant::now();
     let deadline = match patience {
         Patience::For(limit) => deadline::after(limit),
@@ -39,10 +52,15 @@ pub fn acquire(
     };
     let mut backoff = Duration::ZERO;
     loop {
-        if let Attempt::Acquired(fd) = lock.try_acquire()? {
-            return Ok(fd);
+        // Stopped, it has nothing to try: a wait that ends hundreds of
+        // waiters at once ends sooner.
+        let stopped = over.load(Ordering::SeqCst);
+        if !stopped {
+            if let Attempt::Acquired(fd) = lock.try_acquire()? {
+                return Ok(fd);
+            }
         }
-        let out_of_time = deadline::has_come(deadline);
+        let out_of_time = stopped || deadline::has_come(deadline);
         if patience == Patience::None || out_of_time {
             return Err(Error::Busy {
                 lock: lock.name().to_owned(),

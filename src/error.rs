@@ -31,7 +31,8 @@ pub enum Error {
         waited: Option<Duration>,
     },
     /// Every one of LOCK's --slots is held (still, after `waited`), by
-    /// `holders` where they could be named.
+    /// `holders` where they could be named: a few of the `count`, so that
+    /// the line stays short.
     SlotsBusy {
         lock: String,
         count: usize,
@@ -169,14 +170,21 @@ impl fmt::Display for Error {
                 holders,
                 waited,
             } => {
-                write!(f, "{lock}: all {count} slots are ")?;
+                match count {
+                    1 => write!(f, "{lock}: its one slot is ")?,
+                    _ => write!(f, "{lock}: all {count} slots are ")?,
+                }
                 match waited {
                     None => write!(f, "held"),
                     Some(waited) => write!(f, "still held after {:.1} s", waited.as_secs_f64()),
                 }?;
                 if !holders.is_empty() {
-                    let holders: Vec<String> = holders.iter().map(Holder::to_string).collect();
-                    write!(f, ", by {}", holders.join(", "))?;
+                    let named: Vec<String> = holders.iter().map(Holder::to_string).collect();
+                    write!(f, ", by {}", named.join(", "))?;
+                    match count.saturating_sub(holders.len()) {
+                        0 => {}
+                        unnamed => write!(f, " and {unnamed} more")?,
+                    }
                 }
                 Ok(())
             }

@@ -6,8 +6,11 @@ use std::io::{BufRead, BufReader, Read};
 use std::process::Stdio;
 use std::time::Duration;
 
+use nix::sys::signal::Signal;
+
 use common::{
-    Holding, KillOnDrop, each_kernel_lock, gives_up_after, me_only, refused, spawn_waiting, text,
+    Detached, Holding, KillOnDrop, each_kernel_lock, gives_up_after, gone_within, me_only, refused,
+    spawn_waiting, text,
 };
 
 /// A holder of one of LOCK's slots (`lock` holds the lock options, LOCK
@@ -366,4 +369,227 @@ fn an_etcd_waiter_takes_whichever_slot_comes_free_and_leaves_no_place_behind() {
             "the holder's key alone: the waiter's place in line is gone"
         );
     }
+}
+
+/// `me-only -v --wait --slots 3 OPTIONS LOCK sh -c SCRIPT`, started once
+/// all 3 slots are held and waiting on them by the time slot 1's holder
+/// lets go. The other two holders are returned, still holding: the
+/// waiter's losing threads are still waiting on them when COMMAND starts.
+fn waiter_handed_slot_1(
+    lock: &[String],
+    options: &[&str],
+    script: &str,
+) -> (KillOnDrop, Vec<Holding>) {
+    let mut holders: Vec<Holding> = (0..3).map(|_| slot_holder("3", lock)).collect();
+    let waiter = KillOnDrop(spawn_waiting(
+        me_only()
+            .args(["-v", "--wait", "--slots", "3"])
+            .args(options)
+            .args(lock)
+            .args(["sh", "-c", script]),
+    ));
+    assert!(holders.remove(0).release().success());
+    (waiter, holders)
+}
+
+/// The supervising modes, as a --slots waiter may start COMMAND.
+const SUPERVISING: [&[&str]; 2] = [&["--fork"], &["--max-time", "60"]];
+
+/// A losing waiter thread that took the SIGCHLD of COMMAND's exit left the
+/// supervisor waiting for ever, COMMAND a zombie and the slot held (1 run
+/// in 6): every run must see COMMAND exit and pass on its status.
+#[test]
+fn a_supervising_slot_waiter_sees_its_command_exit_every_time() {
+    for (backend, lock, _dir) in each_kernel_lock("slots-fork-exit", 3) {
+        for round in 0..10 {
+            for options in SUPERVISING {
+                let (mut waiter, _holders) = waiter_handed_slot_1(&lock, options, "exit 7");
+                assert!(
+                    gone_within(waiter.0.id() as i32, Duration::from_secs(10)),
+                    "{backend} {options:?}, run {round}: COMMAND's exit was not seen"
+                );
+                let status = waiter.0.wait().unwrap();
+                assert_eq!(status.code(), Some(7), "{backend} {options:?}: {status}");
+            }
+        }
+    }
+}
+
+/// A losing waiter thread took the SIGTERM meant for COMMAND: me-only died
+/// of it (143), COMMAND was killed and its child orphaned. The signal must
+/// reach COMMAND, which traps it, stops its child and exits 3. The child
+/// says its pid once it runs a shell of its own (a forked shell that has
+/// not yet exec'd still has the parent's trap, which would take the
+/// signal), and COMMAND says "ready" once it knows the child's pid.
+#[test]
+fn sigterm_to_a_supervising_slot_waiter_reaches_its_command() {
+    const SCRIPT: &str = "trap 'echo term; kill $child; exit 3' TERM; \
+        sh -c 'echo $$; exec sleep 300 >/dev/null' & child=$!; echo ready; wait";
+    for (backend, lock, _dir) in each_kernel_lock("slots-fork-term", 3) {
+        for options in SUPERVISING {
+            let (mut waiter, _holders) = waiter_handed_slot_1(&lock, options, SCRIPT);
+            let mut said = BufReader::new(waiter.0.stdout.take().unwrap());
+            let mut lines = [String::new(), String::new()];
+            for line in &mut lines {
+                said.read_line(line).unwrap();
+            }
+            let pid = lines.iter().find_map(|line| line.trim().parse().ok());
+            let child = Detached(pid.expect("the child's pid"));
+            signal(waiter.0.id(), Signal::SIGTERM);
+            assert!(
+                gone_within(waiter.0.id() as i32, Duration::from_secs(10)),
+                "{backend} {options:?}: me-only did not exit"
+            );
+            let status = waiter.0.wait().unwrap();
+            let mut rest = String::new();
+            said.read_to_string(&mut rest).unwrap();
+            assert_eq!(
+                (status.code(), rest.as_str()),
+                (Some(3), "term\n"),
+                "{backend} {options:?}: {status}"
+            );
+            assert!(
+                gone_within(child.0, Duration::from_secs(5)),
+                "{backend} {options:?}: COMMAND's child was orphaned"
+            );
+        }
+    }
+}
+
+/// --max-time's SIGCHLD was lost the same way: the capped COMMAND stayed a
+/// zombie and me-only never exited.
+#[test]
+fn max_time_still_caps_a_slot_waiters_command() {
+    for (backend, lock, _dir) in each_kernel_lock("slots-max-time", 3) {
+        for round in 0..5 {
+            let (mut waiter, _holders) =
+                waiter_handed_slot_1(&lock, &["--max-time", "0.2"], "exec sleep 300");
+            assert!(
+                gone_within(waiter.0.id() as i32, Duration::from_secs(10)),
+                "{backend}, run {round}: --max-time did not end it"
+            );
+            let status = waiter.0.wait().unwrap();
+            assert_eq!(status.code(), Some(124), "{backend}: {status}");
+        }
+    }
+}
+
+fn signal(pid: u32, signal: Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();
+}
+
+/// Slots 1 to `count` of abstract LOCK held cheaply, by listening sockets
+/// of the test's own.
+fn listeners_on_slots(lock: &str, count: u32) -> Vec<std::os::fd::OwnedFd> {
+    use nix::sys::socket::{
+        AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, listen, socket,
+    };
+    use std::os::fd::AsRawFd;
+
+    (1..=count)
+        .map(|number| {
+            let name = format!("{lock}.{number}");
+            let socket = socket(
+                AddressFamily::Unix,
+                SockType::Stream,
+                SockFlag::SOCK_CLOEXEC,
+                None,
+            )
+            .unwrap();
+            bind(
+                socket.as_raw_fd(),
+                &UnixAddr::new_abstract(name.as_bytes()).unwrap(),
+            )
+            .unwrap();
+            listen(&socket, Backlog::new(8).unwrap()).unwrap();
+            socket
+        })
+        .collect()
+}
+
+/// me-only with the usual limit of 1024 open descriptors, soft and hard.
+fn me_only_with_1024_fds() -> std::process::Command {
+    let mut command = std::process::Command::new("sh");
+    command.args(["-c", "ulimit -n 1024; exec \"$0\" \"$@\"", common::ME_ONLY]);
+    command
+}
+
+/// Waiting on 1024 slots under `ulimit -n 1024` failed (exit 3, too many
+/// open files); out of time, its line named all 1024 holders (~20 KB) and
+/// came late. It must give up in time, in one short line.
+#[test]
+fn waiting_on_1024_held_slots_gives_up_in_time_in_one_short_line() {
+    let lock = common::unique_lock("slots-1024");
+    let _held = listeners_on_slots(&lock, 1024);
+    let started = std::time::Instant::now();
+    let line = refused(
+        me_only_with_1024_fds()
+            .args(["--wait", "--timeout", "1", "--slots", "1024", &lock])
+            .args(["echo", "ran"]),
+        4,
+    );
+    let waited = started.elapsed();
+    let pid = std::process::id();
+    let uid = nix::unistd::getuid();
+    assert_eq!(
+        line,
+        format!(
+            "me-only: {lock}: all 1024 slots are still held after 1.0 s, by pid {pid} \
+             (uid {uid}), pid {pid} (uid {uid}), pid {pid} (uid {uid}) and 1021 more\n"
+        )
+    );
+    assert!(
+        (Duration::from_secs(1)..Duration::from_millis(1100)).contains(&waited),
+        "gave up after {waited:?}"
+    );
+}
+
+/// ... and a slot freed while it waits is taken, whichever it is.
+#[test]
+fn a_waiter_on_1024_slots_takes_the_one_freed() {
+    let lock = common::unique_lock("slots-1024-freed");
+    for freed in [1000, 2] {
+        let mut held = listeners_on_slots(&lock, 1024);
+        let mut waiter = KillOnDrop(spawn_waiting(
+            me_only_with_1024_fds()
+                .args(["-v", "--wait", "--slots", "1024", &lock])
+                .args(["sh", "-c", SAY_SLOT]),
+        ));
+        drop(held.remove(freed - 1));
+        let mut said = String::new();
+        waiter
+            .0
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut said)
+            .unwrap();
+        assert!(waiter.0.wait().unwrap().success(), "{said}");
+        assert_eq!(said, format!("{freed} {lock}.{freed}\n"));
+    }
+}
+
+/// "all 1 slots are held": one slot is a slot.
+#[test]
+fn one_slot_held_is_said_in_the_singular() {
+    let lock = common::unique_lock("slots-one");
+    let holder = slot_holder("1", std::slice::from_ref(&lock));
+    let uid = nix::unistd::getuid();
+    assert_eq!(
+        refused(me_only().args(["--slots", "1", &lock, "echo", "ran"]), 4),
+        format!(
+            "me-only: {lock}: its one slot is held, by pid {} (uid {uid})\n",
+            holder.pid
+        )
+    );
+    let line = gives_up_after(
+        me_only()
+            .args(["--slots", "1", "--timeout", "0.3"])
+            .args([&lock, "echo", "ran"]),
+        Duration::from_millis(300),
+    );
+    assert!(
+        line.contains(": its one slot is still held after 0."),
+        "{line}"
+    );
 }
