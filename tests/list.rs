@@ -104,6 +104,36 @@ fn every_kernel_lock_is_listed_with_its_holder() {
     assert_eq!(rows(&[&abstract_lock]).len(), 1);
 }
 
+/// A lock file named relative to where me-only started is listed by its
+/// full path even once COMMAND has changed directory (exec: the lock's
+/// descriptor is COMMAND's; --fork: me-only's, in the directory it started
+/// in).
+#[test]
+fn a_relative_lock_file_is_listed_after_the_command_changed_directory() {
+    for mode in [&[][..], &["--fork"]] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut command = me_only();
+        command
+            .current_dir(dir.path())
+            .args(mode)
+            .args(["--flock", "relative.lock", "sh", "-c"])
+            .arg(format!("cd /; {HOLD}"));
+        let holder = Holding::spawn(command);
+        let path = dir.path().canonicalize().unwrap().join("relative.lock");
+        let path = path.to_str().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let mut list = me_only();
+        list.current_dir(elsewhere.path());
+        let listed = rows_of(&mut list, &["--flock", path]);
+        assert_eq!(listed.len(), 1, "{mode:?}: {listed:?}");
+        assert_eq!(
+            listed[0].0[..3],
+            [path.to_owned(), "flock".into(), holder.pid.to_string()],
+            "{mode:?}"
+        );
+    }
+}
+
 #[test]
 fn fork_slots_and_inheritors_are_listed_by_who_holds_the_lock() {
     let prefix = unique_lock("list-modes");
