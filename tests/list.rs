@@ -309,3 +309,74 @@ fn with_etcd_the_locks_in_etcd_are_listed() {
         "the header and a/b"
     );
 }
+
+/// Without a prefix, --list reads the whole keyspace: on a cluster that
+/// holds more than an answer may carry (1 MiB), more keys than a page and
+/// a value larger than a page may carry, it still lists the locks and
+/// exits 0.
+#[cfg(feature = "etcd")]
+#[test]
+fn with_etcd_a_cluster_holding_megabytes_of_other_keys_is_listed() {
+    use common::etcd::{Etcd, lock_name, on};
+
+    let Some(etcd) = Etcd::start_with_etcdctl() else {
+        return;
+    };
+    let value = "v".repeat(1024);
+    // 1,100 keys of 1 KiB, in transactions of at most etcd's 128 operations.
+    for batch in 0..10 {
+        let puts: String = (0..110)
+            .map(|key| format!("put filler/key-{batch}-{key} \"{value}\"\n"))
+            .collect();
+        put_in_a_transaction(&etcd, &puts);
+    }
+    // etcdctl reads a value too long for an argument from its stdin.
+    put_from_stdin(&etcd, "filler/large", &"w".repeat(900 * 1024));
+    let lock = lock_name("list-large");
+    let holder = Holding::spawn(on(&etcd, &[&lock, "sh", "-c", HOLD]));
+
+    let output = on(&etcd, &["--list"]).output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let table = text(&output.stdout);
+    let locks: Vec<(&str, &str)> = table
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            (words[0], words[2])
+        })
+        .collect();
+    assert_eq!(locks, [(lock.as_str(), holder.pid.to_string().as_str())]);
+}
+
+/// Runs `etcdctl txn` with no condition and `puts` (one operation a line)
+/// as its success branch.
+#[cfg(feature = "etcd")]
+fn put_in_a_transaction(etcd: &common::etcd::Etcd, puts: &str) {
+    ctl_with_stdin(etcd, &["txn"], &format!("\n{puts}\n\n"));
+}
+
+#[cfg(feature = "etcd")]
+fn put_from_stdin(etcd: &common::etcd::Etcd, key: &str, value: &str) {
+    ctl_with_stdin(etcd, &["put", key], value);
+}
+
+/// Runs `etcdctl ARGS...` with `input` on its stdin, asserting it succeeds.
+#[cfg(feature = "etcd")]
+fn ctl_with_stdin(etcd: &common::etcd::Etcd, args: &[&str], input: &str) {
+    use std::io::Write;
+
+    let mut ctl = etcd
+        .ctl()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = ctl.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+    let done = ctl.wait_with_output().unwrap();
+    assert!(done.status.success(), "{args:?}: {done:?}");
+}
