@@ -166,21 +166,25 @@ fn locks_named(pid: i32, named: OsString, kinds: &[Kind]) -> Vec<(&'static str, 
 /// Where the lock file `path`, named by process `pid`'s ME_ONLY_LOCK, may
 /// be. ME_ONLY_LOCK keeps LOCK as given, and a relative path was taken
 /// from where me-only started, which COMMAND may since have left (`cd /`):
-/// so, first, the file that the lock's own descriptor (ME_ONLY_FD) has
-/// open, if it bears that name; without ME_ONLY_FD (--fork, where me-only
-/// keeps the descriptor and did not move), the path from the parent's
-/// working directory; then from the process's own. Which of them the
-/// process (or its parent) holds is for the caller to find out.
+/// so the file that the lock's own descriptor (ME_ONLY_FD) has open, if it
+/// bears that name (and then it alone: `a/../x.lock` from the working
+/// directory would list the same lock again under another name).
+/// Otherwise the path from the process's working directory and, without
+/// ME_ONLY_FD (--fork, where me-only keeps the descriptor and did not
+/// move), from its parent's. Which of them the process (or its parent)
+/// holds is for the caller to find out.
 fn lock_file_paths(pid: i32, path: &Path) -> Vec<PathBuf> {
     if path.is_absolute() {
         return vec![path.to_owned()];
     }
-    let mut paths = Vec::new();
-    match procfs::environment_variable(pid, ENV_FD) {
-        Some(fd) => paths.extend(lock_file_open_by(pid, &fd, path)),
-        None => paths.extend(procfs::parent_pid(pid).and_then(|parent| from_cwd_of(parent, path))),
+    let fd = procfs::environment_variable(pid, ENV_FD);
+    if let Some(open) = fd.as_ref().and_then(|fd| lock_file_open_by(pid, fd, path)) {
+        return vec![open];
     }
-    paths.extend(from_cwd_of(pid, path));
+    let mut paths: Vec<PathBuf> = from_cwd_of(pid, path).into_iter().collect();
+    if fd.is_none() {
+        paths.extend(procfs::parent_pid(pid).and_then(|parent| from_cwd_of(parent, path)));
+    }
     paths.dedup();
     paths
 }
