@@ -350,13 +350,24 @@ pub fn command_line(pid: i32) -> Option<String> {
 
 /// A process's arguments (bytes that are not UTF-8 replaced).
 pub fn command_words(pid: i32) -> Option<Vec<String>> {
-    let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    Some(
-        raw.split(|&byte| byte == 0)
-            .filter(|word| !word.is_empty())
-            .map(|word| String::from_utf8_lossy(word).into_owned())
-            .collect(),
-    )
+    Some(cmdline_words(
+        &fs::read(format!("/proc/{pid}/cmdline")).ok()?,
+    ))
+}
+
+/// The words of a /proc/PID/cmdline: each ends with a NUL, so an empty
+/// argument (`sh -c 'x' ''`) is one NUL of its own and is kept; only the
+/// split's last piece, after the final NUL, is not a word.
+fn cmdline_words(raw: &[u8]) -> Vec<String> {
+    // A kernel thread's (or a zombie's) cmdline is empty: no words.
+    if raw.is_empty() {
+        return Vec::new();
+    }
+    raw.strip_suffix(&[0])
+        .unwrap_or(raw)
+        .split(|&byte| byte == 0)
+        .map(|word| String::from_utf8_lossy(word).into_owned())
+        .collect()
 }
 
 /// The value of variable `name` in a process's environment (as it was
@@ -396,6 +407,18 @@ pub fn pids() -> Vec<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn empty_arguments_are_words_too() {
+        assert_eq!(
+            cmdline_words(b"sh\0-c\0x\0\0mid\0\0"),
+            ["sh", "-c", "x", "", "mid", ""]
+        );
+        assert_eq!(cmdline_words(b"\0"), [""]);
+        assert_eq!(cmdline_words(b""), Vec::<String>::new());
+        // Retitled without a final NUL.
+        assert_eq!(cmdline_words(b"nginx: master"), ["nginx: master"]);
+    }
 
     #[test]
     fn start_time_is_counted_after_the_command_name() {

@@ -24,7 +24,12 @@ where
 /// `me-only --list ARGS...`'s table rows (no header), each split into its
 /// first six columns and the command.
 fn rows(args: &[&str]) -> Vec<(Vec<String>, String)> {
-    let output = me_only().arg("--list").args(args).output().unwrap();
+    rows_of(&mut me_only(), args)
+}
+
+/// As `rows`, run as `command` (me-only, set up by the caller).
+fn rows_of(command: &mut Command, args: &[&str]) -> Vec<(Vec<String>, String)> {
+    let output = command.arg("--list").args(args).output().unwrap();
     assert!(output.status.success(), "{output:?}");
     let table = text(&output.stdout);
     let mut lines = table.lines();
@@ -99,6 +104,36 @@ fn every_kernel_lock_is_listed_with_its_holder() {
     assert_eq!(rows(&[&abstract_lock]).len(), 1);
 }
 
+/// A lock file named relative to where me-only started is listed by its
+/// full path even once COMMAND has changed directory (exec: the lock's
+/// descriptor is COMMAND's; --fork: me-only's, in the directory it started
+/// in).
+#[test]
+fn a_relative_lock_file_is_listed_after_the_command_changed_directory() {
+    for mode in [&[][..], &["--fork"]] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut command = me_only();
+        command
+            .current_dir(dir.path())
+            .args(mode)
+            .args(["--flock", "relative.lock", "sh", "-c"])
+            .arg(format!("cd /; {HOLD}"));
+        let holder = Holding::spawn(command);
+        let path = dir.path().canonicalize().unwrap().join("relative.lock");
+        let path = path.to_str().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let mut list = me_only();
+        list.current_dir(elsewhere.path());
+        let listed = rows_of(&mut list, &["--flock", path]);
+        assert_eq!(listed.len(), 1, "{mode:?}: {listed:?}");
+        assert_eq!(
+            listed[0].0[..3],
+            [path.to_owned(), "flock".into(), holder.pid.to_string()],
+            "{mode:?}"
+        );
+    }
+}
+
 #[test]
 fn fork_slots_and_inheritors_are_listed_by_who_holds_the_lock() {
     let prefix = unique_lock("list-modes");
@@ -143,15 +178,49 @@ fn a_socket_that_no_me_only_process_names_is_not_listed() {
 fn json_is_an_array_of_objects_for_scripts() {
     let lock = unique_lock("list-json");
     let holder = holding([&lock]);
+    let Some(parsed) = listed_as_json_by_python(&lock) else {
+        return;
+    };
+    assert_eq!(
+        parsed,
+        format!(
+            "{lock} abstract {} {} int ['sh', '-c', 'echo ready; read line']\n",
+            holder.pid,
+            uid()
+        )
+    );
+}
+
+#[test]
+fn json_keeps_the_empty_arguments_of_a_command() {
+    let lock = unique_lock("list-json-empty");
+    let mut command = me_only();
+    command.args([lock.as_str(), "sh", "-c", HOLD, "", "middle", ""]);
+    let holder = Holding::spawn(command);
+    let Some(parsed) = listed_as_json_by_python(&lock) else {
+        return;
+    };
+    assert_eq!(
+        parsed,
+        format!(
+            "{lock} abstract {} {} int ['sh', '-c', 'echo ready; read line', '', 'middle', '']\n",
+            holder.pid,
+            uid()
+        )
+    );
+}
+
+/// `--list PREFIX --json`, read back by Python's JSON parser: a line per
+/// lock. None (the test skipped) without python3.
+fn listed_as_json_by_python(prefix: &str) -> Option<String> {
     let output = me_only()
-        .args(["--list", &lock, "--json"])
+        .args(["--list", prefix, "--json"])
         .output()
         .unwrap();
     assert!(output.status.success(), "{output:?}");
     if !common::programs_or_skip(&["python3"]) {
-        return;
+        return None;
     }
-    // Python's JSON parser reads it back.
     let mut python = Command::new("python3")
         .args([
             "-c",
@@ -174,14 +243,7 @@ fn json_is_an_array_of_objects_for_scripts() {
         .unwrap();
     let parsed = python.wait_with_output().unwrap();
     assert!(parsed.status.success(), "{parsed:?}");
-    assert_eq!(
-        text(&parsed.stdout),
-        format!(
-            "{lock} abstract {} {} int ['sh', '-c', 'echo ready; read line']\n",
-            holder.pid,
-            uid()
-        )
-    );
+    Some(text(&parsed.stdout))
 }
 
 #[test]
@@ -246,4 +308,75 @@ fn with_etcd_the_locks_in_etcd_are_listed() {
         2,
         "the header and a/b"
     );
+}
+
+/// Without a prefix, --list reads the whole keyspace: on a cluster that
+/// holds more than an answer may carry (1 MiB), more keys than a page and
+/// a value larger than a page may carry, it still lists the locks and
+/// exits 0.
+#[cfg(feature = "etcd")]
+#[test]
+fn with_etcd_a_cluster_holding_megabytes_of_other_keys_is_listed() {
+    use common::etcd::{Etcd, lock_name, on};
+
+    let Some(etcd) = Etcd::start_with_etcdctl() else {
+        return;
+    };
+    let value = "v".repeat(1024);
+    // 1,100 keys of 1 KiB, in transactions of at most etcd's 128 operations.
+    for batch in 0..10 {
+        let puts: String = (0..110)
+            .map(|key| format!("put filler/key-{batch}-{key} \"{value}\"\n"))
+            .collect();
+        put_in_a_transaction(&etcd, &puts);
+    }
+    // etcdctl reads a value too long for an argument from its stdin.
+    put_from_stdin(&etcd, "filler/large", &"w".repeat(900 * 1024));
+    let lock = lock_name("list-large");
+    let holder = Holding::spawn(on(&etcd, &[&lock, "sh", "-c", HOLD]));
+
+    let output = on(&etcd, &["--list"]).output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let table = text(&output.stdout);
+    let locks: Vec<(&str, &str)> = table
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            (words[0], words[2])
+        })
+        .collect();
+    assert_eq!(locks, [(lock.as_str(), holder.pid.to_string().as_str())]);
+}
+
+/// Runs `etcdctl txn` with no condition and `puts` (one operation a line)
+/// as its success branch.
+#[cfg(feature = "etcd")]
+fn put_in_a_transaction(etcd: &common::etcd::Etcd, puts: &str) {
+    ctl_with_stdin(etcd, &["txn"], &format!("\n{puts}\n\n"));
+}
+
+#[cfg(feature = "etcd")]
+fn put_from_stdin(etcd: &common::etcd::Etcd, key: &str, value: &str) {
+    ctl_with_stdin(etcd, &["put", key], value);
+}
+
+/// Runs `etcdctl ARGS...` with `input` on its stdin, asserting it succeeds.
+#[cfg(feature = "etcd")]
+fn ctl_with_stdin(etcd: &common::etcd::Etcd, args: &[&str], input: &str) {
+    use std::io::Write;
+
+    let mut ctl = etcd
+        .ctl()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = ctl.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+    let done = ctl.wait_with_output().unwrap();
+    assert!(done.status.success(), "{args:?}: {done:?}");
 }

@@ -5,9 +5,10 @@
 //! every process whose environment has ME_ONLY_LOCK (COMMAND, which me-only
 //! became or started) names a lock, which is then looked at as each kind of
 //! kernel lock would be by `--test` (an abstract name, a port on that
-//! process's user's address, a file relative to its working directory). A
-//! lock counts when it is held by that process or by its parent (with
-//! --fork, me-only keeps the lock and COMMAND is its child). Not seen: the
+//! process's user's address, a file: see `lock_file_paths` for a relative
+//! one). A lock counts when it is held by that process or by its parent
+//! (with --fork, me-only keeps the lock and COMMAND is its child). Not
+//! seen: the
 //! processes of other users where /proc hides their environment (all but
 //! root's own view), a COMMAND that cleared its environment or took another
 //! me-only lock inside (its ME_ONLY_LOCK names the inner one), and holders
@@ -21,12 +22,12 @@ mod output;
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::backend::{self, Backend, Kind, Probe};
 use crate::error::Error;
-use crate::launch::ENV_LOCK;
+use crate::launch::{ENV_FD, ENV_LOCK};
 use crate::procfs;
 
 /// One lock held.
@@ -137,36 +138,71 @@ fn this_host() -> String {
 }
 
 /// The locks of `kinds` that `named`, the ME_ONLY_LOCK of process `pid`,
-/// may be: as that process would have meant it.
+/// may be: as that process would have meant it (a relative lock file may
+/// be one of a few).
 fn locks_named(pid: i32, named: OsString, kinds: &[Kind]) -> Vec<(&'static str, Box<dyn Backend>)> {
-    kinds
-        .iter()
-        .filter_map(|kind| {
-            let lock: Box<dyn Backend> = match kind {
-                Kind::AbstractSocket => backend::from_cli(&named, Kind::AbstractSocket).ok()?,
-                Kind::Tcp => {
-                    let uid = procfs::process_uid(pid)?;
-                    backend::tcp_lock_of_user(&named, uid).ok()?
-                }
-                Kind::Flock => {
-                    let path = relative_to_cwd_of(pid, &named)?;
-                    backend::from_cli(path.as_os_str(), Kind::Flock).ok()?
-                }
-                #[cfg(feature = "etcd")]
-                Kind::Etcd(_) => return None,
-            };
-            Some((kind_name(kind), lock))
-        })
-        .collect()
+    let mut locks = Vec::new();
+    for kind in kinds {
+        let found: Vec<Box<dyn Backend>> = match kind {
+            Kind::AbstractSocket => backend::from_cli(&named, Kind::AbstractSocket)
+                .into_iter()
+                .collect(),
+            Kind::Tcp => procfs::process_uid(pid)
+                .and_then(|uid| backend::tcp_lock_of_user(&named, uid).ok())
+                .into_iter()
+                .collect(),
+            Kind::Flock => lock_file_paths(pid, Path::new(&named))
+                .iter()
+                .filter_map(|path| backend::from_cli(path.as_os_str(), Kind::Flock).ok())
+                .collect(),
+            #[cfg(feature = "etcd")]
+            Kind::Etcd(_) => Vec::new(),
+        };
+        locks.extend(found.into_iter().map(|lock| (kind_name(kind), lock)));
+    }
+    locks
 }
 
-/// A path as process `pid` opened it: a relative one from its working
-/// directory.
-fn relative_to_cwd_of(pid: i32, path: &OsStr) -> Option<PathBuf> {
-    let path = PathBuf::from(path);
+/// Where the lock file `path`, named by process `pid`'s ME_ONLY_LOCK, may
+/// be. ME_ONLY_LOCK keeps LOCK as given, and a relative path was taken
+/// from where me-only started, which COMMAND may since have left (`cd /`):
+/// so the file that the lock's own descriptor (ME_ONLY_FD) has open, if it
+/// bears that name (and then it alone: `a/../x.lock` from the working
+/// directory would list the same lock again under another name).
+/// Otherwise the path from the process's working directory and, without
+/// ME_ONLY_FD (--fork, where me-only keeps the descriptor and did not
+/// move), from its parent's. Which of them the process (or its parent)
+/// holds is for the caller to find out.
+fn lock_file_paths(pid: i32, path: &Path) -> Vec<PathBuf> {
     if path.is_absolute() {
-        return Some(path);
+        return vec![path.to_owned()];
     }
+    let fd = procfs::environment_variable(pid, ENV_FD);
+    if let Some(open) = fd.as_ref().and_then(|fd| lock_file_open_by(pid, fd, path)) {
+        return vec![open];
+    }
+    let mut paths: Vec<PathBuf> = from_cwd_of(pid, path).into_iter().collect();
+    if fd.is_none() {
+        paths.extend(procfs::parent_pid(pid).and_then(|parent| from_cwd_of(parent, path)));
+    }
+    paths.dedup();
+    paths
+}
+
+/// The file that process `pid` has open on descriptor `fd` (ME_ONLY_FD's
+/// value), if it is named as the lock file `path` is: a COMMAND that closed
+/// the lock's descriptor may have another file open on that number.
+fn lock_file_open_by(pid: i32, fd: &[u8], path: &Path) -> Option<PathBuf> {
+    let fd: u32 = std::str::from_utf8(fd).ok()?.parse().ok()?;
+    let open = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
+    // A deleted file's link ends in " (deleted)": no longer the lock's name.
+    let same_name =
+        open.is_absolute() && path.file_name().is_some() && open.file_name() == path.file_name();
+    same_name.then_some(open)
+}
+
+/// A relative `path` as process `pid` would open it now.
+fn from_cwd_of(pid: i32, path: &Path) -> Option<PathBuf> {
     let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
     Some(cwd.join(path))
 }

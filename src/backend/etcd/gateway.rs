@@ -20,6 +20,19 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often taking a lock reads and tries its transaction again when
 /// keys under its name changed in between.
 const TXN_ATTEMPTS: usize = 10;
+/// How many keys one range call reads: a range is read a page at a time,
+/// as etcd's `limit` and `more` allow, because every answer must fit in
+/// http.rs's 1 MiB. etcd itself would send more (its gateway answered a
+/// whole 8 MiB range on 3.4; --max-request-bytes, 1.5 MiB by default,
+/// bounds requests, so one value may be that large). A key costs about
+/// 110 bytes of JSON beside its name, base64 (4/3 of it): 500 keys fit
+/// while names average under 1.4 KiB. Values are read with the keys only
+/// where they are me-only's own (a lock's line), never for --list's whole
+/// keyspace, where another program's values may be of any size.
+const PAGE_KEYS: usize = 500;
+/// How often a paged read starts again when etcd compacted the revision
+/// its first page was read at before the last one was.
+const PAGED_READ_ATTEMPTS: usize = 3;
 
 /// The deadline of an ordinary call made now.
 pub fn soon() -> Instant {
@@ -391,36 +404,97 @@ impl Gateway {
     }
 
     /// Every key that starts with `prefix` (all, for an empty one), oldest
-    /// first, and the revision they were read at.
+    /// first, and the revision they were read at, all by `deadline`.
     fn oldest_first(
         &self,
         prefix: &[u8],
         deadline: Instant,
     ) -> Result<(i64, Vec<KeyValue>), CallError> {
-        // etcd takes the key "\0" with range end "\0" as the whole keyspace;
-        // an empty key is refused.
-        let key: &[u8] = if prefix.is_empty() { &[0] } else { prefix };
-        let body = json!({
-            "key": BASE64.encode(key),
-            "range_end": BASE64.encode(prefix_end(prefix)),
-            "sort_order": "ASCEND",
-            "sort_target": "CREATE",
-        });
-        let answer = self.call("/v3/kv/range", &body, deadline)?;
-        let read_at = number(&answer["header"]["revision"]).ok_or_else(|| refused(&answer))?;
-        let keys = answer["kvs"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(KeyValue::from_json)
-            .collect();
-        Ok((read_at, keys))
+        self.paged(prefix, Read::KeysAndValues, &|| deadline)
     }
 
     /// Every key that starts with `prefix` (all, for an empty one), oldest
-    /// first: for --list.
+    /// first, without their values (empty here): for --list, which reads
+    /// the values of the holders alone. Each page has a call's time.
     pub fn keys_starting_with(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, CallError> {
-        Ok(self.oldest_first(prefix, soon())?.1)
+        Ok(self.paged(prefix, Read::KeysOnly, &soon)?.1)
+    }
+
+    /// The keys that start with `prefix`, read a page of PAGE_KEYS at a
+    /// time in key order, every page at the revision of the first so that
+    /// together they are one moment's keys, then sorted oldest first; and
+    /// that revision. A page's call must end by `deadline()`, asked as it
+    /// starts.
+    fn paged(
+        &self,
+        prefix: &[u8],
+        read: Read,
+        deadline: &dyn Fn() -> Instant,
+    ) -> Result<(i64, Vec<KeyValue>), CallError> {
+        let mut attempts = 1;
+        loop {
+            match self.pages(prefix, read, deadline) {
+                Err(CallError::Refused(message))
+                    if is_compacted(&message) && attempts < PAGED_READ_ATTEMPTS =>
+                {
+                    log::debug!("etcd: {message}: reading the range again");
+                    attempts += 1;
+                }
+                Ok((read_at, mut keys)) => {
+                    keys.sort_by_key(|kv| kv.create_revision);
+                    return Ok((read_at, keys));
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// One pass of `paged`: the pages, in key order.
+    fn pages(
+        &self,
+        prefix: &[u8],
+        read: Read,
+        deadline: &dyn Fn() -> Instant,
+    ) -> Result<(i64, Vec<KeyValue>), CallError> {
+        // etcd takes the key "\0" with range end "\0" as the whole keyspace;
+        // an empty key is refused.
+        let mut from: Vec<u8> = if prefix.is_empty() {
+            vec![0]
+        } else {
+            prefix.to_vec()
+        };
+        let end = BASE64.encode(prefix_end(prefix));
+        let mut read_at: Option<i64> = None;
+        let mut keys = Vec::new();
+        loop {
+            let mut body = json!({
+                "key": BASE64.encode(&from),
+                "range_end": end,
+                "limit": PAGE_KEYS.to_string(),
+                "keys_only": read == Read::KeysOnly,
+            });
+            if let Some(revision) = read_at {
+                body["revision"] = json!(revision.to_string());
+            }
+            let answer = self.call("/v3/kv/range", &body, deadline())?;
+            let revision = number(&answer["header"]["revision"]).ok_or_else(|| refused(&answer))?;
+            let pinned = *read_at.get_or_insert(revision);
+            let page: Vec<KeyValue> = answer["kvs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(KeyValue::from_json)
+                .collect();
+            let Some(last) = page.last() else {
+                return Ok((pinned, keys));
+            };
+            // The next page starts right after the last key of this one.
+            from = [last.key.as_slice(), &[0]].concat();
+            keys.extend(page);
+            if answer["more"] != json!(true) {
+                return Ok((pinned, keys));
+            }
+        }
     }
 
     /// The key, if it exists.
@@ -500,6 +574,19 @@ fn watch_on(
             Err(broken) => break Watched::Broken(why_not(endpoint, broken, started)),
         }
     }))
+}
+
+/// Whether etcd's refusal says that the revision asked for is gone
+/// (compacted away).
+fn is_compacted(message: &str) -> bool {
+    message.contains("required revision has been compacted")
+}
+
+/// What a range call reads of each key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    KeysAndValues,
+    KeysOnly,
 }
 
 /// Whether etcd's refusal says the token must be renewed by a new login.

@@ -318,13 +318,13 @@ pub struct Listed {
 /// keys (`NAME/<lease in hex>`, me-only's and etcdctl lock's) the oldest
 /// of each name.
 pub fn held(settings: &Settings, prefix: &[u8]) -> Result<Vec<Listed>, Error> {
-    let keys = settings
-        .gateway
-        .keys_starting_with(prefix)
-        .map_err(|err| Error::Etcd {
-            lock: "--list".to_owned(),
-            what: format!("cannot read the locks in etcd: {err}"),
-        })?;
+    let cannot_read = |err: CallError| Error::Etcd {
+        lock: "--list".to_owned(),
+        what: format!("cannot read the locks in etcd: {err}"),
+    };
+    let gateway = &settings.gateway;
+    // Keys alone: the values of other programs' keys may be of any size.
+    let keys = gateway.keys_starting_with(prefix).map_err(cannot_read)?;
     let mut listed: Vec<Listed> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     // Oldest first: the first key of a name is its holder.
@@ -339,13 +339,19 @@ pub fn held(settings: &Settings, prefix: &[u8]) -> Result<Vec<Listed>, Error> {
             && lease.iter().all(u8::is_ascii_hexdigit)
             && name.starts_with(prefix);
         let name = String::from_utf8_lossy(name).into_owned();
-        if !is_lock_key || !seen.insert(name.clone()) {
+        if !is_lock_key || seen.contains(&name) {
             continue;
         }
+        // A holder that let go since the keys were read leaves its place
+        // to the next key of the name, if any.
+        let Some(holder) = gateway.get(&kv.key, gateway::soon()).map_err(cannot_read)? else {
+            continue;
+        };
+        seen.insert(name.clone());
         listed.push(Listed {
             lock: name,
-            holder: parse_holder_value(&kv.value),
-            age: holder_age(&kv.value),
+            holder: parse_holder_value(&holder.value),
+            age: holder_age(&holder.value),
         });
     }
     Ok(listed)
