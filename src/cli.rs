@@ -119,10 +119,10 @@ pub struct Cli {
 
     /// Keep the lock in me-only and run COMMAND as its child, forwarding
     /// TERM, INT, HUP, QUIT, USR1, USR2 and WINCH; exit with its status, or
-    /// die of the signal that killed it. If me-only is killed, so is the
-    /// child. For commands that close all their descriptors but stay in the
-    /// foreground; a command that daemonizes needs the default exec mode,
-    /// whose lock descriptor its daemon inherits
+    /// die of the signal that killed it. The lock is held until the child
+    /// and all it left running (even daemonized) have exited. If me-only is
+    /// killed, so is the child. For commands that close all their
+    /// descriptors
     #[arg(short, long)]
     pub fork: bool,
 

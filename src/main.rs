@@ -15,6 +15,7 @@ mod completions;
 mod detach;
 mod error;
 mod inherited;
+mod instance;
 mod launch;
 mod list;
 // The page documents the default build, --etcd included: a build without

@@ -1,14 +1,11 @@
 //! Processes held by pidfds: a signal sent through one never reaches a
-//! process that reused the pid, and its exit can be waited for with poll.
+//! process that reused the pid, and its exit can be seen with poll.
 
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-use std::time::Instant;
 
 use nix::errno::Errno;
 use nix::libc;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-
-use crate::{deadline, poll_time};
 
 /// Whether the process behind `pidfd` has exited, without waiting.
 pub fn has_exited(pidfd: &OwnedFd) -> bool {
@@ -38,18 +35,4 @@ pub fn send(pidfd: &OwnedFd, signal: libc::c_int) -> Result<(), Errno> {
         )
     };
     Errno::result(done).map(drop)
-}
-
-/// Waits until the process behind `pidfd` has exited or `deadline` (None:
-/// never) has come; whether it has exited.
-pub fn wait_for_exit(pidfd: &OwnedFd, deadline: Option<Instant>) -> bool {
-    loop {
-        let mut exited = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut exited, poll_time::until(deadline)) {
-            Ok(ready) if ready > 0 => return true,
-            Ok(_) if deadline::has_come(deadline) => return false,
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(_) => return has_exited(pidfd),
-        }
-    }
 }

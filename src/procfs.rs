@@ -117,34 +117,75 @@ fn nth_field_rest(line: &[u8], n: usize) -> Option<&[u8]> {
     Some(rest)
 }
 
-/// Something a lock holder has open.
+/// What a process has open when it holds a lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Opened {
-    /// A socket, by inode number (as /proc/net/* show it).
+    /// A listening socket, by inode number (as /proc/net/* show it).
     Socket(u64),
-    /// A file, by stat(2)'s device and inode.
-    File { device: u64, inode: u64 },
+    /// A flock(2) lock on a file, by stat(2)'s device and inode: an open
+    /// file description of it that holds the lock, which /proc/PID/fdinfo
+    /// shows on a `lock:` line. A process that merely has the file open
+    /// (a shell's `< lockfile`), or waits for the lock, holds nothing.
+    LockedFile { device: u64, inode: u64 },
 }
 
-/// Whether process `pid` has it open, where /proc lets us look.
+/// What /proc shows of whether a process holds something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sight {
+    Holds,
+    /// Looked at, and it does not (or there is no such process).
+    DoesNot,
+    /// Its descriptors cannot be looked at: another user's process, or one
+    /// that is not dumpable, seen by a process without CAP_SYS_PTRACE.
+    Unseen,
+}
+
+/// Whether process `pid` holds it, as far as /proc lets us look.
+pub fn sight(pid: i32, opened: Opened) -> Sight {
+    match fs::read_dir(format!("/proc/{pid}/fd")) {
+        Ok(fds) => {
+            let holds = fds
+                .filter_map(Result::ok)
+                .any(|fd| fd_holds(pid, &fd, opened));
+            if holds { Sight::Holds } else { Sight::DoesNot }
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => Sight::Unseen,
+        Err(_) => Sight::DoesNot,
+    }
+}
+
+/// Whether process `pid` holds it, where /proc lets us look.
 pub fn has_open(pid: i32, opened: Opened) -> bool {
+    sight(pid, opened) == Sight::Holds
+}
+
+/// Whether descriptor `fd` (an entry of /proc/PID/fd) holds it.
+fn fd_holds(pid: i32, fd: &fs::DirEntry, opened: Opened) -> bool {
     use std::os::unix::fs::MetadataExt;
 
-    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return false;
-    };
-    let socket_link = match opened {
-        Opened::Socket(inode) => format!("socket:[{inode}]"),
-        Opened::File { .. } => String::new(),
-    };
-    fds.filter_map(Result::ok).any(|fd| match opened {
-        Opened::Socket(_) => {
-            fs::read_link(fd.path()).is_ok_and(|link| link.as_os_str() == socket_link.as_str())
-        }
+    match opened {
+        Opened::Socket(inode) => fs::read_link(fd.path()).is_ok_and(|link| {
+            link.as_os_str().as_encoded_bytes() == format!("socket:[{inode}]").as_bytes()
+        }),
         // stat(2) of the link is stat of the open file itself.
-        Opened::File { device, inode } => {
+        Opened::LockedFile { device, inode } => {
             fs::metadata(fd.path()).is_ok_and(|meta| meta.dev() == device && meta.ino() == inode)
+                && fd_holds_a_flock(pid, &fd.file_name())
         }
+    }
+}
+
+/// Whether /proc/PID/fdinfo/FD shows a flock(2) lock held through that
+/// descriptor's open file description (the kernel lists there only the
+/// locks that description owns; waiters are not listed).
+fn fd_holds_a_flock(pid: i32, fd: &std::ffi::OsStr) -> bool {
+    let mut path = std::path::PathBuf::from(format!("/proc/{pid}/fdinfo"));
+    path.push(fd);
+    fs::read_to_string(path).is_ok_and(|info| {
+        info.lines().any(|line| {
+            line.strip_prefix("lock:")
+                .is_some_and(|lock| lock.split_whitespace().nth(1) == Some("FLOCK"))
+        })
     })
 }
 
@@ -164,6 +205,40 @@ pub fn pid_with_open(opened: Opened, uid: Option<u32>, ignored: &[i32]) -> Optio
         .filter(|entry| uid.is_none_or(|uid| entry.metadata().is_ok_and(|meta| meta.uid() == uid)))
         .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
         .find(|&pid| !ignored.contains(&pid) && has_open(pid, opened))
+}
+
+/// This process's own descriptors that hold it.
+pub fn own_descriptors_holding(opened: Opened) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let Ok(fds) = fs::read_dir(format!("/proc/{me}/fd")) else {
+        return Vec::new();
+    };
+    fds.filter_map(Result::ok)
+        .filter(|fd| fd_holds(me, fd, opened))
+        .filter_map(|fd| fd.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// Every process of this pid namespace that holds it, where /proc lets us
+/// look, and whether any could not be looked at. Empty where /proc shows
+/// another pid namespace's processes.
+pub fn pids_holding(opened: Opened) -> (Vec<i32>, bool) {
+    if !shows_our_pids() {
+        return (Vec::new(), true);
+    }
+    let mut unseen = false;
+    let holding = pids()
+        .into_iter()
+        .filter(|&pid| match sight(pid, opened) {
+            Sight::Holds => true,
+            Sight::DoesNot => false,
+            Sight::Unseen => {
+                unseen = true;
+                false
+            }
+        })
+        .collect();
+    (holding, unseen)
 }
 
 /// Whether /proc numbers processes as this pid namespace does: its `self`

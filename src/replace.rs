@@ -1,35 +1,38 @@
 //! --replace: stop the instance that holds the lock, so that this one can
-//! run (Ubuntu's run-this-one). Each holder in turn gets SIGTERM, then
-//! SIGKILL after --kill-after: when COMMAND has exited, a child that
-//! inherited the lock descriptor still holds the lock, and is next.
+//! run (Ubuntu's run-this-one). The whole instance is stopped, or none of
+//! it: every process found holding the lock, and what they started (a
+//! --fork supervisor's COMMAND and its children hold no lock descriptor),
+//! gets --signal (SIGTERM), then SIGKILL after --kill-after; should a
+//! process of it be found holding the lock after that, the next round
+//! stops it too.
 //!
-//! Signals go through a pidfd taken while that pid is the holder the lock
-//! names, so they never reach a process that reused the pid. An etcd
-//! holder, which may run on another host, is asked instead: its keeper
-//! stops it and lets go, and this one waits in line meanwhile.
+//! Signals go only to processes shown to hold the lock through a pidfd
+//! opened first (instance.rs) or to descend from one (tree.rs), never to a
+//! pid the kernel recorded, which another process may have been given
+//! since. An etcd holder, which may run on another host, is asked instead:
+//! its keeper stops it and lets go, and this one waits in line meanwhile.
 
 use std::time::Duration;
 
 use log::debug;
 use nix::errno::Errno;
-use nix::libc;
 
 use crate::acquire::{self, Patience};
 use crate::backend::{Backend, Holder, Probe, StopRequest};
 use crate::cli::Replace;
-use crate::deadline;
 use crate::error::Error;
-use crate::pidfd::{pidfd_open, send, wait_for_exit};
-use crate::procfs;
+use crate::instance;
+use crate::pidfd::send;
+use crate::tree::Tree;
 
-/// How many holders in turn are stopped at most: a holder that starts a
-/// new one each time it is stopped is not chased for ever (the lock is then
-/// held, as without --replace).
-const MAX_HOLDERS: usize = 64;
+/// How many rounds of stopping at most: an instance that starts new
+/// holders as fast as they are stopped is not chased for ever (the lock is
+/// then held, as without --replace).
+const MAX_ROUNDS: usize = 64;
 
-/// Stops whoever holds `lock` (if old enough), until it is free. Returns
-/// when it is free, or when the holder is to be left alone (younger than
-/// --replace-older, or chased too long): the caller's acquisition then
+/// Stops the instance that holds `lock` (if old enough), until it is free.
+/// Returns when it is free, or when the holder is to be left alone (younger
+/// than --replace-older, or chased too long): the caller's acquisition then
 /// finds it free or held, as usual. A holder that cannot be stopped is an
 /// error.
 pub fn make_way(lock: &dyn Backend, replace: Replace) -> Result<(), Error> {
@@ -39,7 +42,10 @@ pub fn make_way(lock: &dyn Backend, replace: Replace) -> Result<(), Error> {
             StopRequest::Sent { holder, within } => wait_for_the_holder(lock, holder, within),
         };
     }
-    for _ in 0..MAX_HOLDERS {
+    if let Some(held_through) = lock.held_through() {
+        instance::let_go_of_own(held_through);
+    }
+    for _ in 0..MAX_ROUNDS {
         let Probe::Held(holder) = lock.probe()? else {
             return Ok(());
         };
@@ -48,37 +54,42 @@ pub fn make_way(lock: &dyn Backend, replace: Replace) -> Result<(), Error> {
             holder: holder.clone(),
             why: why.to_owned(),
         };
-        let pid = holder
-            .pid
-            .ok_or_else(|| refuse("the kernel does not tell its pid"))?;
+        let members = lock.held_through().map(instance::holding);
+        let unseen = members.as_ref().is_some_and(|members| members.unseen);
+        let Some(members) = members.filter(|members| !members.processes.is_empty()) else {
+            if lock.probe()? == Probe::Free {
+                return Ok(());
+            }
+            return Err(refuse(if unseen {
+                "not permitted to see which processes hold it"
+            } else {
+                "no process can be seen holding it"
+            }));
+        };
         if let Some(older_than) = replace.older_than {
-            if procfs::process_age(pid).is_none_or(|age| age < older_than) {
-                debug!("{}: pid {pid} is younger than --replace-older", lock.name());
+            if instance::age(&members).is_none_or(|age| age < older_than) {
+                debug!(
+                    "{}: the instance is younger than --replace-older",
+                    lock.name()
+                );
                 return Ok(());
             }
         }
-        let pidfd = match pidfd_open(pid) {
-            Ok(pidfd) => pidfd,
-            Err(Errno::ESRCH) => continue,
-            Err(_) => return Err(refuse("no pidfd for it")),
-        };
-        // The pid may have changed hands since the lock named it.
-        if !still_held_by(lock, pid)? {
-            continue;
+        // All of it or none: a process that may not be signalled (signal 0
+        // asks) stops nothing.
+        for (_, pidfd) in &members.processes {
+            match send(pidfd, 0) {
+                Ok(()) | Err(Errno::ESRCH) => {}
+                Err(Errno::EPERM) => return Err(refuse("not permitted to signal it")),
+                Err(_) => return Err(refuse("it cannot be signalled")),
+            }
         }
-        debug!("{}: stopping pid {pid}", lock.name());
-        match send(&pidfd, replace.signal) {
-            Ok(()) => {}
-            Err(Errno::ESRCH) => continue,
-            Err(Errno::EPERM) => return Err(refuse("not permitted to signal it")),
-            Err(_) => return Err(refuse("it cannot be signalled")),
-        }
-        if !wait_for_exit(&pidfd, deadline::after(replace.kill_after)) {
-            debug!("{}: pid {pid} outlived --kill-after: SIGKILL", lock.name());
-            let _ = send(&pidfd, libc::SIGKILL);
-            // A process killed in uninterruptible sleep dies when that ends.
-            wait_for_exit(&pidfd, deadline::after(replace.kill_after));
-        }
+        let pids: Vec<i32> = members.processes.iter().map(|(pid, _)| *pid).collect();
+        debug!(
+            "{}: stopping pids {pids:?} and what they started",
+            lock.name()
+        );
+        Tree::freeze_all(members.processes).terminate(replace.signal, replace.kill_after);
     }
     Ok(())
 }
@@ -100,11 +111,4 @@ fn wait_for_the_holder(lock: &dyn Backend, holder: Holder, within: Duration) -> 
         }),
         Err(err) => Err(err),
     }
-}
-
-fn still_held_by(lock: &dyn Backend, pid: i32) -> Result<bool, Error> {
-    Ok(matches!(
-        lock.probe()?,
-        Probe::Held(Holder { pid: Some(holder), .. }) if holder == pid
-    ))
 }

@@ -25,7 +25,6 @@ use crate::cli::MaxTime;
 use crate::deadline;
 use crate::error::{EXIT_MAX_TIME, Error, errno_of};
 use crate::launch::{self, ENV_FD, Held, exec_error};
-use crate::pidfd::pidfd_open;
 use crate::poll_time;
 use crate::tree::Tree;
 
@@ -84,6 +83,12 @@ pub fn run(held: Held, command: &[OsString], max_time: Option<MaxTime>) -> Resul
 
     // The child holds no lock descriptor: me-only keeps the lock.
     held.lock.hand_over(std::process::id() as i32)?;
+    // What COMMAND leaves running when it exits (`job &`) is still the
+    // instance: as a child subreaper, me-only gets it back as its child,
+    // keeps the lock until it is gone too, and stops it with the rest at
+    // --max-time. After hand_over, whose etcd keeper must not come back.
+    nix::sys::prctl::set_child_subreaper(true)
+        .map_err(|errno| system_error("become a child subreaper", errno))?;
     let mut child = launch::child(command, &held, original_mask);
     child.env_remove(ENV_FD);
     let supervisor = nix::unistd::getpid();
@@ -158,8 +163,9 @@ struct Cap {
     max_time: MaxTime,
 }
 
-/// Forwards signals to the child until it exits, and stops it (with what it
-/// started) if `cap` runs out first; its status, and whether it was capped.
+/// Forwards signals to the child until it and every process it left
+/// behind have exited, and stops them all if `cap` runs out first; the
+/// child's status, and whether it was capped.
 fn supervise(
     child: &mut Child,
     signals: &SignalFd,
@@ -172,13 +178,14 @@ fn supervise(
     // not had it and must.
     let leads_session = nix::unistd::getsid(None).is_ok_and(|sid| sid == nix::unistd::getpid());
     let mut capped = false;
+    let mut status = None;
     loop {
         if let Some(Cap { deadline, max_time }) = cap {
             if !readable_before(signals, deadline)? {
                 debug!("--max-time is up: stopping {pid} and what it started");
                 cap = None;
                 capped = true;
-                stop_tree(pid, max_time);
+                Tree::freeze_descendants().terminate(max_time.signal, max_time.kill_after);
                 continue;
             }
         }
@@ -191,20 +198,43 @@ fn supervise(
             continue;
         };
         if signal == Signal::SIGCHLD {
-            // Also sent when the child stops or continues; std retries
-            // waitpid on EINTR.
-            match child.try_wait() {
-                Ok(Some(status)) => return Ok((status, capped)),
-                Ok(None) => continue,
-                Err(err) => return Err(errno_of(&err)),
+            // Also sent when a child stops or continues.
+            let children_left = reap(pid, &mut status)?;
+            match status {
+                Some(status) if !children_left => return Ok((status, capped)),
+                _ => continue,
             }
         }
         let child_had_it =
             info.ssi_code == SI_KERNEL && !(signal == Signal::SIGHUP && leads_session);
-        if !child_had_it {
+        if child_had_it {
+            continue;
+        }
+        if status.is_none() {
             debug!("forwarding {signal} to {pid}");
             // The child may have exited already; its SIGCHLD is on the way.
             let _ = nix::sys::signal::kill(pid, signal);
+        } else {
+            debug!("forwarding {signal} to what the child left running");
+            Tree::freeze_descendants().deliver(signal as i32);
+        }
+    }
+}
+
+/// Reaps every child that has exited: COMMAND (`command`), whose status it
+/// records, and the processes it left behind, which came back to me-only
+/// as their subreaper. Whether any child is left.
+fn reap(command: Pid, status: &mut Option<ExitStatus>) -> Result<bool, Errno> {
+    loop {
+        let mut raw = 0;
+        // SAFETY: waitpid writes the status into `raw`, ours.
+        let reaped = unsafe { libc::waitpid(-1, &mut raw, libc::WNOHANG) };
+        match Errno::result(reaped) {
+            Ok(0) => return Ok(true),
+            Ok(reaped) if reaped == command.as_raw() => *status = Some(ExitStatus::from_raw(raw)),
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(Errno::ECHILD) => return Ok(false),
+            Err(errno) => return Err(errno),
         }
     }
 }
@@ -216,16 +246,6 @@ fn readable_before(signals: &SignalFd, deadline: Instant) -> Result<bool, Errno>
         Ok(0) => Ok(Instant::now() < deadline),
         Ok(_) | Err(Errno::EINTR) => Ok(true),
         Err(errno) => Err(errno),
-    }
-}
-
-/// Stops the child and every process it started, as an etcd keeper fences
-/// them off: SIGTERM, then SIGKILL after --kill-after. Returns once they
-/// are gone (the child as a zombie, for the caller to reap).
-fn stop_tree(child: Pid, max_time: MaxTime) {
-    // The child is not reaped before this returns, so its pid is its own.
-    if let Ok(pidfd) = pidfd_open(child.as_raw()) {
-        Tree::freeze(child.as_raw(), &pidfd).terminate(max_time.signal, max_time.kill_after);
     }
 }
 

@@ -2,14 +2,16 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader};
 use std::os::unix::ffi::OsStrExt;
-use std::process::Child;
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use assert_cmd::prelude::*;
 use common::{Holding, free_port, me_only, one_error_line, text, unique_lock};
 use nix::libc;
 use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 use std::os::unix::process::CommandExt;
 
 /// A generous bound for "at once": event-driven handover takes about a
@@ -301,25 +303,34 @@ fn fork_holds_the_lock_in_me_only_not_in_the_child() {
     me_only().args([&lock, "true"]).assert().success();
 }
 
-/// A child that daemonizes a grandchild and exits ends the lock: the
-/// grandchild never had the lock descriptor.
+/// A child that daemonizes a grandchild (a session of its own, its parent
+/// gone) is still the instance (issue 21): the grandchild comes back to
+/// me-only, a child subreaper, which holds the lock until it is gone too,
+/// then exits with the child's status.
 #[test]
-fn fork_lock_ends_with_the_child_even_if_it_daemonizes() {
+fn fork_holds_the_lock_while_a_daemonized_grandchild_runs() {
     let lock = unique_lock("fork-daemon");
-    let output = me_only()
+    let mut holder = me_only()
         .args([
             "--fork",
             &lock,
             "sh",
             "-c",
-            "sleep 1000 >/dev/null 2>&1 & echo $!",
+            "(setsid sleep 1000 >/dev/null 2>&1 & echo $!); exit 5",
         ])
-        .output()
+        .stdout(Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(output.status.success(), "{output:?}");
-    let grandchild: i32 = text(&output.stdout).trim().parse().unwrap();
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let grandchild = Pid::from_raw(line.trim().parse().unwrap());
+    me_only().args([&lock, "true"]).assert().code(4);
+    assert!(holder.try_wait().unwrap().is_none(), "me-only let go");
+    nix::sys::signal::kill(grandchild, Signal::SIGKILL).unwrap();
+    assert_eq!(holder.wait().unwrap().code(), Some(5), "the child's status");
     me_only().args([&lock, "true"]).assert().success();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(grandchild), Signal::SIGKILL).unwrap();
 }
 
 #[test]

@@ -119,6 +119,11 @@ impl Backend for AbstractLock {
         }
     }
 
+    fn held_through(&self) -> Option<Opened> {
+        let listener = self.bound_sockets().into_iter().find(|s| s.listening)?;
+        Some(Opened::Socket(listener.inode))
+    }
+
     fn wait_for_release(&self, deadline: Option<Instant>) -> Result<Waited, Error> {
         self.watch
             .wait(&self.name, Domain::UNIX, &self.address, deadline)

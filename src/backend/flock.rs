@@ -166,7 +166,7 @@ impl Backend for FlockLock {
         let Some(recorded) = lockers.holder else {
             return Ok(Probe::Free);
         };
-        let opened = Opened::File {
+        let opened = Opened::LockedFile {
             device: status.st_dev,
             inode: status.st_ino,
         };
@@ -178,6 +178,17 @@ impl Backend for FlockLock {
             uid: pid.and_then(procfs::process_uid),
             host: None,
         }))
+    }
+
+    fn held_through(&self) -> Option<Opened> {
+        let status = lstat(&self.path).ok()?;
+        if not_regular(&status).is_some() {
+            return None;
+        }
+        Some(Opened::LockedFile {
+            device: status.st_dev,
+            inode: status.st_ino,
+        })
     }
 
     /// The kernel queues a blocking flock and wakes it when the lock is

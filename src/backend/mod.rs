@@ -19,7 +19,7 @@ use nix::poll::{PollFd, PollFlags, poll};
 
 use crate::error::{Error, errno_of};
 use crate::poll_time;
-use crate::procfs::{self, Opened};
+use crate::procfs::{self, Opened, Sight};
 
 /// Who holds a lock, as far as the kernel tells.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +124,14 @@ pub trait Backend: Send {
         &self,
         _older_than: Option<Duration>,
     ) -> Option<Result<StopRequest, Error>> {
+        None
+    }
+
+    /// What a process has open when it holds this lock (the listening
+    /// socket, the locked file), for finding the processes of the instance
+    /// that holds it; None where no descriptor holds it (etcd) or it is
+    /// not held.
+    fn held_through(&self) -> Option<Opened> {
         None
     }
 
@@ -245,20 +253,28 @@ fn above_standard_fds(fd: OwnedFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(moved) })
 }
 
-/// The process that holds the lock now. The kernel records the one that
-/// took it (SO_PEERCRED, /proc/locks), which may be gone while a process it
-/// handed the lock to (--detach's COMMAND, a daemon's child) holds it on:
-/// then a process (of `uid`, if given) that has `opened` open is named, if
-/// /proc shows one, other than those known to be only `waiting` for it.
+/// The process that holds the lock now, for a message ("who holds it"; whom
+/// to signal is `instance::members`' question). The kernel records the one
+/// that took it (SO_PEERCRED, /proc/locks), which may be gone while a
+/// process it handed the lock to (--detach's COMMAND, a daemon's child)
+/// holds it on, and whose pid may since have gone to another process: it is
+/// named only if it still holds the lock, or if /proc does not let us look
+/// (another user's process) and no process that /proc shows holding it
+/// (of `uid`, if given, other than those known to be only `waiting`) is
+/// found.
 fn current_holder(
     recorded: Option<i32>,
     opened: Opened,
     uid: Option<u32>,
     waiting: &[i32],
 ) -> Option<i32> {
-    match recorded {
-        Some(pid) if procfs::has_open(pid, opened) => Some(pid),
-        _ => procfs::pid_with_open(opened, uid, waiting).or(recorded),
+    let recorded_sight = recorded.map(|pid| (pid, procfs::sight(pid, opened)));
+    match recorded_sight {
+        Some((pid, Sight::Holds)) => Some(pid),
+        _ => procfs::pid_with_open(opened, uid, waiting).or(match recorded_sight {
+            Some((pid, Sight::Unseen)) => Some(pid),
+            _ => None,
+        }),
     }
 }
 

@@ -130,6 +130,11 @@ impl Backend for TcpLock {
         }
     }
 
+    fn held_through(&self) -> Option<Opened> {
+        let listener = procfs::tcp_listener(self.address.as_socket_ipv4()?)?;
+        Some(Opened::Socket(listener.inode))
+    }
+
     fn wait_for_release(&self, deadline: Option<Instant>) -> Result<Waited, Error> {
         self.watch
             .wait(&self.name, Domain::IPV4, &self.address, deadline)

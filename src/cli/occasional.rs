@@ -20,8 +20,9 @@ const DEFAULT_KILL_AFTER: Duration = Duration::from_secs(10);
 // description in --help.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct OccasionalOptions {
-    /// Stop the instance that holds the lock (SIGTERM or --signal, SIGKILL
-    /// after --kill-after; every process that holds it in turn), then run
+    /// Stop the instance that holds the lock, all of it (SIGTERM or
+    /// --signal, SIGKILL after --kill-after: every process that holds it
+    /// and all they started), then run
     /// COMMAND once the lock is free. With --etcd, its keeper is asked to
     /// stop it, wherever it runs
     #[arg(long, conflicts_with_all = ["test", "slots"])]

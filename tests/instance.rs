@@ -1,0 +1,355 @@
+//! An instance is COMMAND and every process it started: whatever stops it
+//! (--replace, --replace-older, --max-time) stops all of it, the lock is
+//! not free while any of it runs, and no signal reaches a process that is
+//! not part of it (a pid reused, a process that merely has the lock file
+//! open, the replacer itself).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{KillOnDrop, ME_ONLY, each_kernel_lock, gone_within, me_only, refused, text};
+
+/// Reads one line of `child`'s stdout (piped) as a pid.
+fn read_pid(lines: &mut impl BufRead) -> i32 {
+    let mut line = String::new();
+    lines.read_line(&mut line).unwrap();
+    line.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("expected a pid, got {line:?}"))
+}
+
+/// Whether process `pid` is alive (and not a zombie).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+/// Ends a process the test started (by pid: it may not be our child).
+fn kill(pid: i32) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+/// Starts `sleep 600` as `uid` with pid `wanted` (the kernel hands out the
+/// pid after ns_last_pid), trying a few times since other test threads fork
+/// too. None when the pid could not be had.
+fn sleep_with_pid(wanted: i32, uid: u32) -> Option<Child> {
+    for _ in 0..200 {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (wanted - 1).to_string()).ok()?;
+        let mut sleep = Command::new("sleep")
+            .arg("600")
+            .uid(uid)
+            .gid(uid)
+            .spawn()
+            .unwrap();
+        if sleep.id() as i32 == wanted {
+            return Some(sleep);
+        }
+        let _ = sleep.kill();
+        let _ = sleep.wait();
+    }
+    None
+}
+
+/// Defect 1 of issue 21. The process that took the lock (the pid SO_PEERCRED
+/// or /proc/locks records) has exited, leaving the lock to a child that its
+/// user cannot look into (not dumpable); the recorded pid is then reused by
+/// an unrelated process of the same user. Neither --replace nor --test may
+/// take that process for the holder.
+#[test]
+fn a_reused_pid_of_the_process_that_took_the_lock_is_never_signalled_or_named() {
+    if !common::root_or_skip("reuse a pid (ns_last_pid) and run as another user")
+        || !common::programs_or_skip(&["python3"])
+    {
+        return;
+    }
+    const NOBODY: u32 = 65534;
+    for (backend, lock, _dir) in each_kernel_lock("pid-reuse", 1) {
+        if let Some(dir) = &_dir {
+            // nobody must be able to create the lock file.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        }
+        let lock_args: Vec<String> = match backend {
+            // nobody's own address, as that user names the port.
+            "tcp" => vec!["--tcp".into(), lock[1].rsplit(':').next().unwrap().into()],
+            _ => lock.clone(),
+        };
+        let (_bin, mut holder) = common::me_only_as_user(NOBODY);
+        // sh takes the lock (its pid is the recorded one), starts a child
+        // that cannot be looked into, and exits.
+        let child_script = "import ctypes, os, time; ctypes.CDLL(None).prctl(4, 0, 0, 0, 0); \
+                            print(os.getpid(), flush=True); time.sleep(600)";
+        let mut holder = holder
+            .args(&lock_args)
+            .args(["sh", "-c", "python3 -c \"$0\" &", child_script])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut said = BufReader::new(holder.stdout.take().unwrap());
+        let hidden_holder = read_pid(&mut said);
+        let _hidden = scopeguard(hidden_holder);
+        let recorded = holder.id() as i32;
+        assert!(holder.wait().unwrap().success(), "{backend}");
+        let Some(stranger) = sleep_with_pid(recorded, NOBODY) else {
+            common::skip("pid could not be reused");
+            return;
+        };
+        let stranger = KillOnDrop(stranger);
+
+        let (_bin, mut replacer) = common::me_only_as_user(NOBODY);
+        let output = replacer
+            .args(["--replace", "--kill-after", "0.5"])
+            .args(&lock_args)
+            .args(["echo", "new"])
+            .output()
+            .unwrap();
+        assert!(
+            alive(stranger.0.id() as i32),
+            "{backend}: --replace signalled the process that reused the holder's pid: {output:?}"
+        );
+        assert!(alive(hidden_holder), "{backend}");
+        assert_eq!(output.status.code(), Some(4), "{backend}: {output:?}");
+        assert!(output.stdout.is_empty(), "{backend}: {output:?}");
+        let message = common::one_error_line(&output.stderr);
+        assert!(
+            message.contains("cannot stop") && !message.contains(&format!("pid {recorded}")),
+            "{backend}: {message}"
+        );
+        let (_bin, mut test) = common::me_only_as_user(NOBODY);
+        let output = test.arg("--test").args(&lock_args).output().unwrap();
+        assert_eq!(output.status.code(), Some(4), "{backend}: {output:?}");
+        assert!(
+            !text(&output.stdout).contains(&recorded.to_string()),
+            "{backend}: --test named the pid's new owner: {output:?}"
+        );
+    }
+}
+
+/// Kills pid on drop: the test's own processes that are not its children.
+fn scopeguard(pid: i32) -> impl Drop {
+    struct Guard(i32);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            kill(self.0);
+        }
+    }
+    Guard(pid)
+}
+
+/// Defect 3 of issue 21: a process that merely has the lock file open (a
+/// shell's `< lockfile`) does not hold the flock, and is neither named nor
+/// signalled; the child that was left the lock is.
+#[test]
+fn a_process_with_the_lock_file_open_is_not_the_flock_holder() {
+    let (_dir, file) = common::lock_file();
+    std::fs::write(&file, "").unwrap();
+    let bystander = KillOnDrop(
+        Command::new("sleep")
+            .arg("600")
+            .stdin(std::fs::File::open(&file).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    // sh takes the lock, leaves it to a background child, and exits.
+    let mut holder = common::me_only_flock()
+        .arg(&file)
+        .args(["sh", "-c", "sleep 600 & echo $!"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let child = read_pid(&mut BufReader::new(holder.stdout.take().unwrap()));
+    let _child = scopeguard(child);
+    assert!(holder.wait().unwrap().success());
+
+    let output = common::me_only_flock()
+        .arg("--test")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(4), "{output:?}");
+    assert_eq!(text(&output.stdout), format!("{child}\n"), "{output:?}");
+    let output = common::me_only_flock()
+        .args(["--replace", "--kill-after", "0.5"])
+        .arg(&file)
+        .args(["echo", "new"])
+        .output()
+        .unwrap();
+    assert!(
+        alive(bystander.0.id() as i32),
+        "the bystander was signalled"
+    );
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(text(&output.stdout), "new\n");
+    assert!(gone_within(child, Duration::from_secs(5)));
+}
+
+/// Defect 4 of issue 21: `exec me-only --replace LOCK ...` from inside the
+/// instance (the replacer inherits the lock's descriptor) stops the rest of
+/// the instance and runs, instead of stopping itself.
+#[test]
+fn replace_from_inside_the_holder_stops_the_rest_and_runs() {
+    for (backend, lock, _dir) in each_kernel_lock("replace-inside", 1) {
+        let lock_words = lock.join(" ");
+        let script = format!(
+            "sleep 600 >/dev/null 2>&1 & echo $!; exec {ME_ONLY} --replace --kill-after 0.5 {lock_words} echo new"
+        );
+        let output = me_only()
+            .args(&lock)
+            .args(["sh", "-c", &script])
+            .output()
+            .unwrap();
+        let said = text(&output.stdout);
+        let mut lines = said.lines();
+        let child: i32 = lines.next().unwrap().parse().unwrap();
+        let _child = scopeguard(child);
+        assert!(output.status.success(), "{backend}: {output:?}");
+        assert_eq!(lines.next(), Some("new"), "{backend}: {output:?}");
+        assert!(gone_within(child, Duration::from_secs(5)), "{backend}");
+    }
+}
+
+/// Defect 7 of issue 21: --replace-older judges the instance by its age,
+/// and stops all of it or none: an old sh with a young child holding the
+/// lock with it is stopped whole.
+#[test]
+fn replace_older_stops_an_old_instance_whole_even_its_young_processes() {
+    for (backend, lock, _dir) in each_kernel_lock("replace-older-whole", 1) {
+        let mut holder = me_only()
+            .args(&lock)
+            .args(["sh", "-c", "echo $$; read go; sleep 600 & echo $!; wait"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut said = BufReader::new(holder.stdout.take().unwrap());
+        read_pid(&mut said);
+        // The instance is older than the limit by then; its child is not.
+        std::thread::sleep(Duration::from_millis(1200));
+        writeln!(holder.stdin.as_mut().unwrap(), "go").unwrap();
+        let young = read_pid(&mut said);
+        let mut holder = KillOnDrop(holder);
+        let _young = scopeguard(young);
+        let output = me_only()
+            .args(["--replace-older", "1", "--kill-after", "0.5"])
+            .args(&lock)
+            .args(["echo", "new"])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{backend}: {output:?}");
+        assert_eq!(text(&output.stdout), "new\n", "{backend}");
+        assert!(gone_within(young, Duration::from_secs(5)), "{backend}");
+        assert!(holder.0.wait().unwrap().signal().is_some(), "{backend}");
+    }
+}
+
+/// Defect 8 of issue 21: a --fork or --max-time holder's children hold no
+/// lock descriptor (me-only keeps the lock), and are stopped with it.
+#[test]
+fn replace_stops_a_supervised_holder_with_every_process_it_started() {
+    for mode in [&["--fork"][..], &["--max-time", "600"]] {
+        for (backend, lock, _dir) in each_kernel_lock("replace-supervised", 1) {
+            let mut holder = me_only()
+                .args(mode)
+                .args(&lock)
+                .args(["sh", "-c", "sleep 600 & echo $!; sleep 600 & echo $!; wait"])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut said = BufReader::new(holder.stdout.take().unwrap());
+            let children = [read_pid(&mut said), read_pid(&mut said)];
+            let _guards = children.map(scopeguard);
+            let holder = KillOnDrop(holder);
+            let output = me_only()
+                .args(["--replace", "--kill-after", "0.5"])
+                .args(&lock)
+                .args(["echo", "new"])
+                .output()
+                .unwrap();
+            assert!(output.status.success(), "{mode:?} {backend}: {output:?}");
+            for child in children {
+                assert!(
+                    gone_within(child, Duration::from_secs(5)),
+                    "{mode:?} {backend}: {child} runs on beside the new instance"
+                );
+            }
+            drop(holder);
+        }
+    }
+}
+
+/// Defect 9 of issue 21: with --fork or --max-time, a background child that
+/// COMMAND left running is still the instance: the lock stays held until it
+/// is gone, and --max-time stops it when the time is up.
+#[test]
+fn a_supervised_commands_background_child_keeps_the_lock() {
+    for mode in [&["--fork"][..], &["--max-time", "600"]] {
+        for (backend, lock, _dir) in each_kernel_lock("supervised-child", 1) {
+            let mut holder = me_only()
+                .args(mode)
+                .args(&lock)
+                .args(["sh", "-c", "sleep 600 & echo $!; exit 7"])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let child = read_pid(&mut BufReader::new(holder.stdout.take().unwrap()));
+            let _child = scopeguard(child);
+            let mut holder = KillOnDrop(holder);
+            refused(me_only().args(&lock).args(["echo", "ran"]), 4);
+            assert!(
+                holder.0.try_wait().unwrap().is_none(),
+                "{mode:?} {backend}: me-only let go while COMMAND's child runs"
+            );
+            kill(child);
+            let status = holder.0.wait().unwrap();
+            assert_eq!(status.code(), Some(7), "{mode:?} {backend}: COMMAND's own");
+            let output = me_only()
+                .args(&lock)
+                .args(["echo", "ran"])
+                .output()
+                .unwrap();
+            assert!(output.status.success(), "{mode:?} {backend}: {output:?}");
+        }
+    }
+}
+
+/// --max-time caps the whole instance: COMMAND ended in time, its
+/// background child did not.
+#[test]
+fn max_time_stops_the_background_child_of_a_command_that_ended() {
+    for (backend, lock, _dir) in each_kernel_lock("max-time-child", 1) {
+        let mut holder = me_only()
+            .args(["--max-time", "0.5", "--kill-after", "0.5"])
+            .args(&lock)
+            .args(["sh", "-c", "sleep 600 & echo $!; exit 0"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let child = read_pid(&mut BufReader::new(holder.stdout.take().unwrap()));
+        let _child = scopeguard(child);
+        let status = holder.wait().unwrap();
+        assert_eq!(status.code(), Some(124), "{backend}");
+        assert!(
+            !alive(child),
+            "{backend}: the child runs on past --max-time"
+        );
+        let output = me_only()
+            .args(&lock)
+            .args(["echo", "ran"])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{backend}: {output:?}");
+    }
+}
