@@ -11,7 +11,7 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{KillOnDrop, ME_ONLY, each_kernel_lock, gone_within, me_only, refused, text};
+use common::{KillOnDrop, ME_ONLY, each_kernel_lock, me_only, refused, text};
 
 /// Reads one line of `child`'s stdout (piped) as a pid.
 fn read_pid(lines: &mut impl BufRead) -> i32 {
@@ -32,14 +32,6 @@ fn alive(pid: i32) -> bool {
             .trim_start()
             .starts_with('Z')
     })
-}
-
-/// Ends a process the test started (by pid: it may not be our child).
-fn kill(pid: i32) {
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    );
 }
 
 /// Starts `sleep 600` as `uid` with pid `wanted` (the kernel hands out the
@@ -100,7 +92,7 @@ fn a_reused_pid_of_the_process_that_took_the_lock_is_never_signalled_or_named() 
             .unwrap();
         let mut said = BufReader::new(holder.stdout.take().unwrap());
         let hidden_holder = read_pid(&mut said);
-        let _hidden = scopeguard(hidden_holder);
+        let _hidden = Started::new(hidden_holder);
         let recorded = holder.id() as i32;
         assert!(holder.wait().unwrap().success(), "{backend}");
         let Some(stranger) = sleep_with_pid(recorded, NOBODY) else {
@@ -138,15 +130,55 @@ fn a_reused_pid_of_the_process_that_took_the_lock_is_never_signalled_or_named() 
     }
 }
 
-/// Kills pid on drop: the test's own processes that are not its children.
-fn scopeguard(pid: i32) -> impl Drop {
-    struct Guard(i32);
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            kill(self.0);
+/// A process the test started that is not its child, held by a pidfd
+/// opened while it is known to run: killed on drop, or when asked, without
+/// ever reaching a process that reused its pid once it is gone (the test
+/// of pid reuse makes pids come round again quickly).
+struct Started(std::os::fd::OwnedFd);
+
+impl Started {
+    fn new(pid: i32) -> Started {
+        use std::os::fd::FromRawFd;
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
+        let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
+        assert!(
+            fd >= 0,
+            "pidfd_open({pid}): {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: the kernel just returned this descriptor to us alone.
+        Started(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+    }
+
+    fn kill(&self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: no siginfo is passed; the descriptor is open.
+        unsafe {
+            nix::libc::syscall(
+                nix::libc::SYS_pidfd_send_signal,
+                self.0.as_raw_fd(),
+                nix::libc::SIGKILL,
+                std::ptr::null::<nix::libc::siginfo_t>(),
+                0,
+            );
         }
     }
-    Guard(pid)
+}
+
+impl Started {
+    /// Whether it exits within `limit`.
+    fn exits_within(&self, limit: Duration) -> bool {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd;
+        let mut exited = [PollFd::new(self.0.as_fd(), PollFlags::POLLIN)];
+        poll(&mut exited, PollTimeout::try_from(limit).unwrap()).unwrap() == 1
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
 
 /// Defect 3 of issue 21: a process that merely has the lock file open (a
@@ -170,8 +202,8 @@ fn a_process_with_the_lock_file_open_is_not_the_flock_holder() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let child = read_pid(&mut BufReader::new(holder.stdout.take().unwrap()));
-    let _child = scopeguard(child);
+    let child_pid = read_pid(&mut BufReader::new(holder.stdout.take().unwrap()));
+    let child = Started::new(child_pid);
     assert!(holder.wait().unwrap().success());
 
     let output = common::me_only_flock()
@@ -180,7 +212,7 @@ fn a_process_with_the_lock_file_open_is_not_the_flock_holder() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(4), "{output:?}");
-    assert_eq!(text(&output.stdout), format!("{child}\n"), "{output:?}");
+    assert_eq!(text(&output.stdout), format!("{child_pid}\n"), "{output:?}");
     let output = common::me_only_flock()
         .args(["--replace", "--kill-after", "0.5"])
         .arg(&file)
@@ -193,7 +225,7 @@ fn a_process_with_the_lock_file_open_is_not_the_flock_holder() {
     );
     assert!(output.status.success(), "{output:?}");
     assert_eq!(text(&output.stdout), "new\n");
-    assert!(gone_within(child, Duration::from_secs(5)));
+    assert!(child.exits_within(Duration::from_secs(5)));
 }
 
 /// Defect 4 of issue 21: `exec me-only --replace LOCK ...` from inside the
@@ -204,20 +236,26 @@ fn replace_from_inside_the_holder_stops_the_rest_and_runs() {
     for (backend, lock, _dir) in each_kernel_lock("replace-inside", 1) {
         let lock_words = lock.join(" ");
         let script = format!(
-            "sleep 600 >/dev/null 2>&1 & echo $!; exec {ME_ONLY} --replace --kill-after 0.5 {lock_words} echo new"
+            "sleep 600 >/dev/null 2>&1 & echo $!; read go; \
+             exec {ME_ONLY} --replace --kill-after 0.5 {lock_words} echo new"
         );
-        let output = me_only()
+        let mut holder = me_only()
             .args(&lock)
             .args(["sh", "-c", &script])
-            .output()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
             .unwrap();
-        let said = text(&output.stdout);
-        let mut lines = said.lines();
-        let child: i32 = lines.next().unwrap().parse().unwrap();
-        let _child = scopeguard(child);
-        assert!(output.status.success(), "{backend}: {output:?}");
-        assert_eq!(lines.next(), Some("new"), "{backend}: {output:?}");
-        assert!(gone_within(child, Duration::from_secs(5)), "{backend}");
+        let mut said = BufReader::new(holder.stdout.take().unwrap());
+        // Held by a pidfd while sh waits to go on, so alive.
+        let child = Started::new(read_pid(&mut said));
+        writeln!(holder.stdin.take().unwrap(), "go").unwrap();
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut said, &mut rest).unwrap();
+        let status = holder.wait().unwrap();
+        assert!(status.success(), "{backend}: {status:?} {rest:?}");
+        assert_eq!(rest, "new\n", "{backend}");
+        assert!(child.exits_within(Duration::from_secs(5)), "{backend}");
     }
 }
 
@@ -241,7 +279,7 @@ fn replace_older_stops_an_old_instance_whole_even_its_young_processes() {
         writeln!(holder.stdin.as_mut().unwrap(), "go").unwrap();
         let young = read_pid(&mut said);
         let mut holder = KillOnDrop(holder);
-        let _young = scopeguard(young);
+        let young = Started::new(young);
         let output = me_only()
             .args(["--replace-older", "1", "--kill-after", "0.5"])
             .args(&lock)
@@ -250,7 +288,7 @@ fn replace_older_stops_an_old_instance_whole_even_its_young_processes() {
             .unwrap();
         assert!(output.status.success(), "{backend}: {output:?}");
         assert_eq!(text(&output.stdout), "new\n", "{backend}");
-        assert!(gone_within(young, Duration::from_secs(5)), "{backend}");
+        assert!(young.exits_within(Duration::from_secs(5)), "{backend}");
         assert!(holder.0.wait().unwrap().signal().is_some(), "{backend}");
     }
 }
@@ -270,7 +308,7 @@ fn replace_stops_a_supervised_holder_with_every_process_it_started() {
                 .unwrap();
             let mut said = BufReader::new(holder.stdout.take().unwrap());
             let children = [read_pid(&mut said), read_pid(&mut said)];
-            let _guards = children.map(scopeguard);
+            let children = children.map(Started::new);
             let holder = KillOnDrop(holder);
             let output = me_only()
                 .args(["--replace", "--kill-after", "0.5"])
@@ -279,10 +317,10 @@ fn replace_stops_a_supervised_holder_with_every_process_it_started() {
                 .output()
                 .unwrap();
             assert!(output.status.success(), "{mode:?} {backend}: {output:?}");
-            for child in children {
+            for child in &children {
                 assert!(
-                    gone_within(child, Duration::from_secs(5)),
-                    "{mode:?} {backend}: {child} runs on beside the new instance"
+                    child.exits_within(Duration::from_secs(5)),
+                    "{mode:?} {backend}: a child runs on beside the new instance"
                 );
             }
             drop(holder);
@@ -305,14 +343,14 @@ fn a_supervised_commands_background_child_keeps_the_lock() {
                 .spawn()
                 .unwrap();
             let child = read_pid(&mut BufReader::new(holder.stdout.take().unwrap()));
-            let _child = scopeguard(child);
+            let started = Started::new(child);
             let mut holder = KillOnDrop(holder);
             refused(me_only().args(&lock).args(["echo", "ran"]), 4);
             assert!(
                 holder.0.try_wait().unwrap().is_none(),
                 "{mode:?} {backend}: me-only let go while COMMAND's child runs"
             );
-            kill(child);
+            started.kill();
             let status = holder.0.wait().unwrap();
             assert_eq!(status.code(), Some(7), "{mode:?} {backend}: COMMAND's own");
             let output = me_only()
@@ -338,11 +376,11 @@ fn max_time_stops_the_background_child_of_a_command_that_ended() {
             .spawn()
             .unwrap();
         let child = read_pid(&mut BufReader::new(holder.stdout.take().unwrap()));
-        let _child = scopeguard(child);
+        let child = Started::new(child);
         let status = holder.wait().unwrap();
         assert_eq!(status.code(), Some(124), "{backend}");
         assert!(
-            !alive(child),
+            child.exits_within(Duration::ZERO),
             "{backend}: the child runs on past --max-time"
         );
         let output = me_only()
