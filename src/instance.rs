@@ -13,6 +13,7 @@
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
+use crate::launch::ENV_LOCKED_AT;
 use crate::pidfd::{has_exited, pidfd_open};
 use crate::procfs::{self, Opened};
 
@@ -42,14 +43,37 @@ pub fn holding(opened: Opened) -> Members {
     Members { processes, unseen }
 }
 
-/// How long the instance has run: as long as its oldest process. (For a
-/// holder that waited for the lock with --wait, that counts the wait.)
+/// How long ago the instance took its lock: the earliest that any of its
+/// processes took it (a process that inherited it, later than the one that
+/// took it, never counts for more).
 pub fn age(members: &Members) -> Option<Duration> {
-    members
+    let taken = members
         .processes
         .iter()
-        .filter_map(|(pid, _)| procfs::process_age(*pid))
-        .max()
+        .filter_map(|(pid, _)| lock_taken(*pid))
+        .reduce(f64::min)?;
+    Duration::try_from_secs_f64((procfs::seconds_since_boot()? - taken).max(0.0)).ok()
+}
+
+/// When process `pid`, which holds the lock, took it, in seconds since
+/// boot: as ME_ONLY_LOCKED_AT says where the me-only that took it had
+/// waited for it (--wait), in its own environment (COMMAND, and what
+/// inherited it) or, for a --fork or --max-time supervisor (a process
+/// running me-only itself), in its COMMAND's; else when it started, which
+/// for a launch that did not wait is when it took the lock.
+fn lock_taken(pid: i32) -> Option<f64> {
+    let locked_at = |pid| {
+        let value = procfs::environment_variable(pid, ENV_LOCKED_AT)?;
+        std::str::from_utf8(&value).ok()?.parse::<f64>().ok()
+    };
+    let supervises = procfs::executable(pid)
+        .is_some_and(|exe| std::env::current_exe().is_ok_and(|me| me == exe));
+    let recorded = if supervises {
+        procfs::children(pid).into_iter().find_map(locked_at)
+    } else {
+        locked_at(pid)
+    };
+    recorded.or_else(|| procfs::process_start(pid))
 }
 
 /// Closes this process's own descriptors that hold the lock: inherited by

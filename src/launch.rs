@@ -25,6 +25,10 @@ pub const ENV_SLOT: &str = "ME_ONLY_SLOT";
 /// The fencing token of a lock that has one (etcd's); an outer me-only's
 /// must not pass for the inner COMMAND's.
 pub const ENV_FENCE: &str = "ME_ONLY_FENCE";
+/// When a lock that was waited for was taken, in seconds since boot (the
+/// clock of /proc's process start times): --replace-older's measure of an
+/// instance whose processes started before it held the lock.
+pub const ENV_LOCKED_AT: &str = "ME_ONLY_LOCKED_AT";
 
 /// A lock just taken, to be handed to COMMAND.
 pub struct Held<'a> {
@@ -35,6 +39,9 @@ pub struct Held<'a> {
     pub slot: Option<u32>,
     /// The descriptor that holds the lock, if one does.
     pub fd: Option<OwnedFd>,
+    /// Whether me-only waited for it (--wait): then its start is not when
+    /// it took the lock, and ME_ONLY_LOCKED_AT says when.
+    pub waited: bool,
 }
 
 impl Held<'_> {
@@ -75,6 +82,7 @@ pub fn exec(held: Held, command: &[OsString]) -> Error {
         given,
         slot,
         fd,
+        waited,
     } = held;
     let name = lock.name();
     if let Err(err) = lock.hand_over(std::process::id() as i32) {
@@ -106,6 +114,11 @@ pub fn exec(held: Held, command: &[OsString]) -> Error {
             None if outer => std::env::remove_var(ENV_SLOT),
             None => {}
         }
+        if waited {
+            std::env::set_var(ENV_LOCKED_AT, seconds_since_boot());
+        } else if outer {
+            std::env::remove_var(ENV_LOCKED_AT);
+        }
         if outer {
             std::env::remove_var(ENV_FENCE);
         }
@@ -123,6 +136,18 @@ pub fn exec(held: Held, command: &[OsString]) -> Error {
         Err(errno) => exec_error(name, &command[0], errno),
         Ok(never) => match never {},
     }
+}
+
+/// Now, in seconds since boot (CLOCK_BOOTTIME, as /proc/uptime and
+/// processes' start times in /proc count), to /proc's hundredth.
+fn seconds_since_boot() -> String {
+    let mut now = nix::libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the time into `now`, ours.
+    unsafe { nix::libc::clock_gettime(nix::libc::CLOCK_BOOTTIME, &mut now) };
+    format!("{}.{:02}", now.tv_sec, now.tv_nsec / 10_000_000)
 }
 
 /// Whether any ME_ONLY_* variable is set (an outer me-only's, or one
@@ -171,11 +196,15 @@ pub fn child(command: &[OsString], held: &Held, mask: SigSet) -> Command {
         .args(&command[1..])
         .env(ENV_LOCK, held.given)
         .env_remove(ENV_FENCE)
+        .env_remove(ENV_LOCKED_AT)
         .envs(held.lock.environment());
     match held.slot {
         Some(slot) => child.env(ENV_SLOT, slot.to_string()),
         None => child.env_remove(ENV_SLOT),
     };
+    if held.waited {
+        child.env(ENV_LOCKED_AT, seconds_since_boot());
+    }
     // SAFETY: between fork and exec only async-signal-safe calls are made:
     // sigprocmask and signal.
     unsafe {

@@ -393,20 +393,40 @@ pub fn process_uid(pid: i32) -> Option<u32> {
 
 /// How long ago a process started, as /proc tells (to its clock ticks).
 pub fn process_age(pid: i32) -> Option<Duration> {
+    let age = seconds_since_boot()? - process_start(pid)?;
+    Duration::try_from_secs_f64(age.max(0.0)).ok()
+}
+
+/// When a process started, in seconds since boot (to its clock ticks).
+pub fn process_start(pid: i32) -> Option<f64> {
     let started = start_ticks(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
-    let uptime: f64 = fs::read_to_string("/proc/uptime")
+    // SAFETY: sysconf only reads a setting.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (ticks_per_second > 0).then(|| started as f64 / ticks_per_second as f64)
+}
+
+/// Seconds since boot, as /proc/uptime (CLOCK_BOOTTIME) counts them, the
+/// clock of processes' start times.
+pub fn seconds_since_boot() -> Option<f64> {
+    fs::read_to_string("/proc/uptime")
         .ok()?
         .split_whitespace()
         .next()?
         .parse()
-        .ok()?;
-    // SAFETY: sysconf only reads a setting.
-    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if ticks_per_second <= 0 {
-        return None;
-    }
-    let age = uptime - started as f64 / ticks_per_second as f64;
-    Duration::try_from_secs_f64(age.max(0.0)).ok()
+        .ok()
+}
+
+/// The executable a process runs, where /proc lets us look.
+pub fn executable(pid: i32) -> Option<std::path::PathBuf> {
+    fs::read_link(format!("/proc/{pid}/exe")).ok()
+}
+
+/// A process's children, as their /proc/PID/stat name their parent.
+pub fn children(pid: i32) -> Vec<i32> {
+    pids()
+        .into_iter()
+        .filter(|&child| parent_pid(child) == Some(pid))
+        .collect()
 }
 
 /// The start time field of /proc/PID/stat (the 22nd), in clock ticks after

@@ -11,7 +11,7 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{KillOnDrop, ME_ONLY, each_kernel_lock, me_only, refused, text};
+use common::{Holding, KillOnDrop, ME_ONLY, each_kernel_lock, me_only, refused, text};
 
 /// Reads one line of `child`'s stdout (piped) as a pid.
 fn read_pid(lines: &mut impl BufRead) -> i32 {
@@ -290,6 +290,49 @@ fn replace_older_stops_an_old_instance_whole_even_its_young_processes() {
         assert_eq!(text(&output.stdout), "new\n", "{backend}");
         assert!(young.exits_within(Duration::from_secs(5)), "{backend}");
         assert!(holder.0.wait().unwrap().signal().is_some(), "{backend}");
+    }
+}
+
+/// Defect 7 of issue 21: the instance's age counts from when it took the
+/// lock, not from when its processes started: a --wait holder that waited
+/// longer than --replace-older's limit, and has just taken the lock, is
+/// young (in exec mode, and as a --fork supervisor).
+#[test]
+fn replace_older_counts_a_holder_that_waited_from_when_it_took_the_lock() {
+    for mode in [&[][..], &["--fork"]] {
+        for (backend, lock, _dir) in each_kernel_lock("replace-older-waited", 1) {
+            let first = Holding::start(&lock);
+            let mut waiter = KillOnDrop(common::spawn_waiting(
+                me_only()
+                    .args(["-v", "--wait"])
+                    .args(mode)
+                    .args(&lock)
+                    .args(["sh", "-c", "echo ready; exec sleep 600"]),
+            ));
+            // The waiter's processes are older than the limit by then.
+            std::thread::sleep(Duration::from_millis(1200));
+            assert!(first.release().success());
+            let mut line = String::new();
+            BufReader::new(waiter.0.stdout.take().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            assert_eq!(line, "ready\n", "{mode:?} {backend}");
+            let message = refused(
+                me_only()
+                    .args(["--replace-older", "1"])
+                    .args(&lock)
+                    .args(["echo", "new"]),
+                4,
+            );
+            assert!(
+                message.contains("already held"),
+                "{mode:?} {backend}: {message}"
+            );
+            assert!(
+                waiter.0.try_wait().unwrap().is_none(),
+                "{mode:?} {backend}: the holder that just took the lock was stopped"
+            );
+        }
     }
 }
 
