@@ -8,7 +8,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::time::Duration;
 
 use common::{Holding, KillOnDrop, ME_ONLY, each_kernel_lock, me_only, refused, text};
@@ -20,6 +20,37 @@ fn read_pid(lines: &mut impl BufRead) -> i32 {
     line.trim()
         .parse()
         .unwrap_or_else(|_| panic!("expected a pid, got {line:?}"))
+}
+
+/// Starts `me-only OPTIONS sh -c SCRIPT` with stdin and stdout piped: the
+/// holder (killed on drop) and what its command says.
+fn start_saying(options: &[String], script: &str) -> (KillOnDrop, BufReader<ChildStdout>) {
+    let mut holder = me_only()
+        .args(options)
+        .args(["sh", "-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let said = BufReader::new(holder.stdout.take().unwrap());
+    (KillOnDrop(holder), said)
+}
+
+/// Runs `me-only OPTIONS echo new` to the end.
+fn run_new(options: &[String]) -> Output {
+    me_only()
+        .args(options)
+        .args(["echo", "new"])
+        .output()
+        .unwrap()
+}
+
+/// `mode` and `lock`, as one list of words.
+fn words(mode: &[&str], lock: &[String]) -> Vec<String> {
+    mode.iter()
+        .map(|word| word.to_string())
+        .chain(lock.iter().cloned())
+        .collect()
 }
 
 /// Whether process `pid` is alive (and not a zombie).
@@ -213,12 +244,11 @@ fn a_process_with_the_lock_file_open_is_not_the_flock_holder() {
         .unwrap();
     assert_eq!(output.status.code(), Some(4), "{output:?}");
     assert_eq!(text(&output.stdout), format!("{child_pid}\n"), "{output:?}");
-    let output = common::me_only_flock()
-        .args(["--replace", "--kill-after", "0.5"])
-        .arg(&file)
-        .args(["echo", "new"])
-        .output()
-        .unwrap();
+    let file_lock = [file.to_string_lossy().into_owned()];
+    let output = run_new(&words(
+        &["--flock", "--replace", "--kill-after", "0.5"],
+        &file_lock,
+    ));
     assert!(
         alive(bystander.0.id() as i32),
         "the bystander was signalled"
@@ -239,20 +269,13 @@ fn replace_from_inside_the_holder_stops_the_rest_and_runs() {
             "sleep 600 >/dev/null 2>&1 & echo $!; read go; \
              exec {ME_ONLY} --replace --kill-after 0.5 {lock_words} echo new"
         );
-        let mut holder = me_only()
-            .args(&lock)
-            .args(["sh", "-c", &script])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut said = BufReader::new(holder.stdout.take().unwrap());
+        let (mut holder, mut said) = start_saying(&lock, &script);
         // Held by a pidfd while sh waits to go on, so alive.
         let child = Started::new(read_pid(&mut said));
-        writeln!(holder.stdin.take().unwrap(), "go").unwrap();
+        writeln!(holder.0.stdin.take().unwrap(), "go").unwrap();
         let mut rest = String::new();
         std::io::Read::read_to_string(&mut said, &mut rest).unwrap();
-        let status = holder.wait().unwrap();
+        let status = holder.0.wait().unwrap();
         assert!(status.success(), "{backend}: {status:?} {rest:?}");
         assert_eq!(rest, "new\n", "{backend}");
         assert!(child.exits_within(Duration::from_secs(5)), "{backend}");
@@ -265,27 +288,17 @@ fn replace_from_inside_the_holder_stops_the_rest_and_runs() {
 #[test]
 fn replace_older_stops_an_old_instance_whole_even_its_young_processes() {
     for (backend, lock, _dir) in each_kernel_lock("replace-older-whole", 1) {
-        let mut holder = me_only()
-            .args(&lock)
-            .args(["sh", "-c", "echo $$; read go; sleep 600 & echo $!; wait"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut said = BufReader::new(holder.stdout.take().unwrap());
+        let (mut holder, mut said) =
+            start_saying(&lock, "echo $$; read go; sleep 600 & echo $!; wait");
         read_pid(&mut said);
         // The instance is older than the limit by then; its child is not.
         std::thread::sleep(Duration::from_millis(1200));
-        writeln!(holder.stdin.as_mut().unwrap(), "go").unwrap();
-        let young = read_pid(&mut said);
-        let mut holder = KillOnDrop(holder);
-        let young = Started::new(young);
-        let output = me_only()
-            .args(["--replace-older", "1", "--kill-after", "0.5"])
-            .args(&lock)
-            .args(["echo", "new"])
-            .output()
-            .unwrap();
+        writeln!(holder.0.stdin.as_mut().unwrap(), "go").unwrap();
+        let young = Started::new(read_pid(&mut said));
+        let output = run_new(&words(
+            &["--replace-older", "1", "--kill-after", "0.5"],
+            &lock,
+        ));
         assert!(output.status.success(), "{backend}: {output:?}");
         assert_eq!(text(&output.stdout), "new\n", "{backend}");
         assert!(young.exits_within(Duration::from_secs(5)), "{backend}");
@@ -317,13 +330,8 @@ fn replace_older_counts_a_holder_that_waited_from_when_it_took_the_lock() {
                 .read_line(&mut line)
                 .unwrap();
             assert_eq!(line, "ready\n", "{mode:?} {backend}");
-            let message = refused(
-                me_only()
-                    .args(["--replace-older", "1"])
-                    .args(&lock)
-                    .args(["echo", "new"]),
-                4,
-            );
+            let replacer = words(&["--replace-older", "1"], &lock);
+            let message = refused(me_only().args(replacer).args(["echo", "new"]), 4);
             assert!(
                 message.contains("already held"),
                 "{mode:?} {backend}: {message}"
@@ -342,23 +350,10 @@ fn replace_older_counts_a_holder_that_waited_from_when_it_took_the_lock() {
 fn replace_stops_a_supervised_holder_with_every_process_it_started() {
     for mode in [&["--fork"][..], &["--max-time", "600"]] {
         for (backend, lock, _dir) in each_kernel_lock("replace-supervised", 1) {
-            let mut holder = me_only()
-                .args(mode)
-                .args(&lock)
-                .args(["sh", "-c", "sleep 600 & echo $!; sleep 600 & echo $!; wait"])
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let mut said = BufReader::new(holder.stdout.take().unwrap());
-            let children = [read_pid(&mut said), read_pid(&mut said)];
-            let children = children.map(Started::new);
-            let holder = KillOnDrop(holder);
-            let output = me_only()
-                .args(["--replace", "--kill-after", "0.5"])
-                .args(&lock)
-                .args(["echo", "new"])
-                .output()
-                .unwrap();
+            let script = "sleep 600 & echo $!; sleep 600 & echo $!; wait";
+            let (holder, mut said) = start_saying(&words(mode, &lock), script);
+            let children = [read_pid(&mut said), read_pid(&mut said)].map(Started::new);
+            let output = run_new(&words(&["--replace", "--kill-after", "0.5"], &lock));
             assert!(output.status.success(), "{mode:?} {backend}: {output:?}");
             for child in &children {
                 assert!(
@@ -378,29 +373,18 @@ fn replace_stops_a_supervised_holder_with_every_process_it_started() {
 fn a_supervised_commands_background_child_keeps_the_lock() {
     for mode in [&["--fork"][..], &["--max-time", "600"]] {
         for (backend, lock, _dir) in each_kernel_lock("supervised-child", 1) {
-            let mut holder = me_only()
-                .args(mode)
-                .args(&lock)
-                .args(["sh", "-c", "sleep 600 & echo $!; exit 7"])
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let child = read_pid(&mut BufReader::new(holder.stdout.take().unwrap()));
-            let started = Started::new(child);
-            let mut holder = KillOnDrop(holder);
+            let (mut holder, mut said) =
+                start_saying(&words(mode, &lock), "sleep 600 & echo $!; exit 7");
+            let child = Started::new(read_pid(&mut said));
             refused(me_only().args(&lock).args(["echo", "ran"]), 4);
             assert!(
                 holder.0.try_wait().unwrap().is_none(),
                 "{mode:?} {backend}: me-only let go while COMMAND's child runs"
             );
-            started.kill();
+            child.kill();
             let status = holder.0.wait().unwrap();
             assert_eq!(status.code(), Some(7), "{mode:?} {backend}: COMMAND's own");
-            let output = me_only()
-                .args(&lock)
-                .args(["echo", "ran"])
-                .output()
-                .unwrap();
+            let output = run_new(&lock);
             assert!(output.status.success(), "{mode:?} {backend}: {output:?}");
         }
     }
@@ -411,26 +395,16 @@ fn a_supervised_commands_background_child_keeps_the_lock() {
 #[test]
 fn max_time_stops_the_background_child_of_a_command_that_ended() {
     for (backend, lock, _dir) in each_kernel_lock("max-time-child", 1) {
-        let mut holder = me_only()
-            .args(["--max-time", "0.5", "--kill-after", "0.5"])
-            .args(&lock)
-            .args(["sh", "-c", "sleep 600 & echo $!; exit 0"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let child = read_pid(&mut BufReader::new(holder.stdout.take().unwrap()));
-        let child = Started::new(child);
-        let status = holder.wait().unwrap();
+        let capped = words(&["--max-time", "0.5", "--kill-after", "0.5"], &lock);
+        let (mut holder, mut said) = start_saying(&capped, "sleep 600 & echo $!; exit 0");
+        let child = Started::new(read_pid(&mut said));
+        let status = holder.0.wait().unwrap();
         assert_eq!(status.code(), Some(124), "{backend}");
         assert!(
             child.exits_within(Duration::ZERO),
             "{backend}: the child runs on past --max-time"
         );
-        let output = me_only()
-            .args(&lock)
-            .args(["echo", "ran"])
-            .output()
-            .unwrap();
+        let output = run_new(&lock);
         assert!(output.status.success(), "{backend}: {output:?}");
     }
 }

@@ -32,6 +32,20 @@ fn first_line(command: &mut std::process::Command) -> (KillOnDrop, String) {
     (run, line)
 }
 
+/// Asserts that the process whose pid COMMAND wrote to `pid_file` (one it
+/// started in the background) is gone.
+fn assert_background_gone(pid_file: &std::path::Path, context: &str) {
+    let background: i32 = std::fs::read_to_string(pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        gone_within(background, Duration::from_secs(5)),
+        "{context}: what COMMAND started in the background runs on"
+    );
+}
+
 #[test]
 fn a_run_past_its_time_is_stopped_with_what_it_started_and_exits_124() {
     for (backend, lock, _dir) in each_kernel_lock("max-time", 1) {
@@ -50,15 +64,7 @@ fn a_run_past_its_time_is_stopped_with_what_it_started_and_exits_124() {
         assert_eq!(output.status.code(), Some(124), "{backend}: {output:?}");
         assert!(started.elapsed() >= Duration::from_millis(300), "{backend}");
         assert_eq!(text(&output.stdout), "started\n", "{backend}");
-        let background: i32 = std::fs::read_to_string(pid_file.path())
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        assert!(
-            gone_within(background, Duration::from_secs(5)),
-            "{backend}: what COMMAND started in the background runs on"
-        );
+        assert_background_gone(pid_file.path(), backend);
         // The lock is free again.
         let output = me_only().arg("--test").args(&lock).output().unwrap();
         assert_eq!(output.status.code(), Some(0), "{backend}: {output:?}");
@@ -107,15 +113,7 @@ fn a_huge_kill_after_still_stops_a_run_that_exits_on_sigterm() {
     assert_eq!(output.status.code(), Some(124), "{output:?}");
     assert_eq!(text(&output.stdout), "started\n");
     assert!(output.stderr.is_empty(), "{output:?}");
-    let background: i32 = std::fs::read_to_string(pid_file.path())
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    assert!(
-        gone_within(background, Duration::from_secs(5)),
-        "what COMMAND started in the background runs on"
-    );
+    assert_background_gone(pid_file.path(), "--kill-after 1e19");
 }
 
 #[test]

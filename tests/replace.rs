@@ -10,18 +10,24 @@ use std::time::Duration;
 
 use common::{Holding, each_kernel_lock, gone_within, me_only, refused, text, unique_lock};
 
+/// Runs `me-only OPTIONS LOCK sh -c "echo ran"`, which must replace the
+/// holder and run.
+fn replaces_and_runs(options: &[&str], lock: &[String], backend: &str) {
+    let output = me_only()
+        .args(options)
+        .args(lock)
+        .args(["sh", "-c", "echo ran"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{backend}: {output:?}");
+    assert_eq!(text(&output.stdout), "ran\n", "{backend}");
+}
+
 #[test]
 fn the_holder_gets_sigterm_and_the_command_runs() {
     for (backend, lock, _dir) in each_kernel_lock("replace", 1) {
         let holder = Holding::start(&lock);
-        let output = me_only()
-            .arg("--replace")
-            .args(&lock)
-            .args(["sh", "-c", "echo ran"])
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "{backend}: {output:?}");
-        assert_eq!(text(&output.stdout), "ran\n", "{backend}");
+        replaces_and_runs(&["--replace"], &lock, backend);
         assert_eq!(
             holder.release().signal(),
             Some(15),
@@ -46,14 +52,7 @@ fn a_holder_that_ignores_sigterm_is_killed_and_so_is_the_child_it_left_the_lock_
             .trim()
             .parse()
             .unwrap();
-        let output = me_only()
-            .args(["--replace", "--kill-after", "0.2"])
-            .args(&lock)
-            .args(["sh", "-c", "echo ran"])
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "{backend}: {output:?}");
-        assert_eq!(text(&output.stdout), "ran\n", "{backend}");
+        replaces_and_runs(&["--replace", "--kill-after", "0.2"], &lock, backend);
         assert_eq!(
             holder.release().signal(),
             Some(9),
@@ -73,14 +72,7 @@ fn a_holder_that_ignores_sigterm_is_killed_and_so_is_the_child_it_left_the_lock_
 fn a_huge_kill_after_still_replaces_a_holder_that_exits_on_sigterm() {
     for (backend, lock, _dir) in each_kernel_lock("replace-huge", 1) {
         let holder = Holding::start(&lock);
-        let output = me_only()
-            .args(["--replace", "--kill-after", "1e19"])
-            .args(&lock)
-            .args(["sh", "-c", "echo ran"])
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "{backend}: {output:?}");
-        assert_eq!(text(&output.stdout), "ran\n", "{backend}");
+        replaces_and_runs(&["--replace", "--kill-after", "1e19"], &lock, backend);
         assert_eq!(holder.release().signal(), Some(15), "{backend}");
     }
 }

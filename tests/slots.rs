@@ -34,6 +34,11 @@ fn test_slots(count: &str, lock: &[String]) -> std::process::Output {
 /// stdout piped) printed once it ran, after it exited successfully.
 fn handed_over(holder: Holding, waiter: &mut KillOnDrop) -> String {
     assert!(holder.release().success());
+    what_it_said(waiter)
+}
+
+/// What `waiter` (stdout piped) printed, after it exited successfully.
+fn what_it_said(waiter: &mut KillOnDrop) -> String {
     let mut said = String::new();
     waiter
         .0
@@ -556,15 +561,7 @@ fn a_waiter_on_1024_slots_takes_the_one_freed() {
                 .args(["sh", "-c", SAY_SLOT]),
         ));
         drop(held.remove(freed - 1));
-        let mut said = String::new();
-        waiter
-            .0
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut said)
-            .unwrap();
-        assert!(waiter.0.wait().unwrap().success(), "{said}");
+        let said = what_it_said(&mut waiter);
         assert_eq!(said, format!("{freed} {lock}.{freed}\n"));
     }
 }
