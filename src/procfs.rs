@@ -77,20 +77,23 @@ fn conflicts_with(listening: &Ip, ours: &Ipv4Addr) -> bool {
 }
 
 /// The sockets bound to the abstract `name`, as /proc/net/unix lists them:
-/// where the kernel has no unix_diag (see unix_diag.rs, which is exact).
-/// This table prints names raw, so a name holding a newline can forge a
-/// line here.
-pub fn abstract_sockets(name: &[u8]) -> Vec<NamedSocket> {
+/// where the kernel has no unix_diag (see unix_diag.rs, which is exact);
+/// None where the table cannot be read. This table prints names raw, so a
+/// name holding a newline can forge a line here. It tells no owner, nor a
+/// listener's queue: a listener is taken to have queued every other socket
+/// of its name, which counts too many (sockets bound only, connections
+/// accepted) and never too few.
+pub fn abstract_sockets(name: &[u8]) -> Option<Vec<NamedSocket>> {
     // Flags: __SO_ACCEPTCON (listening). Queued connections show the
     // listener's name too, but no process has them open.
     const LISTENING: &[u8] = b"00010000";
-    let table = fs::read("/proc/net/unix").unwrap_or_default();
+    let table = fs::read("/proc/net/unix").ok()?;
     let mut path = Vec::with_capacity(name.len() + 1);
     path.push(b'@');
     path.extend_from_slice(name);
     // Num RefCount Protocol Flags Type St Inode Path: the path is whatever
     // follows the seventh field, and may itself hold spaces.
-    table
+    let mut sockets: Vec<NamedSocket> = table
         .split(|&byte| byte == b'\n')
         .filter(|line| nth_field_rest(line, 7) == Some(path.as_slice()))
         .filter_map(|line| {
@@ -101,9 +104,16 @@ pub fn abstract_sockets(name: &[u8]) -> Vec<NamedSocket> {
             Some(NamedSocket {
                 inode: std::str::from_utf8(fields.get(6)?).ok()?.parse().ok()?,
                 listening: fields.get(3) == Some(&LISTENING),
+                uid: None,
+                queued: 0,
             })
         })
-        .collect()
+        .collect();
+    let others = sockets.iter().filter(|socket| !socket.listening).count();
+    for listener in sockets.iter_mut().filter(|socket| socket.listening) {
+        listener.queued = u32::try_from(others).unwrap_or(u32::MAX);
+    }
+    Some(sockets)
 }
 
 fn nth_field_rest(line: &[u8], n: usize) -> Option<&[u8]> {
@@ -487,18 +497,29 @@ mod tests {
         use std::os::unix::ffi::OsStrExt;
 
         let name = format!("me-only-unit/{}/procfs", std::process::id());
-        assert_eq!(abstract_sockets(name.as_bytes()), []);
+        assert_eq!(abstract_sockets(name.as_bytes()), Some(Vec::new()));
         let socket =
             socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
         let path = format!("\0{name}");
         socket
             .bind(&socket2::SockAddr::unix(std::ffi::OsStr::from_bytes(path.as_bytes())).unwrap())
             .unwrap();
-        let found = abstract_sockets(name.as_bytes());
+        let found = abstract_sockets(name.as_bytes()).unwrap();
         assert_eq!(found.len(), 1);
         assert!(!found[0].listening);
         socket.listen(1).unwrap();
-        assert!(abstract_sockets(name.as_bytes())[0].listening);
+        assert!(abstract_sockets(name.as_bytes()).unwrap()[0].listening);
+        let client =
+            socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+        client
+            .connect(
+                &socket2::SockAddr::unix(std::ffi::OsStr::from_bytes(path.as_bytes())).unwrap(),
+            )
+            .unwrap();
+        drop(client);
+        let found = abstract_sockets(name.as_bytes()).unwrap();
+        let listener = found.iter().find(|socket| socket.listening).unwrap();
+        assert_eq!(listener.queued, 1, "a connection let go stays queued");
     }
 
     #[test]
