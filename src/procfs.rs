@@ -24,8 +24,8 @@ const TCP_LISTEN: &str = "0A";
 /// The listener that keeps `address` from being bound: one on the address
 /// itself, or on the wildcard address of either family, on the same port.
 pub fn tcp_listener(address: SocketAddrV4) -> Option<Listener> {
-    let ipv4 = fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-    let ipv6 = fs::read_to_string("/proc/net/tcp6").unwrap_or_default();
+    let ipv4 = read_table("/proc/net/tcp");
+    let ipv6 = read_table("/proc/net/tcp6");
     let blocks = |local: &str| match parse_socket_address(local) {
         Some((ip, port)) => port == address.port() && conflicts_with(&ip, address.ip()),
         None => false,
@@ -284,10 +284,18 @@ fn mount_device(mountinfo: &str, id: u64) -> Option<(u32, u32)> {
 
 /// /proc/locks, read a page or more at a time.
 fn read_locks_table() -> String {
+    read_table("/proc/locks")
+}
+
+/// A table in /proc, read 64 KiB at a time (empty if it cannot be read).
+/// std's read_to_string starts with small reads, and each read of a table
+/// like /proc/net/tcp walks the kernel's tables anew (a third of a
+/// millisecond here): a waiter that looked at one cost tens of reads.
+fn read_table(path: &str) -> String {
     use std::io::Read;
 
     let mut table = Vec::with_capacity(64 * 1024);
-    if let Ok(mut file) = fs::File::open("/proc/locks") {
+    if let Ok(mut file) = fs::File::open(path) {
         let _ = file.read_to_end(&mut table);
     }
     String::from_utf8_lossy(&table).into_owned()

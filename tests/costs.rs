@@ -5,10 +5,15 @@
 
 mod common;
 
+use std::io::{Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::Command;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
-use common::{Holding, me_only, text, unique_lock};
+use common::{Holding, free_port, me_only, text, unique_lock};
+use socket2::{Domain, SockAddr, Socket, Type};
 
 /// Refused launches run this many at a time.
 const AT_ONCE: usize = 4;
@@ -85,4 +90,150 @@ fn ten_thousand_refused_launches_leave_the_holder_named_listed_and_replaceable()
         Some(15),
         "the holder was stopped"
     );
+}
+
+/// What a listener that is not me-only does with each connection it
+/// accepts.
+#[derive(Debug, Clone, Copy)]
+enum Accepting {
+    /// Writes a banner and keeps the connection open.
+    Banner,
+    /// Closes it at once.
+    Closes,
+    /// Keeps it open and says nothing.
+    Holds,
+}
+
+/// Connections a foreign listener keeps open at most.
+const MAX_KEPT: usize = 100;
+
+/// A listener on a lock's address, written here, that accepts every
+/// connection and counts them.
+struct Foreign {
+    address: SockAddr,
+    connections: Arc<AtomicUsize>,
+    done: Arc<AtomicBool>,
+    accepting: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Foreign {
+    fn listen(domain: Domain, address: SockAddr, behaviour: Accepting) -> Foreign {
+        let listener = Socket::new(domain, Type::STREAM, None).unwrap();
+        listener.bind(&address).unwrap();
+        listener.listen(128).unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let done = Arc::new(AtomicBool::new(false));
+        let accepting = {
+            let (connections, done) = (connections.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut kept = Vec::new();
+                while let Ok((mut connection, _)) = listener.accept() {
+                    if done.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    connections.fetch_add(1, Ordering::SeqCst);
+                    match behaviour {
+                        Accepting::Banner => {
+                            let _ = connection.write_all(b"hello\n");
+                        }
+                        Accepting::Closes => continue,
+                        Accepting::Holds => {}
+                    }
+                    // A waiter that connects again and again must not make
+                    // this process run out of descriptors (and let go).
+                    if kept.len() < MAX_KEPT {
+                        kept.push(connection);
+                    }
+                }
+            })
+        };
+        Foreign {
+            address,
+            connections,
+            done,
+            accepting: Some(accepting),
+        }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Foreign {
+    /// Wakes the accepting thread with one last connection, and lets it end.
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::SeqCst);
+        let domain = self.address.domain();
+        let _ = Socket::new(domain, Type::STREAM, None).and_then(|s| s.connect(&self.address));
+        let _ = self.accepting.take().map(|thread| thread.join());
+    }
+}
+
+/// Waits for `child` to exit, reading its stderr to the end meanwhile, and
+/// returns its status, its stderr and the CPU time it used (user and system).
+fn wait_with_cpu_time(mut child: std::process::Child) -> (ExitStatus, String, Duration) {
+    use nix::libc;
+
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to fill.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 reaps our own child and fills the two values given.
+    let reaped = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(reaped, child.id() as i32, "wait4");
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    let cpu = time(usage.ru_utime) + time(usage.ru_stime);
+    (ExitStatus::from_raw(status), stderr, cpu)
+}
+
+/// A waiter on a lock held by a listener that accepts its connection (a
+/// banner server, one that hangs up at once, one that holds it) sleeps like
+/// one on me-only: a banner made every look a new connection, answered at
+/// once, ~600 a second, 20% of a core.
+#[test]
+fn a_waiter_on_a_listener_that_accepts_costs_no_cpu() {
+    let mut cases = Vec::new();
+    for behaviour in [Accepting::Banner, Accepting::Closes, Accepting::Holds] {
+        let name = format!("\0{}", unique_lock("accepting"));
+        let address = SockAddr::unix(std::ffi::OsStr::new(&name)).unwrap();
+        let lock = vec![name[1..].to_owned()];
+        cases.push((behaviour, Domain::UNIX, address, lock));
+        let port = free_port();
+        let address = std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, port);
+        let lock = vec!["--tcp".to_owned(), address.to_string()];
+        cases.push((behaviour, Domain::IPV4, address.into(), lock));
+    }
+    std::thread::scope(|scope| {
+        for (behaviour, domain, address, lock) in cases {
+            scope.spawn(move || {
+                let what = format!("{lock:?}, a listener that {behaviour:?}");
+                let listener = Foreign::listen(domain, address, behaviour);
+                let started = Instant::now();
+                let waiter = me_only()
+                    .args(["--wait", "--timeout", "2"])
+                    .args(&lock)
+                    .arg("true")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                let (status, stderr, cpu) = wait_with_cpu_time(waiter);
+                let waited = started.elapsed();
+                let connections = listener.connections();
+                println!("{what}: {connections} connections, {cpu:?} of CPU in {waited:?}");
+                assert_eq!(status.code(), Some(4), "{what}: {stderr}");
+                common::one_error_line(stderr.as_bytes());
+                assert!(waited >= Duration::from_secs(2), "{what}: gave up early");
+                assert!(connections <= 10, "{what}: {connections} connections");
+                assert!(cpu < Duration::from_millis(100), "{what}: {cpu:?} of CPU");
+            });
+        }
+    });
 }

@@ -181,8 +181,12 @@ impl Backend for AbstractLock {
     }
 
     fn wait_for_release(&self, deadline: Option<Instant>) -> Result<Waited, Error> {
+        let listening = || {
+            let sockets = self.bound_sockets()?;
+            Some(sockets.into_iter().find(|socket| socket.listening)?.inode)
+        };
         self.watch
-            .wait(&self.name, Domain::UNIX, &self.address, deadline)
+            .wait(&self.name, Domain::UNIX, &self.address, listening, deadline)
     }
 }
 

@@ -117,7 +117,7 @@ impl Backend for TcpLock {
         match self.reusable_socket()?.bind(&self.address) {
             Ok(()) => Ok(Probe::Free),
             Err(err) if errno_of(&err) == Errno::EADDRINUSE => {
-                let listener = self.address.as_socket_ipv4().and_then(procfs::tcp_listener);
+                let listener = self.listener();
                 Ok(Probe::Held(Holder {
                     pid: listener.as_ref().and_then(|l| {
                         procfs::pid_with_open(Opened::Socket(l.inode), Some(l.uid), &[])
@@ -131,12 +131,18 @@ impl Backend for TcpLock {
     }
 
     fn wait_for_release(&self, deadline: Option<Instant>) -> Result<Waited, Error> {
+        let listening = || Some(self.listener()?.inode);
         self.watch
-            .wait(&self.name, Domain::IPV4, &self.address, deadline)
+            .wait(&self.name, Domain::IPV4, &self.address, listening, deadline)
     }
 }
 
 impl TcpLock {
+    /// The socket that listens on the lock's port, as /proc shows it.
+    fn listener(&self) -> Option<procfs::Listener> {
+        self.address.as_socket_ipv4().and_then(procfs::tcp_listener)
+    }
+
     fn reusable_socket(&self) -> Result<Socket, Error> {
         let socket = new_socket(&self.name, Domain::IPV4, Type::STREAM)?;
         socket
