@@ -4,7 +4,7 @@
 //! `None`, never an error.
 
 use std::fs;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use nix::libc;
@@ -48,13 +48,7 @@ pub fn tcp_listener(address: SocketAddrV4) -> Option<Listener> {
 }
 
 /// An address as /proc/net/tcp{,6} prints it: hex words in host byte order.
-#[derive(Debug, PartialEq, Eq)]
-enum Ip {
-    V4(Ipv4Addr),
-    V6(Ipv6Addr),
-}
-
-fn parse_socket_address(text: &str) -> Option<(Ip, u16)> {
+fn parse_socket_address(text: &str) -> Option<(IpAddr, u16)> {
     let (ip, port) = text.split_once(':')?;
     let port = u16::from_str_radix(port, 16).ok()?;
     let words = (0..ip.len() / 8)
@@ -62,17 +56,19 @@ fn parse_socket_address(text: &str) -> Option<(Ip, u16)> {
         .collect::<Option<Vec<u32>>>()?;
     let bytes: Vec<u8> = words.iter().flat_map(|word| word.to_ne_bytes()).collect();
     let ip = match bytes.len() {
-        4 => Ip::V4(Ipv4Addr::from(<[u8; 4]>::try_from(bytes).ok()?)),
-        16 => Ip::V6(Ipv6Addr::from(<[u8; 16]>::try_from(bytes).ok()?)),
+        4 => IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?),
+        16 => IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?),
         _ => return None,
     };
     Some((ip, port))
 }
 
-fn conflicts_with(listening: &Ip, ours: &Ipv4Addr) -> bool {
+/// Whether a socket listening on `listening` keeps `ours` (on the same
+/// port) from being bound.
+pub fn conflicts_with(listening: &IpAddr, ours: &Ipv4Addr) -> bool {
     match listening {
-        Ip::V4(ip) => ip == ours || ip.is_unspecified(),
-        Ip::V6(ip) => ip.is_unspecified() || ip.to_ipv4_mapped() == Some(*ours),
+        IpAddr::V4(ip) => ip == ours || ip.is_unspecified(),
+        IpAddr::V6(ip) => ip.is_unspecified() || ip.to_ipv4_mapped() == Some(*ours),
     }
 }
 
@@ -413,6 +409,8 @@ pub fn pids() -> Vec<i32> {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv6Addr;
+
     use super::*;
 
     #[test]
@@ -435,11 +433,11 @@ mod tests {
         let text = format!("{localhost:08X}:1F90");
         assert_eq!(
             parse_socket_address(&text),
-            Some((Ip::V4(Ipv4Addr::LOCALHOST), 8080))
+            Some((IpAddr::V4(Ipv4Addr::LOCALHOST), 8080))
         );
         assert_eq!(
             parse_socket_address("00000000000000000000000000000000:0050"),
-            Some((Ip::V6(Ipv6Addr::UNSPECIFIED), 80))
+            Some((IpAddr::V6(Ipv6Addr::UNSPECIFIED), 80))
         );
         assert_eq!(parse_socket_address("nonsense"), None);
     }
@@ -447,12 +445,12 @@ mod tests {
     #[test]
     fn wildcards_and_mapped_addresses_conflict() {
         let ours = Ipv4Addr::new(127, 3, 232, 1);
-        assert!(conflicts_with(&Ip::V4(ours), &ours));
-        assert!(conflicts_with(&Ip::V4(Ipv4Addr::UNSPECIFIED), &ours));
-        assert!(!conflicts_with(&Ip::V4(Ipv4Addr::LOCALHOST), &ours));
-        assert!(conflicts_with(&Ip::V6(Ipv6Addr::UNSPECIFIED), &ours));
-        assert!(conflicts_with(&Ip::V6(ours.to_ipv6_mapped()), &ours));
-        assert!(!conflicts_with(&Ip::V6(Ipv6Addr::LOCALHOST), &ours));
+        assert!(conflicts_with(&IpAddr::V4(ours), &ours));
+        assert!(conflicts_with(&IpAddr::V4(Ipv4Addr::UNSPECIFIED), &ours));
+        assert!(!conflicts_with(&IpAddr::V4(Ipv4Addr::LOCALHOST), &ours));
+        assert!(conflicts_with(&IpAddr::V6(Ipv6Addr::UNSPECIFIED), &ours));
+        assert!(conflicts_with(&IpAddr::V6(ours.to_ipv6_mapped()), &ours));
+        assert!(!conflicts_with(&IpAddr::V6(Ipv6Addr::LOCALHOST), &ours));
     }
 
     #[test]

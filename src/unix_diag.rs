@@ -6,11 +6,9 @@
 //! would cost the holder: its owner (kernel 5.3 on) and how many
 //! connections already wait in its queue.
 
-use std::os::fd::AsRawFd;
-
 use nix::libc;
-use nix::sys::socket::{MsgFlags, recv};
-use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::sock_diag::{self, aligned, u16_at, u32_at};
 
 /// A socket bound to the name asked about.
 #[derive(Debug, PartialEq, Eq)]
@@ -26,14 +24,7 @@ pub struct NamedSocket {
     pub queued: u32,
 }
 
-// From the kernel's uapi headers: linux/netlink.h, linux/sock_diag.h,
-// linux/unix_diag.h, net/tcp_states.h.
-const NETLINK_SOCK_DIAG: i32 = 4;
-const SOCK_DIAG_BY_FAMILY: u16 = 20;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_DUMP: u16 = 0x300;
-const NLMSG_ERROR: u16 = 0x2;
-const NLMSG_DONE: u16 = 0x3;
+// From the kernel's uapi headers: linux/unix_diag.h, net/tcp_states.h.
 const UDIAG_SHOW_NAME: u32 = 0x1;
 const UDIAG_SHOW_RQLEN: u32 = 0x10;
 const UDIAG_SHOW_UID: u32 = 0x40;
@@ -42,53 +33,19 @@ const UNIX_DIAG_RQLEN: u16 = 4;
 const UNIX_DIAG_UID: u16 = 7;
 const TCP_LISTEN: u8 = 10;
 
-/// struct nlmsghdr, and struct unix_diag_msg before its attributes.
-const HEADER_LEN: usize = 16;
+/// struct unix_diag_msg, before its attributes.
 const UNIX_DIAG_MSG_LEN: usize = 16;
 
 /// Every AF_UNIX socket bound to the abstract `name` (without its leading
 /// NUL); None where the kernel cannot tell (no unix_diag).
 pub fn abstract_sockets(name: &[u8]) -> Option<Vec<NamedSocket>> {
-    let diag = Socket::new(
-        Domain::from(libc::AF_NETLINK),
-        Type::DGRAM,
-        Some(Protocol::from(NETLINK_SOCK_DIAG)),
-    )
-    .ok()?;
-    // An unconnected netlink socket sends to the kernel.
-    diag.send(&dump_request()).ok()?;
-    let mut found = Vec::new();
-    // The kernel fills each read up to the buffer's size, a page at least.
-    let mut buffer = vec![0u8; 64 * 1024];
-    loop {
-        let length = recv(diag.as_raw_fd(), &mut buffer, MsgFlags::empty()).ok()?;
-        let mut messages = buffer.get(..length)?;
-        if messages.is_empty() {
-            return None;
-        }
-        while !messages.is_empty() {
-            let message_length = u32_at(messages, 0)? as usize;
-            let message = messages.get(..message_length)?;
-            match u16_at(message, 4)? {
-                NLMSG_DONE => return Some(found),
-                NLMSG_ERROR => return None,
-                _ => found.extend(socket_named(message.get(HEADER_LEN..)?, name)),
-            }
-            messages = messages.get(aligned(message_length)..).unwrap_or_default();
-        }
-    }
+    sock_diag::dump(&dump_request(), |message| socket_named(message, name))
 }
 
 /// A dump of every AF_UNIX socket, with its name, queue and owner (a kernel
 /// older than 5.3 ignores the flag it does not know).
 fn dump_request() -> Vec<u8> {
-    let mut request = Vec::with_capacity(HEADER_LEN + 24);
-    // struct nlmsghdr: length, type, flags, sequence, port.
-    request.extend_from_slice(&(HEADER_LEN as u32 + 24).to_ne_bytes());
-    request.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    request.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    request.extend_from_slice(&1u32.to_ne_bytes());
-    request.extend_from_slice(&0u32.to_ne_bytes());
+    let mut request = Vec::with_capacity(24);
     // struct unix_diag_req: family, protocol, pad, states, inode, show,
     // cookie.
     request.extend_from_slice(&[libc::AF_UNIX as u8, 0, 0, 0]);
@@ -130,23 +87,12 @@ fn socket_named(message: &[u8], name: &[u8]) -> Option<NamedSocket> {
     named.then_some(socket)
 }
 
-/// Netlink messages and attributes start on 4-byte boundaries.
-fn aligned(length: usize) -> usize {
-    length.div_ceil(4) * 4
-}
-
-fn u16_at(bytes: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(bytes.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
-}
-
 #[cfg(test)]
 mod tests {
     use std::ffi::OsStr;
     use std::os::unix::ffi::OsStrExt;
+
+    use socket2::{Domain, Socket, Type};
 
     use super::*;
 

@@ -10,6 +10,7 @@ use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::{Attempt, Backend, Holder, ListenerWatch, Probe, Waited, bind_and_listen, new_socket};
 use crate::error::{Error, errno_of};
+use crate::inet_diag;
 use crate::procfs::{self, Opened};
 
 pub struct TcpLock {
@@ -138,9 +139,18 @@ impl Backend for TcpLock {
 }
 
 impl TcpLock {
-    /// The socket that listens on the lock's port, as /proc shows it.
+    /// The socket that listens on the lock's address (or on a wildcard
+    /// address, on its port): from the kernel's socket diagnostics, or else
+    /// from /proc/net/tcp{,6}.
     fn listener(&self) -> Option<procfs::Listener> {
-        self.address.as_socket_ipv4().and_then(procfs::tcp_listener)
+        let address = self.address.as_socket_ipv4()?;
+        match inet_diag::tcp_listeners(address.port()) {
+            Some(listeners) => listeners
+                .into_iter()
+                .find(|(ip, _)| procfs::conflicts_with(ip, address.ip()))
+                .map(|(_, listener)| listener),
+            None => procfs::tcp_listener(address),
+        }
     }
 
     fn reusable_socket(&self) -> Result<Socket, Error> {
