@@ -20,7 +20,8 @@ const TCP_LISTEN: u8 = 10;
 /// address it is bound to; None where the kernel cannot tell.
 pub fn tcp_listeners(port: u16) -> Option<Vec<(IpAddr, Listener)>> {
     let mut listeners = listeners_of(libc::AF_INET, port)?;
-    listeners.extend(listeners_of(libc::AF_INET6, port)?);
+    // A kernel without IPv6 has no handler for it, and no IPv6 listeners.
+    listeners.extend(listeners_of(libc::AF_INET6, port).unwrap_or_default());
     Some(listeners)
 }
 
