@@ -45,12 +45,15 @@ const NOTES: &[&str] = &[
      ME_ONLY_FENCE with whatever COMMAND writes, and have the store refuse \
      older tokens. Waiters (--wait) queue behind the holder's key, oldest \
      first, as etcdctl lock does, and contend with it.",
-    "Asking who holds an abstract lock (a conflict, --test) connects to the \
-     holder's listening socket; the kernel keeps such connections until the \
-     holder exits, up to net.core.somaxconn of them, after which the holder's \
-     pid is no longer reported and waiters fall back to a short backoff. A \
-     waiter (--wait) keeps one connection for as long as it waits; -q asks \
-     nothing.",
+    "Asking who holds an abstract lock (a conflict, --test, --list, \
+     --replace) reads the kernel's socket table and /proc. Only where /proc \
+     cannot show the holder (another user's process, unless run as root; one \
+     in another pid namespace) does me-only connect to its listening socket \
+     to read its credentials; the kernel keeps such a connection until the \
+     holder exits, so me-only connects only while fewer than 32 wait there, \
+     and past that names the holder's uid alone. A waiter (--wait) keeps one \
+     connection for as long as it waits; past net.core.somaxconn of them, \
+     waiters fall back to a short backoff.",
 ];
 
 const SEE_ALSO: &str =

@@ -4,7 +4,7 @@
 //! `None`, never an error.
 
 use std::fs;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use nix::libc;
@@ -24,8 +24,8 @@ const TCP_LISTEN: &str = "0A";
 /// The listener that keeps `address` from being bound: one on the address
 /// itself, or on the wildcard address of either family, on the same port.
 pub fn tcp_listener(address: SocketAddrV4) -> Option<Listener> {
-    let ipv4 = fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-    let ipv6 = fs::read_to_string("/proc/net/tcp6").unwrap_or_default();
+    let ipv4 = read_table("/proc/net/tcp");
+    let ipv6 = read_table("/proc/net/tcp6");
     let blocks = |local: &str| match parse_socket_address(local) {
         Some((ip, port)) => port == address.port() && conflicts_with(&ip, address.ip()),
         None => false,
@@ -48,13 +48,7 @@ pub fn tcp_listener(address: SocketAddrV4) -> Option<Listener> {
 }
 
 /// An address as /proc/net/tcp{,6} prints it: hex words in host byte order.
-#[derive(Debug, PartialEq, Eq)]
-enum Ip {
-    V4(Ipv4Addr),
-    V6(Ipv6Addr),
-}
-
-fn parse_socket_address(text: &str) -> Option<(Ip, u16)> {
+fn parse_socket_address(text: &str) -> Option<(IpAddr, u16)> {
     let (ip, port) = text.split_once(':')?;
     let port = u16::from_str_radix(port, 16).ok()?;
     let words = (0..ip.len() / 8)
@@ -62,35 +56,40 @@ fn parse_socket_address(text: &str) -> Option<(Ip, u16)> {
         .collect::<Option<Vec<u32>>>()?;
     let bytes: Vec<u8> = words.iter().flat_map(|word| word.to_ne_bytes()).collect();
     let ip = match bytes.len() {
-        4 => Ip::V4(Ipv4Addr::from(<[u8; 4]>::try_from(bytes).ok()?)),
-        16 => Ip::V6(Ipv6Addr::from(<[u8; 16]>::try_from(bytes).ok()?)),
+        4 => IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?),
+        16 => IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?),
         _ => return None,
     };
     Some((ip, port))
 }
 
-fn conflicts_with(listening: &Ip, ours: &Ipv4Addr) -> bool {
+/// Whether a socket listening on `listening` keeps `ours` (on the same
+/// port) from being bound.
+pub fn conflicts_with(listening: &IpAddr, ours: &Ipv4Addr) -> bool {
     match listening {
-        Ip::V4(ip) => ip == ours || ip.is_unspecified(),
-        Ip::V6(ip) => ip.is_unspecified() || ip.to_ipv4_mapped() == Some(*ours),
+        IpAddr::V4(ip) => ip == ours || ip.is_unspecified(),
+        IpAddr::V6(ip) => ip.is_unspecified() || ip.to_ipv4_mapped() == Some(*ours),
     }
 }
 
 /// The sockets bound to the abstract `name`, as /proc/net/unix lists them:
-/// where the kernel has no unix_diag (see unix_diag.rs, which is exact).
-/// This table prints names raw, so a name holding a newline can forge a
-/// line here.
-pub fn abstract_sockets(name: &[u8]) -> Vec<NamedSocket> {
+/// where the kernel has no unix_diag (see unix_diag.rs, which is exact);
+/// None where the table cannot be read. This table prints names raw, so a
+/// name holding a newline can forge a line here. It tells no owner, nor a
+/// listener's queue: a listener is taken to have queued every other socket
+/// of its name, which counts too many (sockets bound only, connections
+/// accepted) and never too few.
+pub fn abstract_sockets(name: &[u8]) -> Option<Vec<NamedSocket>> {
     // Flags: __SO_ACCEPTCON (listening). Queued connections show the
     // listener's name too, but no process has them open.
     const LISTENING: &[u8] = b"00010000";
-    let table = fs::read("/proc/net/unix").unwrap_or_default();
+    let table = fs::read("/proc/net/unix").ok()?;
     let mut path = Vec::with_capacity(name.len() + 1);
     path.push(b'@');
     path.extend_from_slice(name);
     // Num RefCount Protocol Flags Type St Inode Path: the path is whatever
     // follows the seventh field, and may itself hold spaces.
-    table
+    let mut sockets: Vec<NamedSocket> = table
         .split(|&byte| byte == b'\n')
         .filter(|line| nth_field_rest(line, 7) == Some(path.as_slice()))
         .filter_map(|line| {
@@ -101,9 +100,16 @@ pub fn abstract_sockets(name: &[u8]) -> Vec<NamedSocket> {
             Some(NamedSocket {
                 inode: std::str::from_utf8(fields.get(6)?).ok()?.parse().ok()?,
                 listening: fields.get(3) == Some(&LISTENING),
+                uid: None,
+                queued: 0,
             })
         })
-        .collect()
+        .collect();
+    let others = sockets.iter().filter(|socket| !socket.listening).count();
+    for listener in sockets.iter_mut().filter(|socket| socket.listening) {
+        listener.queued = u32::try_from(others).unwrap_or(u32::MAX);
+    }
+    Some(sockets)
 }
 
 fn nth_field_rest(line: &[u8], n: usize) -> Option<&[u8]> {
@@ -349,10 +355,18 @@ fn mount_device(mountinfo: &str, id: u64) -> Option<(u32, u32)> {
 
 /// /proc/locks, read a page or more at a time.
 fn read_locks_table() -> String {
+    read_table("/proc/locks")
+}
+
+/// A table in /proc, read 64 KiB at a time (empty if it cannot be read).
+/// std's read_to_string starts with small reads, and each read of a table
+/// like /proc/net/tcp walks the kernel's tables anew (a third of a
+/// millisecond here): a waiter that looked at one cost tens of reads.
+fn read_table(path: &str) -> String {
     use std::io::Read;
 
     let mut table = Vec::with_capacity(64 * 1024);
-    if let Ok(mut file) = fs::File::open("/proc/locks") {
+    if let Ok(mut file) = fs::File::open(path) {
         let _ = file.read_to_end(&mut table);
     }
     String::from_utf8_lossy(&table).into_owned()
@@ -501,6 +515,8 @@ pub fn pids() -> Vec<i32> {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv6Addr;
+
     use super::*;
 
     #[test]
@@ -535,11 +551,11 @@ mod tests {
         let text = format!("{localhost:08X}:1F90");
         assert_eq!(
             parse_socket_address(&text),
-            Some((Ip::V4(Ipv4Addr::LOCALHOST), 8080))
+            Some((IpAddr::V4(Ipv4Addr::LOCALHOST), 8080))
         );
         assert_eq!(
             parse_socket_address("00000000000000000000000000000000:0050"),
-            Some((Ip::V6(Ipv6Addr::UNSPECIFIED), 80))
+            Some((IpAddr::V6(Ipv6Addr::UNSPECIFIED), 80))
         );
         assert_eq!(parse_socket_address("nonsense"), None);
     }
@@ -547,12 +563,12 @@ mod tests {
     #[test]
     fn wildcards_and_mapped_addresses_conflict() {
         let ours = Ipv4Addr::new(127, 3, 232, 1);
-        assert!(conflicts_with(&Ip::V4(ours), &ours));
-        assert!(conflicts_with(&Ip::V4(Ipv4Addr::UNSPECIFIED), &ours));
-        assert!(!conflicts_with(&Ip::V4(Ipv4Addr::LOCALHOST), &ours));
-        assert!(conflicts_with(&Ip::V6(Ipv6Addr::UNSPECIFIED), &ours));
-        assert!(conflicts_with(&Ip::V6(ours.to_ipv6_mapped()), &ours));
-        assert!(!conflicts_with(&Ip::V6(Ipv6Addr::LOCALHOST), &ours));
+        assert!(conflicts_with(&IpAddr::V4(ours), &ours));
+        assert!(conflicts_with(&IpAddr::V4(Ipv4Addr::UNSPECIFIED), &ours));
+        assert!(!conflicts_with(&IpAddr::V4(Ipv4Addr::LOCALHOST), &ours));
+        assert!(conflicts_with(&IpAddr::V6(Ipv6Addr::UNSPECIFIED), &ours));
+        assert!(conflicts_with(&IpAddr::V6(ours.to_ipv6_mapped()), &ours));
+        assert!(!conflicts_with(&IpAddr::V6(Ipv6Addr::LOCALHOST), &ours));
     }
 
     #[test]
@@ -605,18 +621,29 @@ mod tests {
         use std::os::unix::ffi::OsStrExt;
 
         let name = format!("me-only-unit/{}/procfs", std::process::id());
-        assert_eq!(abstract_sockets(name.as_bytes()), []);
+        assert_eq!(abstract_sockets(name.as_bytes()), Some(Vec::new()));
         let socket =
             socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
         let path = format!("\0{name}");
         socket
             .bind(&socket2::SockAddr::unix(std::ffi::OsStr::from_bytes(path.as_bytes())).unwrap())
             .unwrap();
-        let found = abstract_sockets(name.as_bytes());
+        let found = abstract_sockets(name.as_bytes()).unwrap();
         assert_eq!(found.len(), 1);
         assert!(!found[0].listening);
         socket.listen(1).unwrap();
-        assert!(abstract_sockets(name.as_bytes())[0].listening);
+        assert!(abstract_sockets(name.as_bytes()).unwrap()[0].listening);
+        let client =
+            socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+        client
+            .connect(
+                &socket2::SockAddr::unix(std::ffi::OsStr::from_bytes(path.as_bytes())).unwrap(),
+            )
+            .unwrap();
+        drop(client);
+        let found = abstract_sockets(name.as_bytes()).unwrap();
+        let listener = found.iter().find(|socket| socket.listening).unwrap();
+        assert_eq!(listener.queued, 1, "a connection let go stays queued");
     }
 
     #[test]

@@ -632,23 +632,6 @@ fn test_mode_prints_no_pid_for_a_holder_outside_its_pid_namespace() {
     }
 }
 
-/// Connections queued on the holder's listening socket, as `ss -xl`'s
-/// Recv-Q shows them (the holder never accepts).
-fn queued_on(lock: &str) -> u32 {
-    let output = std::process::Command::new("ss")
-        .args(["-xlH", "src", &format!("@{lock}")])
-        .output()
-        .unwrap();
-    let listing = text(&output.stdout);
-    let fields: Vec<&str> = listing.split_whitespace().collect();
-    assert_eq!(
-        fields.get(4),
-        Some(&format!("@{lock}").as_str()),
-        "{listing}"
-    );
-    fields[2].parse().unwrap()
-}
-
 /// A waiter keeps one connection to the holder for as long as it waits:
 /// one per look, never accepted, filled the holder's queue (somaxconn) in
 /// about an hour, after which no waiter could watch the holder any more.
@@ -665,7 +648,7 @@ fn a_waiter_queues_one_connection_however_long_it_waits() {
         .args(["-q", "--timeout", "10", &lock, "true"])
         .assert()
         .code(4);
-    assert_eq!(queued_on(&lock), 1);
+    assert_eq!(common::queued_on(&lock), 1);
 }
 
 /// The last instant before a deadline is slept, not spun: a poll timeout

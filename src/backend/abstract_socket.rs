@@ -20,6 +20,14 @@ use crate::unix_diag::{self, NamedSocket};
 /// The longest abstract name: sun_path (108 bytes) less the leading NUL.
 pub const MAX_NAME_LEN: usize = 107;
 
+/// How many connections may wait in a holder's queue before a look at the
+/// lock no longer adds one to ask who holds it. Each stays there until the
+/// holder exits (it never accepts), so a cron job refused every minute
+/// would fill the queue (somaxconn: 4096, 128 before Linux 5.4) in three
+/// days, and then neither the holder's pid nor a waiter's wake-up could be
+/// had from it. Looks made at the same moment may each add one beyond this.
+const MAX_QUEUED_BY_LOOKS: u32 = 32;
+
 pub struct AbstractLock {
     name: String,
     address: SockAddr,
@@ -60,30 +68,32 @@ impl AbstractLock {
     }
 
     /// The sockets bound to the name: from the kernel's socket diagnostics,
-    /// which give names exactly, or else from /proc/net/unix.
-    fn bound_sockets(&self) -> Vec<NamedSocket> {
+    /// which give names exactly, or else from /proc/net/unix; None where
+    /// neither can be read.
+    fn bound_sockets(&self) -> Option<Vec<NamedSocket>> {
         let name = self.abstract_name();
-        unix_diag::abstract_sockets(name).unwrap_or_else(|| procfs::abstract_sockets(name))
-    }
-}
-
-impl Backend for AbstractLock {
-    fn name(&self) -> &str {
-        &self.name
+        unix_diag::abstract_sockets(name).or_else(|| procfs::abstract_sockets(name))
     }
 
-    fn try_acquire(&self) -> Result<Attempt, Error> {
-        let socket = new_socket(&self.name, Domain::UNIX, Type::STREAM)?;
-        bind_and_listen(&self.name, socket, &self.address, &self.watch)
+    /// The inode of the socket that listens on the name, where the kernel
+    /// tells.
+    fn listener_inode(&self) -> Option<u64> {
+        let sockets = self.bound_sockets()?;
+        Some(sockets.into_iter().find(|socket| socket.listening)?.inode)
     }
 
-    /// Connects to the holder's listening socket: its peer credentials are
-    /// those of the process that called listen(), which is the command.
-    /// Non-blocking, so a full backlog means "held, by whom unknown", never a
-    /// hang. Binding to look would briefly hold the lock and could turn a
-    /// real launch away.
-    fn probe(&self) -> Result<Probe, Error> {
+    /// Connects to the listening socket to ask who took it: its peer
+    /// credentials are those of the process that called listen(), which is
+    /// the command. Non-blocking, so a full queue means "held, by whom
+    /// unknown", never a hang. The connection stays queued at the holder
+    /// until it exits. Binding to look would briefly hold the lock and
+    /// could turn a real launch away.
+    fn ask_the_listener(&self, listener: Option<&NamedSocket>) -> Result<Probe, Error> {
         let probe = new_socket(&self.name, Domain::UNIX, Type::STREAM.nonblocking())?;
+        let unknown = || Holder {
+            uid: listener.and_then(|listener| listener.uid),
+            ..Holder::unknown()
+        };
         match probe.connect(&self.address) {
             Ok(()) => Ok(Probe::Held(match getsockopt(&probe, PeerCredentials) {
                 Ok(credentials) => {
@@ -91,7 +101,6 @@ impl Backend for AbstractLock {
                     // cannot see into.
                     let recorded = Some(credentials.pid()).filter(|&pid| pid > 0);
                     let uid = Some(credentials.uid());
-                    let listener = self.bound_sockets().into_iter().find(|s| s.listening);
                     let pid = match listener {
                         Some(listener) => {
                             current_holder(recorded, Opened::Socket(listener.inode), uid, &[])
@@ -104,12 +113,15 @@ impl Backend for AbstractLock {
                         host: None,
                     }
                 }
-                Err(_) => Holder::unknown(),
+                Err(_) => unknown(),
             })),
-            Err(err) if errno_of(&err) == Errno::EAGAIN => Ok(Probe::Held(Holder::unknown())),
+            Err(err) if errno_of(&err) == Errno::EAGAIN => Ok(Probe::Held(unknown())),
             // Refused: nobody listens, but the name may still be bound.
             Err(err) if errno_of(&err) == Errno::ECONNREFUSED => {
-                if !self.bound_sockets().is_empty() {
+                if self
+                    .bound_sockets()
+                    .is_some_and(|sockets| !sockets.is_empty())
+                {
                     Ok(Probe::Held(Holder::unknown()))
                 } else {
                     Ok(Probe::Free)
@@ -118,15 +130,71 @@ impl Backend for AbstractLock {
             Err(err) => Err(Error::lock(&self.name, "connect", &err)),
         }
     }
+}
+
+/// The process that holds `listener` open, as far as /proc shows: first
+/// among the processes of the socket's owner, then among all (a command
+/// that changed user after it took the lock).
+fn holder_in_proc(listener: &NamedSocket) -> Option<i32> {
+    let opened = Opened::Socket(listener.inode);
+    current_holder(None, opened, listener.uid, &[]).or_else(|| {
+        listener
+            .uid
+            .and_then(|_| current_holder(None, opened, None, &[]))
+    })
+}
+
+impl Backend for AbstractLock {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn try_acquire(&self) -> Result<Attempt, Error> {
+        let socket = new_socket(&self.name, Domain::UNIX, Type::STREAM)?;
+        bind_and_listen(&self.name, socket, &self.address, &self.watch)
+    }
+
+    /// Names the holder from the kernel's socket table and /proc, without
+    /// touching its socket: a connection to ask it would stay in its queue
+    /// (see MAX_QUEUED_BY_LOOKS). The listening socket is asked only where
+    /// /proc cannot name the holder (another user's process, or one in
+    /// another pid namespace), and only while its queue is short.
+    fn probe(&self) -> Result<Probe, Error> {
+        let Some(sockets) = self.bound_sockets() else {
+            // Neither table can be read: only the socket can tell.
+            return self.ask_the_listener(None);
+        };
+        let Some(listener) = sockets.iter().find(|socket| socket.listening) else {
+            // Bound but not listening (a launch between its bind and its
+            // listen): held, by whom unknown.
+            return Ok(if sockets.is_empty() {
+                Probe::Free
+            } else {
+                Probe::Held(Holder::unknown())
+            });
+        };
+        match holder_in_proc(listener) {
+            Some(pid) => Ok(Probe::Held(Holder {
+                pid: Some(pid),
+                uid: listener.uid.or_else(|| procfs::process_uid(pid)),
+                host: None,
+            })),
+            None if listener.queued < MAX_QUEUED_BY_LOOKS => self.ask_the_listener(Some(listener)),
+            None => Ok(Probe::Held(Holder {
+                uid: listener.uid,
+                ..Holder::unknown()
+            })),
+        }
+    }
 
     fn held_through(&self) -> Option<Opened> {
-        let listener = self.bound_sockets().into_iter().find(|s| s.listening)?;
-        Some(Opened::Socket(listener.inode))
+        Some(Opened::Socket(self.listener_inode()?))
     }
 
     fn wait_for_release(&self, deadline: Option<Instant>) -> Result<Waited, Error> {
+        let listening = || self.listener_inode();
         self.watch
-            .wait(&self.name, Domain::UNIX, &self.address, deadline)
+            .wait(&self.name, Domain::UNIX, &self.address, listening, deadline)
     }
 }
 

@@ -287,36 +287,71 @@ const RECHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// which is when the last holder of the lock is gone. The holder never
 /// accepts it, so it stays in the holder's queue until the holder exits:
 /// a new connection for every look would fill that queue.
+///
+/// A listener that is not me-only may accept it, and write to it or hang
+/// it up at once: neither is a release while that listener still holds the
+/// lock. Waking on either and connecting again at once was a busy loop (600
+/// connections a second against a banner), so only a hang-up wakes a
+/// waiter, and one by the listener it connected to waits for the next look
+/// before it connects again.
 #[derive(Default)]
-struct ListenerWatch(Cell<Option<socket2::Socket>>);
+struct ListenerWatch(Cell<Watching>);
+
+#[derive(Default)]
+enum Watching {
+    /// No connection: none yet, or the lock is ours.
+    #[default]
+    Nothing,
+    /// Connected to the listener whose socket has this inode, where the
+    /// kernel tells.
+    Connected {
+        watcher: socket2::Socket,
+        listener: Option<u64>,
+    },
+    /// Hung up, by that listener or because it was closed.
+    HungUp { listener: Option<u64> },
+}
 
 impl ListenerWatch {
     /// Waits for the hang-up, or until it is time to look again.
+    /// `listening` tells the inode of the socket that listens on the lock
+    /// now, where the kernel tells.
     fn wait(
         &self,
         lock: &str,
         domain: socket2::Domain,
         address: &socket2::SockAddr,
+        listening: impl Fn() -> Option<u64>,
         deadline: Option<Instant>,
     ) -> Result<Waited, Error> {
-        let watcher = match self.0.take() {
-            Some(watcher) => watcher,
-            None => match connect_watcher(lock, domain, address)? {
-                Some(watcher) => watcher,
-                None => return Ok(Waited::NothingToWatch),
-            },
+        let (watcher, listener) = match self.0.take() {
+            Watching::Connected { watcher, listener } => (watcher, listener),
+            // The lock is still held, by the listener that hung up (or by
+            // one the kernel does not tell apart from it): that was not
+            // its release.
+            Watching::HungUp { listener } if listener == listening() => {
+                std::thread::sleep(until_next_look(deadline));
+                return Ok(Waited::Event);
+            }
+            Watching::HungUp { .. } | Watching::Nothing => {
+                let listener = listening();
+                match connect_watcher(lock, domain, address)? {
+                    Some(watcher) => (watcher, listener),
+                    None => return Ok(Waited::NothingToWatch),
+                }
+            }
         };
-        let mut wait = RECHECK_INTERVAL;
-        if let Some(deadline) = deadline {
-            wait = wait.min(deadline.saturating_duration_since(Instant::now()));
-        }
-        let mut watched = [PollFd::new(watcher.as_fd(), PollFlags::POLLIN)];
+        // Not POLLIN: what a listener that accepted writes is no news, and
+        // would wake this at once, again and again. A hang-up (POLLHUP,
+        // POLLERR: never asked for, always told) or the end of what it
+        // sends (POLLRDHUP, which nix does not name) is.
+        let hang_up = PollFlags::from_bits_retain(nix::libc::POLLRDHUP);
+        let mut watched = [PollFd::new(watcher.as_fd(), hang_up)];
+        let wait = until_next_look(deadline);
         match poll(&mut watched, poll_time::whole_milliseconds(wait)) {
             // Time to look again, on the same connection.
-            Ok(0) | Err(Errno::EINTR) => self.0.set(Some(watcher)),
-            // Hung up (or answered, by something that is not me-only):
-            // the next wait connects anew.
-            Ok(_) => {}
+            Ok(0) | Err(Errno::EINTR) => self.0.set(Watching::Connected { watcher, listener }),
+            Ok(_) => self.0.set(Watching::HungUp { listener }),
             Err(errno) => return Err(Error::lock_errno(lock, "wait for the holder", errno)),
         }
         Ok(Waited::Event)
@@ -325,6 +360,15 @@ impl ListenerWatch {
     /// The lock is ours: the connection has nothing more to tell.
     fn stop(&self) {
         drop(self.0.take());
+    }
+}
+
+/// How long until the next look at the lock: the recheck interval, or less
+/// if the deadline comes first.
+fn until_next_look(deadline: Option<Instant>) -> Duration {
+    match deadline {
+        Some(deadline) => RECHECK_INTERVAL.min(deadline.saturating_duration_since(Instant::now())),
+        None => RECHECK_INTERVAL,
     }
 }
 

@@ -10,6 +10,7 @@ use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::{Attempt, Backend, Holder, ListenerWatch, Probe, Waited, bind_and_listen, new_socket};
 use crate::error::{Error, errno_of};
+use crate::inet_diag;
 use crate::procfs::{self, Opened};
 
 pub struct TcpLock {
@@ -117,7 +118,7 @@ impl Backend for TcpLock {
         match self.reusable_socket()?.bind(&self.address) {
             Ok(()) => Ok(Probe::Free),
             Err(err) if errno_of(&err) == Errno::EADDRINUSE => {
-                let listener = self.address.as_socket_ipv4().and_then(procfs::tcp_listener);
+                let listener = self.listener();
                 Ok(Probe::Held(Holder {
                     pid: listener.as_ref().and_then(|l| {
                         procfs::pid_with_open(Opened::Socket(l.inode), Some(l.uid), &[])
@@ -131,17 +132,31 @@ impl Backend for TcpLock {
     }
 
     fn held_through(&self) -> Option<Opened> {
-        let listener = procfs::tcp_listener(self.address.as_socket_ipv4()?)?;
-        Some(Opened::Socket(listener.inode))
+        Some(Opened::Socket(self.listener()?.inode))
     }
 
     fn wait_for_release(&self, deadline: Option<Instant>) -> Result<Waited, Error> {
+        let listening = || Some(self.listener()?.inode);
         self.watch
-            .wait(&self.name, Domain::IPV4, &self.address, deadline)
+            .wait(&self.name, Domain::IPV4, &self.address, listening, deadline)
     }
 }
 
 impl TcpLock {
+    /// The socket that listens on the lock's address (or on a wildcard
+    /// address, on its port): from the kernel's socket diagnostics, or else
+    /// from /proc/net/tcp{,6}.
+    fn listener(&self) -> Option<procfs::Listener> {
+        let address = self.address.as_socket_ipv4()?;
+        match inet_diag::tcp_listeners(address.port()) {
+            Some(listeners) => listeners
+                .into_iter()
+                .find(|(ip, _)| procfs::conflicts_with(ip, address.ip()))
+                .map(|(_, listener)| listener),
+            None => procfs::tcp_listener(address),
+        }
+    }
+
     fn reusable_socket(&self) -> Result<Socket, Error> {
         let socket = new_socket(&self.name, Domain::IPV4, Type::STREAM)?;
         socket

@@ -312,6 +312,23 @@ pub fn proc_net_row<'a>(
     row.split_whitespace().collect()
 }
 
+/// Connections queued on the holder's listening socket, as `ss -xl`'s
+/// Recv-Q shows them (the holder never accepts).
+pub fn queued_on(lock: &str) -> u32 {
+    let output = std::process::Command::new("ss")
+        .args(["-xlH", "src", &format!("@{lock}")])
+        .output()
+        .unwrap();
+    let listing = text(&output.stdout);
+    let fields: Vec<&str> = listing.split_whitespace().collect();
+    assert_eq!(
+        fields.get(4),
+        Some(&format!("@{lock}").as_str()),
+        "{listing}"
+    );
+    fields[2].parse().unwrap()
+}
+
 /// Starts `command`, a `me-only -v` that will wait for a held lock, with
 /// stdout and stderr piped, and returns once it says it is waiting on the
 /// holder. The rest of stderr is drained in the background, so the waiter
