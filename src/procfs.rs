@@ -155,7 +155,12 @@ pub fn sight(pid: i32, opened: Opened) -> Sight {
                 .any(|fd| fd_holds(pid, &fd, opened));
             if holds { Sight::Holds } else { Sight::DoesNot }
         }
-        Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => Sight::Unseen,
+        Err(err)
+            if err.kind() == std::io::ErrorKind::PermissionDenied
+                || is_out_of_descriptors(&err) =>
+        {
+            Sight::Unseen
+        }
         Err(_) => Sight::DoesNot,
     }
 }
@@ -232,8 +237,11 @@ pub fn pids_holding(opened: Opened) -> (Vec<i32>, bool) {
     if !shows_our_pids() {
         return (Vec::new(), true);
     }
+    let Some(pids) = all_pids() else {
+        return (Vec::new(), true);
+    };
     let mut unseen = false;
-    let holding = pids()
+    let holding = pids
         .into_iter()
         .filter(|&pid| match sight(pid, opened) {
             Sight::Holds => true,
@@ -435,6 +443,18 @@ pub fn executable(pid: i32) -> Option<std::path::PathBuf> {
     fs::read_link(format!("/proc/{pid}/exe")).ok()
 }
 
+/// This process's parent, its parent's parent, and so on up to the first
+/// process.
+pub fn ancestors() -> Vec<i32> {
+    let mut ancestors = Vec::new();
+    let mut pid = nix::unistd::getppid().as_raw();
+    while pid > 0 && !ancestors.contains(&pid) {
+        ancestors.push(pid);
+        pid = parent_pid(pid).unwrap_or(0);
+    }
+    ancestors
+}
+
 /// A process's children, as their /proc/PID/stat name their parent.
 pub fn children(pid: i32) -> Vec<i32> {
     pids()
@@ -504,13 +524,39 @@ pub fn parent_in_stat(stat: &str) -> Option<i32> {
 
 /// Every pid /proc lists.
 pub fn pids() -> Vec<i32> {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
-        .collect()
+    all_pids().unwrap_or_default()
+}
+
+/// Every pid /proc lists; None where it cannot be read (no descriptor left).
+pub fn all_pids() -> Option<Vec<i32>> {
+    let entries = fs::read_dir("/proc").ok()?;
+    Some(
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+            .collect(),
+    )
+}
+
+/// Every process's pid and parent pid, as /proc shows them; None where a
+/// process's could not be read for want of a descriptor (one that has
+/// exited meanwhile is left out).
+pub fn parent_pids() -> Option<Vec<(i32, i32)>> {
+    let mut parents = Vec::new();
+    for pid in all_pids()? {
+        match fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) => parents.extend(parent_in_stat(&stat).map(|parent| (pid, parent))),
+            Err(err) if is_out_of_descriptors(&err) => return None,
+            Err(_) => {}
+        }
+    }
+    Some(parents)
+}
+
+/// EMFILE, ENFILE: a look that failed for want of a descriptor, which says
+/// nothing of what was looked for.
+fn is_out_of_descriptors(err: &std::io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
 
 #[cfg(test)]

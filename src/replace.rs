@@ -15,15 +15,13 @@
 use std::time::Duration;
 
 use log::debug;
-use nix::errno::Errno;
 
 use crate::acquire::{self, Patience};
 use crate::backend::{Backend, Holder, Probe, StopRequest};
 use crate::cli::Replace;
 use crate::error::Error;
 use crate::instance;
-use crate::pidfd::send;
-use crate::tree::Tree;
+use crate::tree::{DescriptorLimit, SignalsHeldBack, Tree};
 
 /// How many rounds of stopping at most: an instance that starts new
 /// holders as fast as they are stopped is not chased for ever (the lock is
@@ -45,6 +43,10 @@ pub fn make_way(lock: &dyn Backend, replace: Replace) -> Result<(), Error> {
     if let Some(held_through) = lock.held_through() {
         instance::let_go_of_own(held_through);
     }
+    // Started by a --fork supervisor of the instance, this process would
+    // die with it; it is the new instance.
+    let _ = nix::sys::prctl::set_pdeathsig(None);
+    let _raised = DescriptorLimit::raise();
     for _ in 0..MAX_ROUNDS {
         let Probe::Held(holder) = lock.probe()? else {
             return Ok(());
@@ -75,21 +77,25 @@ pub fn make_way(lock: &dyn Backend, replace: Replace) -> Result<(), Error> {
                 return Ok(());
             }
         }
-        // All of it or none: a process that may not be signalled (signal 0
-        // asks) stops nothing.
-        for (_, pidfd) in &members.processes {
-            match send(pidfd, 0) {
-                Ok(()) | Err(Errno::ESRCH) => {}
-                Err(Errno::EPERM) => return Err(refuse("not permitted to signal it")),
-                Err(_) => return Err(refuse("it cannot be signalled")),
-            }
-        }
         let pids: Vec<i32> = members.processes.iter().map(|(pid, _)| *pid).collect();
         debug!(
             "{}: stopping pids {pids:?} and what they started",
             lock.name()
         );
-        Tree::freeze_all(members.processes).terminate(replace.signal, replace.kill_after);
+        // Frozen while it is found and looked at, the tree is continued
+        // before any signal that ends me-only takes effect.
+        let held_back = SignalsHeldBack::new();
+        let tree = Tree::freeze_instance(members.processes);
+        // All of it or none: a process that may not be signalled (signal 0
+        // asks), or one that may have been missed, stops nothing.
+        if !tree.can_stop_all() {
+            tree.thaw();
+            return Err(refuse("not permitted to signal all of it"));
+        }
+        tree.kill_ancestors();
+        tree.begin_stop(replace.signal);
+        drop(held_back);
+        tree.finish_stop(replace.kill_after);
     }
     Ok(())
 }

@@ -26,7 +26,8 @@ use crate::deadline;
 use crate::error::{EXIT_MAX_TIME, Error, errno_of};
 use crate::launch::{self, ENV_FD, Held, exec_error};
 use crate::poll_time;
-use crate::tree::Tree;
+use crate::procfs;
+use crate::tree::{DescriptorLimit, Tree};
 
 /// The signals a supervisor passes on, as util-linux flock and tini do.
 const FORWARDED: [Signal; 7] = [
@@ -89,6 +90,11 @@ pub fn run(held: Held, command: &[OsString], max_time: Option<MaxTime>) -> Resul
     // --max-time. After hand_over, whose etcd keeper must not come back.
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|errno| system_error("become a child subreaper", errno))?;
+    // Children me-only has before COMMAND starts are not COMMAND's: those
+    // of the program that exec'd me-only, or an etcd keeper that came back
+    // to it (me-only is pid 1, or inherited the subreaper flag). Neither
+    // waited for nor stopped.
+    let adopted = procfs::children(std::process::id() as i32);
     let mut child = launch::child(command, &held, original_mask);
     child.env_remove(ENV_FD);
     let supervisor = nix::unistd::getpid();
@@ -102,12 +108,15 @@ pub fn run(held: Held, command: &[OsString], max_time: Option<MaxTime>) -> Resul
     let mut child = child
         .spawn()
         .map_err(|err| exec_error(lock_name, &command[0], errno_of(&err)))?;
+    // A tree to stop holds a pidfd for each of its processes; COMMAND,
+    // started, keeps the limit it was given.
+    let _raised = DescriptorLimit::raise();
     debug!(
         "{lock_name}: lock held {} by me-only; child pid {}",
         held.whereabouts(),
         child.id()
     );
-    let (status, capped) = supervise(&mut child, &signals, cap)
+    let (status, capped) = supervise(&mut child, &signals, cap, adopted)
         .map_err(|errno| system_error("supervise the command", errno))?;
     drop(held.fd);
     if capped {
@@ -165,11 +174,15 @@ struct Cap {
 
 /// Forwards signals to the child until it and every process it left
 /// behind have exited, and stops them all if `cap` runs out first; the
-/// child's status, and whether it was capped.
+/// child's status, and whether it was capped before it had exited (a
+/// child that ended in time tells its own status, even where what it left
+/// running had to be stopped). `adopted`: children that are not the
+/// child's.
 fn supervise(
     child: &mut Child,
     signals: &SignalFd,
     mut cap: Option<Cap>,
+    mut adopted: Vec<i32>,
 ) -> Result<(ExitStatus, bool), Errno> {
     let pid = Pid::from_raw(child.id() as i32);
     // A terminal's hang-up goes to its session leader alone (the rest of
@@ -184,8 +197,8 @@ fn supervise(
             if !readable_before(signals, deadline)? {
                 debug!("--max-time is up: stopping {pid} and what it started");
                 cap = None;
-                capped = true;
-                Tree::freeze_descendants().terminate(max_time.signal, max_time.kill_after);
+                capped = status.is_none();
+                Tree::freeze_descendants(&adopted).terminate(max_time.signal, max_time.kill_after);
                 continue;
             }
         }
@@ -199,7 +212,7 @@ fn supervise(
         };
         if signal == Signal::SIGCHLD {
             // Also sent when a child stops or continues.
-            let children_left = reap(pid, &mut status)?;
+            let children_left = reap(pid, &mut status, &mut adopted)?;
             match status {
                 Some(status) if !children_left => return Ok((status, capped)),
                 _ => continue,
@@ -216,27 +229,37 @@ fn supervise(
             let _ = nix::sys::signal::kill(pid, signal);
         } else {
             debug!("forwarding {signal} to what the child left running");
-            Tree::freeze_descendants().deliver(signal as i32);
+            Tree::descendants(&adopted).signal(signal as i32);
         }
     }
 }
 
 /// Reaps every child that has exited: COMMAND (`command`), whose status it
 /// records, and the processes it left behind, which came back to me-only
-/// as their subreaper. Whether any child is left.
-fn reap(command: Pid, status: &mut Option<ExitStatus>) -> Result<bool, Errno> {
+/// as their subreaper. Whether any child is left that is not `adopted`
+/// (from which those reaped are taken out: their pids may be given again).
+fn reap(
+    command: Pid,
+    status: &mut Option<ExitStatus>,
+    adopted: &mut Vec<i32>,
+) -> Result<bool, Errno> {
     loop {
         let mut raw = 0;
         // SAFETY: waitpid writes the status into `raw`, ours.
         let reaped = unsafe { libc::waitpid(-1, &mut raw, libc::WNOHANG) };
         match Errno::result(reaped) {
-            Ok(0) => return Ok(true),
+            Ok(0) => break,
             Ok(reaped) if reaped == command.as_raw() => *status = Some(ExitStatus::from_raw(raw)),
-            Ok(_) | Err(Errno::EINTR) => {}
+            Ok(reaped) => adopted.retain(|&pid| pid != reaped),
+            Err(Errno::EINTR) => {}
             Err(Errno::ECHILD) => return Ok(false),
             Err(errno) => return Err(errno),
         }
     }
+    let me = std::process::id() as i32;
+    Ok(procfs::children(me)
+        .iter()
+        .any(|child| !adopted.contains(child)))
 }
 
 /// Whether `signals` has a signal to read before `deadline`.

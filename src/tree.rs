@@ -18,12 +18,13 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::libc;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 
 use crate::pidfd::{has_exited, pidfd_open, send};
 use crate::{deadline, poll_time, procfs};
 use nix::poll::{PollFd, PollFlags, poll};
 
-/// How many times the tree is looked for new members at most.
+/// How many looks at /proc find new members at most.
 const MAX_ROUNDS: usize = 100;
 
 /// Processes held by pidfds.
@@ -32,6 +33,16 @@ pub struct Tree {
     /// A process whose children belong to the tree though it does not (a
     /// supervisor's own pid: it stops what it started, never itself).
     parent: Option<i32>,
+    /// Processes never to join: a supervisor's children that are not
+    /// COMMAND's (an etcd keeper it adopted as pid 1 or as a subreaper).
+    excluded: Vec<i32>,
+    /// Whether members are stopped as they join (a walk to stop the tree),
+    /// or left running (one to pass a signal on).
+    freezing: bool,
+    /// Whether a process of the tree may have been missed: no pidfd could
+    /// be had for it (the descriptor limit), or it kept forking past the
+    /// rounds.
+    incomplete: bool,
 }
 
 impl Tree {
@@ -46,11 +57,20 @@ impl Tree {
     /// them, even where it descends from a root (`me-only --replace` run
     /// by a process of the instance it replaces).
     pub fn freeze_all(roots: Vec<(i32, OwnedFd)>) -> Tree {
+        Tree::freeze_roots(roots, None)
+    }
+
+    /// As `freeze_all`, for a replacer, whose own children, if any, are
+    /// the instance's too: it can only have them from the process it was
+    /// exec'd from, a process of the instance (`sleep 9 & exec me-only
+    /// --replace ...` in a --fork holder's COMMAND).
+    pub fn freeze_instance(roots: Vec<(i32, OwnedFd)>) -> Tree {
+        Tree::freeze_roots(roots, Some(std::process::id() as i32))
+    }
+
+    fn freeze_roots(roots: Vec<(i32, OwnedFd)>, parent: Option<i32>) -> Tree {
         let me = std::process::id() as i32;
-        let mut tree = Tree {
-            members: Vec::new(),
-            parent: None,
-        };
+        let mut tree = Tree::empty(parent, Vec::new(), true);
         for (pid, fd) in roots.into_iter().filter(|(pid, _)| *pid != me) {
             let _ = send(&fd, libc::SIGSTOP);
             tree.members.push((pid, fd));
@@ -60,19 +80,36 @@ impl Tree {
     }
 
     /// Every process this one started and what they started (a child
-    /// subreaper's: orphans among them are its children again), stopped.
-    pub fn freeze_descendants() -> Tree {
-        let mut tree = Tree {
-            members: Vec::new(),
-            parent: Some(std::process::id() as i32),
-        };
+    /// subreaper's: orphans among them are its children again), but for
+    /// the children `excluded`, stopped.
+    pub fn freeze_descendants(excluded: &[i32]) -> Tree {
+        let mut tree = Tree::empty(Some(std::process::id() as i32), excluded.to_vec(), true);
         tree.grow();
         tree
     }
 
-    /// Adds (stopped) the descendants of the members, until no new one
-    /// appears (or, should something that cannot be stopped, another
-    /// user's process, fork on and on, for a bounded number of rounds).
+    /// The same processes, left running: to pass a signal on to them.
+    pub fn descendants(excluded: &[i32]) -> Tree {
+        let mut tree = Tree::empty(Some(std::process::id() as i32), excluded.to_vec(), false);
+        tree.grow();
+        tree
+    }
+
+    fn empty(parent: Option<i32>, excluded: Vec<i32>, freezing: bool) -> Tree {
+        Tree {
+            members: Vec::new(),
+            parent,
+            excluded,
+            freezing,
+            incomplete: false,
+        }
+    }
+
+    /// Adds the descendants of the members (stopped, if freezing), until a
+    /// look at /proc shows no new one (or, should something that cannot be
+    /// stopped, another user's process, fork on and on, for a bounded
+    /// number of looks). Each look is followed down to its deepest
+    /// descendants at once.
     ///
     /// A pid read from /proc may change hands before its pidfd is opened:
     /// a process joins only if, after its pidfd was opened, its parent is
@@ -83,27 +120,60 @@ impl Tree {
         let me = std::process::id() as i32;
         let mut seen: HashSet<i32> = self.members.iter().map(|(pid, _)| *pid).collect();
         seen.insert(me);
+        seen.extend(&self.excluded);
         for _ in 0..MAX_ROUNDS {
-            let new: Vec<i32> = parent_pids()
-                .into_iter()
-                .filter(|(pid, parent)| !seen.contains(pid) && self.has_member(*parent))
-                .map(|(pid, _)| pid)
-                .collect();
-            if new.is_empty() {
+            let Some(parents) = procfs::parent_pids() else {
+                self.incomplete = true;
                 return;
-            }
-            for pid in new {
-                seen.insert(pid);
-                let Ok(fd) = pidfd_open(pid) else { continue };
-                let descends = procfs::parent_pid(pid)
-                    .is_some_and(|parent| self.has_live_member(parent))
-                    && !has_exited(&fd);
-                if descends {
-                    let _ = send(&fd, libc::SIGSTOP);
-                    self.members.push((pid, fd));
+            };
+            let mut grew = false;
+            loop {
+                let new: Vec<i32> = parents
+                    .iter()
+                    .filter(|(pid, parent)| !seen.contains(pid) && self.has_member(*parent))
+                    .map(|(pid, _)| *pid)
+                    .collect();
+                if new.is_empty() {
+                    break;
+                }
+                for pid in new {
+                    seen.insert(pid);
+                    grew |= self.admit(pid);
                 }
             }
+            if !grew {
+                return;
+            }
         }
+        self.incomplete = true;
+    }
+
+    /// Adds `pid` if it is shown to descend from the tree; whether it was.
+    fn admit(&mut self, pid: i32) -> bool {
+        let fd = match pidfd_open(pid) {
+            Ok(fd) => fd,
+            Err(Errno::ESRCH) => return false,
+            Err(_) => {
+                self.incomplete = true;
+                return false;
+            }
+        };
+        let descends = match procfs::parent_pid(pid) {
+            Some(parent) => self.has_live_member(parent) && !has_exited(&fd),
+            None => {
+                // Alive, yet its parent cannot be read (no descriptor
+                // left): it may be the tree's.
+                self.incomplete |= !has_exited(&fd);
+                false
+            }
+        };
+        if descends {
+            if self.freezing {
+                let _ = send(&fd, libc::SIGSTOP);
+            }
+            self.members.push((pid, fd));
+        }
+        descends
     }
 
     /// Whether `pid` is a member (or the tree's parent), as last known.
@@ -121,6 +191,34 @@ impl Tree {
                 .any(|(member, fd)| *member == pid && !has_exited(fd))
     }
 
+    /// Whether every process of the tree was found, and may be signalled
+    /// (signal 0 asks): what stops an instance stops all of it or none.
+    pub fn can_stop_all(&self) -> bool {
+        !self.incomplete
+            && self
+                .members
+                .iter()
+                .all(|(_, fd)| matches!(send(fd, 0), Ok(()) | Err(Errno::ESRCH)))
+    }
+
+    /// Lets a frozen tree go on, untouched.
+    pub fn thaw(self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    /// Members that are this process's ancestors: a replacer started from
+    /// inside the instance. Their signals would come back to it (a --fork
+    /// supervisor passes them on to its child) or they would wait for it (a
+    /// subreaper): they get SIGKILL at once.
+    pub fn kill_ancestors(&self) {
+        let ancestors = procfs::ancestors();
+        for (pid, fd) in &self.members {
+            if ancestors.contains(pid) {
+                let _ = send(fd, libc::SIGKILL);
+            }
+        }
+    }
+
     /// Sends `signal` to every member.
     pub fn signal(&self, signal: libc::c_int) {
         for (_, fd) in &self.members {
@@ -128,30 +226,36 @@ impl Tree {
         }
     }
 
-    /// Sends `signal` to every member, and lets them go on (a signal
-    /// passed on to them: a stopped process would take it only once
-    /// continued).
-    pub fn deliver(self, signal: libc::c_int) {
-        self.signal(signal);
-        self.signal(libc::SIGCONT);
-    }
-
     /// Ends the tree: `signal` (SIGTERM, or --signal) to every member, then
     /// SIGKILL, after `kill_after`, to those still there and to whatever
     /// they started meanwhile. Returns once all are gone, or a moment after
     /// the kill.
-    pub fn terminate(mut self, signal: libc::c_int, kill_after: Duration) {
+    pub fn terminate(self, signal: libc::c_int, kill_after: Duration) {
+        self.begin_stop(signal);
+        self.finish_stop(kill_after);
+    }
+
+    /// Sends `signal` to every member, and continues them: stopped, a
+    /// member would only take it when continued.
+    pub fn begin_stop(&self, signal: libc::c_int) {
         self.signal(signal);
-        // Stopped, a member would only take its signal when continued.
         self.signal(libc::SIGCONT);
+    }
+
+    /// Waits `kill_after` for the members to exit, then freezes what is
+    /// left (and whatever it started meanwhile) and sends it SIGKILL.
+    pub fn finish_stop(mut self, kill_after: Duration) {
         if self.exit_within(kill_after) {
             return;
         }
-        self.members.iter().for_each(|(_, fd)| {
-            let _ = send(fd, libc::SIGSTOP);
-        });
-        self.grow();
-        self.signal(libc::SIGKILL);
+        {
+            let _held_back = SignalsHeldBack::new();
+            self.members.iter().for_each(|(_, fd)| {
+                let _ = send(fd, libc::SIGSTOP);
+            });
+            self.grow();
+            self.signal(libc::SIGKILL);
+        }
         self.exit_within(Duration::from_secs(1));
     }
 
@@ -177,10 +281,61 @@ impl Tree {
     }
 }
 
-/// Every process's pid and parent pid, as /proc shows them.
-fn parent_pids() -> Vec<(i32, i32)> {
-    procfs::pids()
-        .into_iter()
-        .filter_map(|pid| Some((pid, procfs::parent_pid(pid)?)))
-        .collect()
+/// The soft limit on open descriptors raised to the hard one, for as long
+/// as this lives: stopping a tree holds a pidfd for each of its processes,
+/// and one that could not be had is a process that could not be stopped.
+/// Dropped, the limit is what it was, for a COMMAND to inherit.
+pub struct DescriptorLimit(Option<(u64, u64)>);
+
+impl DescriptorLimit {
+    pub fn raise() -> DescriptorLimit {
+        use nix::sys::resource::{Resource, getrlimit, setrlimit};
+        let original = getrlimit(Resource::RLIMIT_NOFILE).ok();
+        if let Some((_, hard)) = original {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+        DescriptorLimit(original)
+    }
+}
+
+impl Drop for DescriptorLimit {
+    fn drop(&mut self) {
+        if let Some((soft, hard)) = self.0 {
+            let _ = nix::sys::resource::setrlimit(
+                nix::sys::resource::Resource::RLIMIT_NOFILE,
+                soft,
+                hard,
+            );
+        }
+    }
+}
+
+/// SIGINT, SIGTERM, SIGHUP and SIGQUIT held back for as long as this lives:
+/// the instance being stopped is frozen meanwhile, and must not be left
+/// stopped by a ^C. Dropped, what came meanwhile takes effect.
+pub struct SignalsHeldBack(Option<SigSet>);
+
+impl SignalsHeldBack {
+    pub fn new() -> SignalsHeldBack {
+        let mut held = SigSet::empty();
+        for signal in [
+            Signal::SIGINT,
+            Signal::SIGTERM,
+            Signal::SIGHUP,
+            Signal::SIGQUIT,
+        ] {
+            held.add(signal);
+        }
+        let mut original = SigSet::empty();
+        let blocked = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&held), Some(&mut original));
+        SignalsHeldBack(blocked.ok().map(|()| original))
+    }
+}
+
+impl Drop for SignalsHeldBack {
+    fn drop(&mut self) {
+        if let Some(original) = &self.0 {
+            let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(original), None);
+        }
+    }
 }

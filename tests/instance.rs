@@ -258,27 +258,39 @@ fn a_process_with_the_lock_file_open_is_not_the_flock_holder() {
     assert!(child.exits_within(Duration::from_secs(5)));
 }
 
-/// Defect 4 of issue 21: `exec me-only --replace LOCK ...` from inside the
-/// instance (the replacer inherits the lock's descriptor) stops the rest of
-/// the instance and runs, instead of stopping itself.
+/// Defect 4 of issue 21: `me-only --replace LOCK ...` from inside the
+/// instance (the replacer inherits the lock's descriptor, or descends from
+/// the --fork supervisor that holds it) stops the rest and runs, instead of
+/// stopping itself: exec'd as COMMAND (the supervisor would pass its signal
+/// on to it, and its death would kill it), or started by COMMAND (the
+/// supervisor, a subreaper, would wait for it while it waits for the
+/// supervisor: a --kill-after of 600 s would show as such a wait).
 #[test]
 fn replace_from_inside_the_holder_stops_the_rest_and_runs() {
-    for (backend, lock, _dir) in each_kernel_lock("replace-inside", 1) {
-        let lock_words = lock.join(" ");
-        let script = format!(
-            "sleep 600 >/dev/null 2>&1 & echo $!; read go; \
-             exec {ME_ONLY} --replace --kill-after 0.5 {lock_words} echo new"
-        );
-        let (mut holder, mut said) = start_saying(&lock, &script);
-        // Held by a pidfd while sh waits to go on, so alive.
-        let child = Started::new(read_pid(&mut said));
-        writeln!(holder.0.stdin.take().unwrap(), "go").unwrap();
-        let mut rest = String::new();
-        std::io::Read::read_to_string(&mut said, &mut rest).unwrap();
-        let status = holder.0.wait().unwrap();
-        assert!(status.success(), "{backend}: {status:?} {rest:?}");
-        assert_eq!(rest, "new\n", "{backend}");
-        assert!(child.exits_within(Duration::from_secs(5)), "{backend}");
+    for mode in [&[][..], &["--fork"], &["--max-time", "600"]] {
+        for how in ["exec", ""] {
+            for (backend, lock, _dir) in each_kernel_lock("replace-inside", 1) {
+                let lock_words = lock.join(" ");
+                let script = format!(
+                    "sleep 600 >/dev/null 2>&1 & echo $!; read go; \
+                     {how} {ME_ONLY} --replace --kill-after 600 {lock_words} echo new"
+                );
+                let (mut holder, mut said) = start_saying(&words(mode, &lock), &script);
+                // Held by a pidfd while sh waits to go on, so alive.
+                let child = Started::new(read_pid(&mut said));
+                let started = std::time::Instant::now();
+                writeln!(holder.0.stdin.take().unwrap(), "go").unwrap();
+                let mut rest = String::new();
+                std::io::Read::read_to_string(&mut said, &mut rest).unwrap();
+                let case = format!("{mode:?} {how:?} {backend}");
+                assert_eq!(rest, "new\n", "{case}");
+                assert!(child.exits_within(Duration::from_secs(5)), "{case}");
+                assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "{case}: the replacer waited for --kill-after"
+                );
+            }
+        }
     }
 }
 
@@ -391,20 +403,153 @@ fn a_supervised_commands_background_child_keeps_the_lock() {
 }
 
 /// --max-time caps the whole instance: COMMAND ended in time, its
-/// background child did not.
+/// background child did not, and is stopped; me-only exits as COMMAND did
+/// (it was not COMMAND that ran out of time).
 #[test]
 fn max_time_stops_the_background_child_of_a_command_that_ended() {
     for (backend, lock, _dir) in each_kernel_lock("max-time-child", 1) {
         let capped = words(&["--max-time", "0.5", "--kill-after", "0.5"], &lock);
-        let (mut holder, mut said) = start_saying(&capped, "sleep 600 & echo $!; exit 0");
+        let (mut holder, mut said) = start_saying(&capped, "sleep 600 & echo $!; exit 3");
         let child = Started::new(read_pid(&mut said));
         let status = holder.0.wait().unwrap();
-        assert_eq!(status.code(), Some(124), "{backend}");
+        assert_eq!(status.code(), Some(3), "{backend}");
         assert!(
             child.exits_within(Duration::ZERO),
             "{backend}: the child runs on past --max-time"
         );
         let output = run_new(&lock);
         assert!(output.status.success(), "{backend}: {output:?}");
+    }
+}
+
+/// An instance larger than the replacer's descriptor limit (a pidfd per
+/// process) is stopped all or not at all: here not at all, every process
+/// left running (none left frozen), and the replacer says so (exit 4).
+#[test]
+fn an_instance_too_large_to_hold_is_left_whole_and_running() {
+    for (backend, lock, _dir) in each_kernel_lock("replace-too-many", 1) {
+        let script = "for i in $(seq 100); do sleep 600 >/dev/null & echo $!; done; wait";
+        let (_holder, mut said) = start_saying(&words(&["--fork"], &lock), script);
+        let sleeps: Vec<(i32, Started)> = (0..100)
+            .map(|_| {
+                let pid = read_pid(&mut said);
+                (pid, Started::new(pid))
+            })
+            .collect();
+        let replace = format!(
+            "ulimit -n 40; exec {ME_ONLY} --replace --kill-after 0.5 {} echo new",
+            lock.join(" ")
+        );
+        let output = Command::new("sh").args(["-c", &replace]).output().unwrap();
+        assert_eq!(output.status.code(), Some(4), "{backend}: {output:?}");
+        for (pid, sleep) in &sleeps {
+            assert!(
+                !sleep.exits_within(Duration::ZERO),
+                "{backend}: {pid} stopped"
+            );
+            assert!(
+                alive(*pid) && !stopped(*pid),
+                "{backend}: {pid} left frozen"
+            );
+        }
+    }
+}
+
+/// Whether process `pid` is stopped (state T).
+fn stopped(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('T')
+    })
+}
+
+/// An etcd --fork holder started by a child subreaper (as if it were pid 1
+/// of a container, or a service manager had exec'd it) adopts its own lease
+/// keeper: it is not COMMAND's, and neither waited for nor stopped (me-only
+/// waited for it for ever).
+#[cfg(feature = "etcd")]
+#[test]
+fn an_etcd_keeper_that_comes_back_to_a_fork_holder_is_not_waited_for() {
+    use common::etcd::{Etcd, lock_name, on};
+
+    if !common::programs_or_skip(&["python3"]) {
+        return;
+    }
+    let Some(etcd) = Etcd::start() else { return };
+    let holder = on(
+        &etcd,
+        &["--fork", &lock_name("adopted-keeper"), "echo", "ran"],
+    );
+    let mut words: Vec<&std::ffi::OsStr> = vec![holder.get_program()];
+    words.extend(holder.get_args());
+    // PR_SET_CHILD_SUBREAPER, kept across exec.
+    let subreaper = "import ctypes, os, sys; ctypes.CDLL(None).prctl(36, 1, 0, 0, 0); \
+                     os.execv(sys.argv[1], sys.argv[1:])";
+    let mut run = KillOnDrop(
+        Command::new("python3")
+            .args(["-c", subreaper])
+            .args(words)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(run.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ran\n");
+    assert!(
+        common::gone_within(run.0.id() as i32, Duration::from_secs(30)),
+        "me-only waits for its keeper"
+    );
+    assert!(run.0.wait().unwrap().success());
+}
+
+/// All of it or none, counting what the holders started: a --fork
+/// holder's COMMAND that runs as another user (here given CAP_SETUID in
+/// its ambient set) may not be signalled by the replacer, so nothing is
+/// stopped (it ran on beside the new COMMAND, the supervisor killed).
+#[test]
+fn an_instance_with_a_process_the_replacer_may_not_signal_is_left_whole() {
+    if !common::root_or_skip("run processes as other users")
+        || !common::programs_or_skip(&["setpriv"])
+    {
+        return;
+    }
+    let lock = common::unique_lock("replace-other-user");
+    let (_bin, holder) = common::me_only_as_user(65534);
+    let mut start = Command::new("setpriv");
+    start
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args([
+            "--inh-caps=+setuid,+setgid",
+            "--ambient-caps=+setuid,+setgid",
+        ])
+        .arg(holder.get_program())
+        .args(["--fork", &lock, "sh", "-c"])
+        .arg(
+            "setpriv --reuid=65533 --regid=65533 --clear-groups sleep 600 & echo $!; \
+             echo $$; wait",
+        )
+        .current_dir("/")
+        .stdout(Stdio::piped());
+    let mut run = KillOnDrop(start.spawn().unwrap());
+    let mut said = BufReader::new(run.0.stdout.take().unwrap());
+    let other_users = Started::new(read_pid(&mut said));
+    let command = read_pid(&mut said);
+    let (_bin, mut replacer) = common::me_only_as_user(65534);
+    let output = replacer
+        .args(["--replace", "--kill-after", "0.5", &lock, "echo", "new"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(4), "{output:?}");
+    let message = common::one_error_line(&output.stderr);
+    assert!(message.contains("not permitted"), "{message}");
+    assert!(!other_users.exits_within(Duration::ZERO), "it was stopped");
+    for pid in [run.0.id() as i32, command] {
+        assert!(alive(pid) && !stopped(pid), "{pid} stopped or left frozen");
     }
 }
