@@ -509,34 +509,38 @@ fn an_etcd_keeper_that_comes_back_to_a_fork_holder_is_not_waited_for() {
 }
 
 /// All of it or none, counting what the holders started: a --fork
-/// holder's COMMAND that runs as another user (here given CAP_SETUID in
-/// its ambient set) may not be signalled by the replacer, so nothing is
-/// stopped (it ran on beside the new COMMAND, the supervisor killed).
+/// holder's COMMAND that runs as another user (through a set-user-id copy
+/// of setpriv) may not be signalled by the replacer, so nothing is stopped
+/// (it ran on beside the new COMMAND, the supervisor killed).
 #[test]
 fn an_instance_with_a_process_the_replacer_may_not_signal_is_left_whole() {
+    use std::os::unix::fs::PermissionsExt;
+
     if !common::root_or_skip("run processes as other users")
         || !common::programs_or_skip(&["setpriv"])
     {
         return;
     }
     let lock = common::unique_lock("replace-other-user");
-    let (_bin, holder) = common::me_only_as_user(65534);
-    let mut start = Command::new("setpriv");
-    start
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .args([
-            "--inh-caps=+setuid,+setgid",
-            "--ambient-caps=+setuid,+setgid",
-        ])
-        .arg(holder.get_program())
-        .args(["--fork", &lock, "sh", "-c"])
-        .arg(
-            "setpriv --reuid=65533 --regid=65533 --clear-groups sleep 600 & echo $!; \
-             echo $$; wait",
-        )
-        .current_dir("/")
-        .stdout(Stdio::piped());
-    let mut run = KillOnDrop(start.spawn().unwrap());
+    let (bin, mut holder) = common::me_only_as_user(65534);
+    let setpriv = bin.path().join("setpriv");
+    let copied = Command::new("cp")
+        .args(["/usr/bin/setpriv".as_ref(), setpriv.as_os_str()])
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    std::fs::set_permissions(&setpriv, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let script = format!(
+        "{} --reuid=65533 --regid=65533 --clear-groups sleep 600 & echo $!; echo $$; wait",
+        setpriv.display()
+    );
+    let mut run = KillOnDrop(
+        holder
+            .args(["--fork", &lock, "sh", "-c", &script])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut said = BufReader::new(run.0.stdout.take().unwrap());
     let other_users = Started::new(read_pid(&mut said));
     let command = read_pid(&mut said);
@@ -547,7 +551,7 @@ fn an_instance_with_a_process_the_replacer_may_not_signal_is_left_whole() {
         .unwrap();
     assert_eq!(output.status.code(), Some(4), "{output:?}");
     let message = common::one_error_line(&output.stderr);
-    assert!(message.contains("not permitted"), "{message}");
+    assert!(message.contains("not permitted to signal all"), "{message}");
     assert!(!other_users.exits_within(Duration::ZERO), "it was stopped");
     for pid in [run.0.id() as i32, command] {
         assert!(alive(pid) && !stopped(pid), "{pid} stopped or left frozen");
