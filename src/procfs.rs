@@ -443,6 +443,14 @@ pub fn executable(pid: i32) -> Option<std::path::PathBuf> {
     fs::read_link(format!("/proc/{pid}/exe")).ok()
 }
 
+/// Whether a process is stopped (state T: SIGSTOP, a terminal's ^Z).
+pub fn is_stopped(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rfind(')')
+            .is_some_and(|end| stat[end + 1..].trim_start().starts_with('T'))
+    })
+}
+
 /// This process's parent, its parent's parent, and so on up to the first
 /// process.
 pub fn ancestors() -> Vec<i32> {

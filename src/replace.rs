@@ -43,9 +43,6 @@ pub fn make_way(lock: &dyn Backend, replace: Replace) -> Result<(), Error> {
     if let Some(held_through) = lock.held_through() {
         instance::let_go_of_own(held_through);
     }
-    // Started by a --fork supervisor of the instance, this process would
-    // die with it; it is the new instance.
-    let _ = nix::sys::prctl::set_pdeathsig(None);
     let _raised = DescriptorLimit::raise();
     for _ in 0..MAX_ROUNDS {
         let Probe::Held(holder) = lock.probe()? else {
@@ -88,9 +85,9 @@ pub fn make_way(lock: &dyn Backend, replace: Replace) -> Result<(), Error> {
         let tree = Tree::freeze_instance(members.processes);
         // All of it or none: a process that may not be signalled (signal 0
         // asks), or one that may have been missed, stops nothing.
-        if !tree.can_stop_all() {
+        if let Err(why) = tree.can_stop_all() {
             tree.thaw();
-            return Err(refuse("not permitted to signal all of it"));
+            return Err(refuse(why));
         }
         tree.kill_ancestors();
         tree.begin_stop(replace.signal);

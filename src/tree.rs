@@ -39,6 +39,8 @@ pub struct Tree {
     /// Whether members are stopped as they join (a walk to stop the tree),
     /// or left running (one to pass a signal on).
     freezing: bool,
+    /// Members that were stopped already when they joined.
+    stopped_before: HashSet<i32>,
     /// Whether a process of the tree may have been missed: no pidfd could
     /// be had for it (the descriptor limit), or it kept forking past the
     /// rounds.
@@ -72,7 +74,7 @@ impl Tree {
         let me = std::process::id() as i32;
         let mut tree = Tree::empty(parent, Vec::new(), true);
         for (pid, fd) in roots.into_iter().filter(|(pid, _)| *pid != me) {
-            let _ = send(&fd, libc::SIGSTOP);
+            tree.stop(pid, &fd);
             tree.members.push((pid, fd));
         }
         tree.grow();
@@ -101,6 +103,7 @@ impl Tree {
             parent,
             excluded,
             freezing,
+            stopped_before: HashSet::new(),
             incomplete: false,
         }
     }
@@ -169,11 +172,19 @@ impl Tree {
         };
         if descends {
             if self.freezing {
-                let _ = send(&fd, libc::SIGSTOP);
+                self.stop(pid, &fd);
             }
             self.members.push((pid, fd));
         }
         descends
+    }
+
+    /// Stops a process as it joins, noting whether it was stopped already.
+    fn stop(&mut self, pid: i32, fd: &OwnedFd) {
+        if procfs::is_stopped(pid) {
+            self.stopped_before.insert(pid);
+        }
+        let _ = send(fd, libc::SIGSTOP);
     }
 
     /// Whether `pid` is a member (or the tree's parent), as last known.
@@ -193,29 +204,46 @@ impl Tree {
 
     /// Whether every process of the tree was found, and may be signalled
     /// (signal 0 asks): what stops an instance stops all of it or none.
-    pub fn can_stop_all(&self) -> bool {
-        !self.incomplete
-            && self
-                .members
-                .iter()
-                .all(|(_, fd)| matches!(send(fd, 0), Ok(()) | Err(Errno::ESRCH)))
+    /// Why not, if not.
+    pub fn can_stop_all(&self) -> Result<(), &'static str> {
+        if self.incomplete {
+            return Err("too many processes to hold at once (the descriptor limit)");
+        }
+        let permitted =
+            |(_, fd): &(i32, OwnedFd)| matches!(send(fd, 0), Ok(()) | Err(Errno::ESRCH));
+        match self.members.iter().all(permitted) {
+            true => Ok(()),
+            false => Err("not permitted to signal all of it"),
+        }
     }
 
-    /// Lets a frozen tree go on, untouched.
+    /// Lets a frozen tree go on, untouched: but for the members that were
+    /// stopped before it froze them (a job stopped with ^Z stays stopped).
     pub fn thaw(self) {
-        self.signal(libc::SIGCONT);
+        for (pid, fd) in &self.members {
+            if !self.stopped_before.contains(pid) {
+                let _ = send(fd, libc::SIGCONT);
+            }
+        }
     }
 
     /// Members that are this process's ancestors: a replacer started from
     /// inside the instance. Their signals would come back to it (a --fork
     /// supervisor passes them on to its child) or they would wait for it (a
-    /// subreaper): they get SIGKILL at once.
+    /// subreaper): they get SIGKILL at once, and this process, which may
+    /// have been set to die with its parent (a supervisor's COMMAND is), no
+    /// longer does: it is the new instance.
     pub fn kill_ancestors(&self) {
         let ancestors = procfs::ancestors();
-        for (pid, fd) in &self.members {
-            if ancestors.contains(pid) {
-                let _ = send(fd, libc::SIGKILL);
+        let members = self
+            .members
+            .iter()
+            .filter(|(pid, _)| ancestors.contains(pid));
+        for (index, (_, fd)) in members.enumerate() {
+            if index == 0 {
+                let _ = nix::sys::prctl::set_pdeathsig(None);
             }
+            let _ = send(fd, libc::SIGKILL);
         }
     }
 

@@ -182,13 +182,17 @@ impl Started {
     }
 
     fn kill(&self) {
+        self.signal(nix::libc::SIGKILL);
+    }
+
+    fn signal(&self, signal: nix::libc::c_int) {
         use std::os::fd::AsRawFd;
         // SAFETY: no siginfo is passed; the descriptor is open.
         unsafe {
             nix::libc::syscall(
                 nix::libc::SYS_pidfd_send_signal,
                 self.0.as_raw_fd(),
-                nix::libc::SIGKILL,
+                signal,
                 std::ptr::null::<nix::libc::siginfo_t>(),
                 0,
             );
@@ -424,7 +428,8 @@ fn max_time_stops_the_background_child_of_a_command_that_ended() {
 
 /// An instance larger than the replacer's descriptor limit (a pidfd per
 /// process) is stopped all or not at all: here not at all, every process
-/// left running (none left frozen), and the replacer says so (exit 4).
+/// left as it was (none left frozen; one stopped before, as by ^Z, still
+/// stopped), and the replacer says so (exit 4).
 #[test]
 fn an_instance_too_large_to_hold_is_left_whole_and_running() {
     for (backend, lock, _dir) in each_kernel_lock("replace-too-many", 1) {
@@ -436,13 +441,21 @@ fn an_instance_too_large_to_hold_is_left_whole_and_running() {
                 (pid, Started::new(pid))
             })
             .collect();
+        let (job, job_pidfd) = &sleeps[0];
+        job_pidfd.signal(nix::libc::SIGSTOP);
+        while !stopped(*job) {
+            std::thread::yield_now();
+        }
         let replace = format!(
             "ulimit -n 40; exec {ME_ONLY} --replace --kill-after 0.5 {} echo new",
             lock.join(" ")
         );
         let output = Command::new("sh").args(["-c", &replace]).output().unwrap();
         assert_eq!(output.status.code(), Some(4), "{backend}: {output:?}");
-        for (pid, sleep) in &sleeps {
+        let message = common::one_error_line(&output.stderr);
+        assert!(message.contains("descriptor limit"), "{backend}: {message}");
+        assert!(stopped(*job), "{backend}: the stopped job was continued");
+        for (pid, sleep) in &sleeps[1..] {
             assert!(
                 !sleep.exits_within(Duration::ZERO),
                 "{backend}: {pid} stopped"

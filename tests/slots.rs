@@ -524,7 +524,9 @@ fn me_only_with_1024_fds() -> std::process::Command {
 /// load (the 1 s --timeout came after 1.6-2.6 s) rather than me-only's.
 fn one_thousand_slots_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Waiting on 1024 slots under `ulimit -n 1024` failed (exit 3, too many
