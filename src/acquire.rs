@@ -62,6 +62,9 @@ pub fn acquire_unless(
         }
         let out_of_time = stopped || deadline::has_come(deadline);
         if patience == Patience::None || out_of_time {
+            // How long it waited, before the look for the holder (a walk
+            // through /proc) adds to it.
+            let waited = (patience != Patience::None).then(|| started.elapsed());
             return Err(Error::Busy {
                 lock: lock.name().to_owned(),
                 holder: if name_holder {
@@ -69,7 +72,7 @@ pub fn acquire_unless(
                 } else {
                     Holder::unknown()
                 },
-                waited: (patience != Patience::None).then(|| started.elapsed()),
+                waited,
             });
         }
         match lock.wait_for_release(deadline)? {

@@ -564,8 +564,11 @@ fn waiting_on_1024_held_slots_gives_up_in_time_in_one_short_line() {
 #[test]
 fn a_waiter_on_1024_slots_takes_the_one_freed() {
     let _alone = one_thousand_slots_at_a_time();
-    let lock = common::unique_lock("slots-1024-freed");
     for freed in [1000, 2] {
+        // A name of its own each round: the last round's listeners, closed,
+        // may still be open in a child that another test forked and that
+        // has not exec'd yet (EADDRINUSE).
+        let lock = common::unique_lock("slots-1024-freed");
         let mut held = listeners_on_slots(&lock, 1024);
         let mut waiter = KillOnDrop(spawn_waiting(
             me_only_with_1024_fds()
