@@ -66,14 +66,26 @@ fn lock_taken(pid: i32) -> Option<f64> {
         let value = procfs::environment_variable(pid, ENV_LOCKED_AT)?;
         std::str::from_utf8(&value).ok()?.parse::<f64>().ok()
     };
-    let supervises = procfs::executable(pid)
-        .is_some_and(|exe| std::env::current_exe().is_ok_and(|me| me == exe));
+    let supervises = runs_me_only(pid);
     let recorded = if supervises {
         procfs::children(pid).into_iter().find_map(locked_at)
     } else {
         locked_at(pid)
     };
     recorded.or_else(|| procfs::process_start(pid))
+}
+
+/// Whether process `pid` runs me-only: the same executable as this process
+/// (even where one of the two was replaced on disk since it started: an
+/// upgrade, a rebuild), or one by that name.
+fn runs_me_only(pid: i32) -> bool {
+    let same_file = |exe: std::path::PathBuf| {
+        let exe = exe.to_string_lossy().into_owned();
+        exe.strip_suffix(" (deleted)").unwrap_or(&exe).to_owned()
+    };
+    let theirs = procfs::executable(pid).map(same_file);
+    let ours = procfs::executable(std::process::id() as i32).map(same_file);
+    (theirs.is_some() && theirs == ours) || procfs::process_name(pid).as_deref() == Some("me-only")
 }
 
 /// Closes this process's own descriptors that hold the lock: inherited by

@@ -463,6 +463,12 @@ pub fn ancestors() -> Vec<i32> {
     ancestors
 }
 
+/// A process's name (/proc/PID/comm: its executable's, up to 15 bytes).
+pub fn process_name(pid: i32) -> Option<String> {
+    let name = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    Some(name.trim_end_matches('\n').to_owned())
+}
+
 /// A process's children, as their /proc/PID/stat name their parent.
 pub fn children(pid: i32) -> Vec<i32> {
     pids()

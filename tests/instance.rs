@@ -570,3 +570,50 @@ fn an_instance_with_a_process_the_replacer_may_not_signal_is_left_whole() {
         assert!(alive(pid) && !stopped(pid), "{pid} stopped or left frozen");
     }
 }
+
+/// A --fork holder that waited is measured by its COMMAND's
+/// ME_ONLY_LOCKED_AT even after me-only was upgraded on disk while it ran
+/// (its /proc/PID/exe then reads "... (deleted)"): it was taken for a
+/// COMMAND, aged by its start, and stopped.
+#[test]
+fn replace_older_knows_a_fork_holder_that_waited_after_an_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let binary = dir.path().join("me-only");
+    let install = |binary: &std::path::Path| {
+        let new = dir.path().join("me-only.new");
+        assert!(
+            Command::new("cp")
+                .arg(ME_ONLY)
+                .arg(&new)
+                .status()
+                .unwrap()
+                .success()
+        );
+        std::fs::rename(&new, binary).unwrap();
+    };
+    install(&binary);
+    let lock = common::unique_lock("replace-older-upgraded");
+    let first = Holding::start([&lock]);
+    let mut waiter = KillOnDrop(common::spawn_waiting(
+        Command::new(&binary)
+            .args(["-v", "--wait", "--fork", &lock])
+            .args(["sh", "-c", "echo ready; exec sleep 600"]),
+    ));
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(first.release().success());
+    let mut line = String::new();
+    BufReader::new(waiter.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n");
+    install(&binary);
+    let message = refused(
+        Command::new(&binary).args(["--replace-older", "1", &lock, "echo", "new"]),
+        4,
+    );
+    assert!(message.contains("already held"), "{message}");
+    assert!(
+        waiter.0.try_wait().unwrap().is_none(),
+        "the holder was stopped"
+    );
+}
