@@ -97,33 +97,24 @@ pub fn exec(held: Held, command: &[OsString]) -> Error {
     // SAFETY: nothing reads the environment while it changes: the threads
     // me-only may still have, a --flock --timeout waiter and --slots'
     // waiters, only bind, connect, poll, open and flock, none of which
-    // reads it. Setting it in place costs a setenv or two, where building
-    // a new environment would copy every variable; each unsetenv is a walk
-    // through the whole environment, so an outer me-only's variables are
-    // looked for once, and removed only when there are any.
+    // reads it. An outer me-only's variables are looked for once (each
+    // setenv and unsetenv is a walk through the whole environment); where
+    // there are none, which is the common launch, ours are added in one
+    // step, without a walk to look for them.
     unsafe {
-        let outer = outer_variables_present();
-        std::env::set_var(ENV_LOCK, given);
-        match fd {
-            Some(fd) => std::env::set_var(ENV_FD, fd.to_string()),
-            None if outer => std::env::remove_var(ENV_FD),
-            None => {}
-        }
-        match slot {
-            Some(slot) => std::env::set_var(ENV_SLOT, slot.to_string()),
-            None if outer => std::env::remove_var(ENV_SLOT),
-            None => {}
-        }
-        if waited {
-            std::env::set_var(ENV_LOCKED_AT, seconds_since_boot());
-        } else if outer {
-            std::env::remove_var(ENV_LOCKED_AT);
-        }
-        if outer {
-            std::env::remove_var(ENV_FENCE);
-        }
-        for (variable, value) in lock.environment() {
-            std::env::set_var(variable, value);
+        if outer_variables_present() {
+            replace_outer_variables(given, fd, slot, waited, lock.environment());
+        } else {
+            let mut ours = vec![entry(ENV_LOCK, given)];
+            ours.extend(fd.map(|fd| entry(ENV_FD, OsStr::new(&fd.to_string()))));
+            ours.extend(slot.map(|slot| entry(ENV_SLOT, OsStr::new(&slot.to_string()))));
+            if waited {
+                ours.push(entry(ENV_LOCKED_AT, OsStr::new(&seconds_since_boot())));
+            }
+            for (variable, value) in lock.environment() {
+                ours.push(entry(variable, OsStr::new(&value)));
+            }
+            add_to_environment(ours);
         }
     }
     debug!(
@@ -135,6 +126,75 @@ pub fn exec(held: Held, command: &[OsString]) -> Error {
     match nix::unistd::execvp(&argv[0], &argv) {
         Err(errno) => exec_error(name, &command[0], errno),
         Ok(never) => match never {},
+    }
+}
+
+/// Sets ME_ONLY_* where an outer me-only's are in the environment:
+/// replaced, or removed where this lock has none.
+///
+/// # Safety
+/// Nothing may read or change the environment meanwhile.
+unsafe fn replace_outer_variables(
+    given: &OsStr,
+    fd: Option<RawFd>,
+    slot: Option<u32>,
+    waited: bool,
+    backend_variables: Vec<(&'static str, String)>,
+) {
+    // SAFETY: the caller guarantees that nothing else touches it.
+    unsafe {
+        std::env::set_var(ENV_LOCK, given);
+        match fd {
+            Some(fd) => std::env::set_var(ENV_FD, fd.to_string()),
+            None => std::env::remove_var(ENV_FD),
+        }
+        match slot {
+            Some(slot) => std::env::set_var(ENV_SLOT, slot.to_string()),
+            None => std::env::remove_var(ENV_SLOT),
+        }
+        match waited {
+            true => std::env::set_var(ENV_LOCKED_AT, seconds_since_boot()),
+            false => std::env::remove_var(ENV_LOCKED_AT),
+        }
+        std::env::remove_var(ENV_FENCE);
+        for (variable, value) in backend_variables {
+            std::env::set_var(variable, value);
+        }
+    }
+}
+
+/// `NAME=value`, for the environment.
+fn entry(name: &str, value: &OsStr) -> CString {
+    let mut text = Vec::with_capacity(name.len() + 1 + value.len());
+    text.extend_from_slice(name.as_bytes());
+    text.push(b'=');
+    text.extend_from_slice(value.as_bytes());
+    c_string(OsStr::from_bytes(&text))
+}
+
+/// Adds `entries` (`NAME=value`, none of them set yet) to the environment
+/// in one step: a new array of the old entries and these, which is what
+/// setenv builds too, without its walk to find each name. Never freed:
+/// me-only execs next.
+///
+/// # Safety
+/// Nothing may read or change the environment meanwhile.
+unsafe fn add_to_environment(entries: Vec<CString>) {
+    use nix::libc::{c_char, environ};
+    // SAFETY: environ is a null-terminated array of C strings (or null),
+    // which the caller guarantees nothing changes while it is replaced.
+    unsafe {
+        let mut old = 0;
+        while !environ.is_null() && !(*environ.add(old)).is_null() {
+            old += 1;
+        }
+        let mut all: Vec<*mut c_char> = Vec::with_capacity(old + entries.len() + 1);
+        if old > 0 {
+            all.extend_from_slice(std::slice::from_raw_parts(environ, old));
+        }
+        all.extend(entries.into_iter().map(CString::into_raw));
+        all.push(std::ptr::null_mut());
+        environ = all.leak().as_mut_ptr();
     }
 }
 
