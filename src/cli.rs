@@ -42,8 +42,8 @@ ENVIRONMENT:
   ME_ONLY_FD              set for COMMAND: the descriptor that holds the lock
                           (not with --fork or --etcd)
   ME_ONLY_SLOT            set for COMMAND with --slots: which slot it holds, 1 to N
-  ME_ONLY_LOCKED_AT       set for COMMAND with --wait: when the lock was taken, in
-                          seconds since boot (--replace-older's measure)
+  ME_ONLY_LOCKED_AT       set for COMMAND: when the lock was taken, in seconds
+                          since boot (--replace-older's measure)
   ME_ONLY_FENCE           set for COMMAND with --etcd: the lock key's create
                           revision, a fencing token that grows with every holder
   ME_ONLY_ETCD_*          --etcd's settings not given on the command line:

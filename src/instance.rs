@@ -56,11 +56,13 @@ pub fn age(members: &Members) -> Option<Duration> {
 }
 
 /// When process `pid`, which holds the lock, took it, in seconds since
-/// boot: as ME_ONLY_LOCKED_AT says where the me-only that took it had
-/// waited for it (--wait), in its own environment (COMMAND, and what
-/// inherited it) or, for a --fork or --max-time supervisor (a process
-/// running me-only itself), in its COMMAND's; else when it started, which
-/// for a launch that did not wait is when it took the lock.
+/// boot: as ME_ONLY_LOCKED_AT says in its own environment (COMMAND, and
+/// what inherited it) or, for a --fork or --max-time supervisor (a process
+/// running me-only itself), in its COMMAND's. An inner me-only's COMMAND
+/// carries its own lock's time, later than the outer lock's: the outer
+/// instance then looks younger, never older. A holder whose environment
+/// does not say (one that cleared it, or one not started by me-only) is
+/// measured by its start, which may come before it took the lock.
 fn lock_taken(pid: i32) -> Option<f64> {
     let locked_at = |pid| {
         let value = procfs::environment_variable(pid, ENV_LOCKED_AT)?;

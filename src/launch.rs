@@ -25,9 +25,10 @@ pub const ENV_SLOT: &str = "ME_ONLY_SLOT";
 /// The fencing token of a lock that has one (etcd's); an outer me-only's
 /// must not pass for the inner COMMAND's.
 pub const ENV_FENCE: &str = "ME_ONLY_FENCE";
-/// When a lock that was waited for was taken, in seconds since boot (the
-/// clock of /proc's process start times): --replace-older's measure of an
-/// instance whose processes started before it held the lock.
+/// When the lock was taken, in seconds since boot (the clock of /proc's
+/// process start times): --replace-older's measure of an instance, whose
+/// processes may have started long before it held the lock (a --wait, a
+/// wrapper script that exec'd me-only).
 pub const ENV_LOCKED_AT: &str = "ME_ONLY_LOCKED_AT";
 
 /// A lock just taken, to be handed to COMMAND.
@@ -39,9 +40,6 @@ pub struct Held<'a> {
     pub slot: Option<u32>,
     /// The descriptor that holds the lock, if one does.
     pub fd: Option<OwnedFd>,
-    /// Whether me-only waited for it (--wait): then its start is not when
-    /// it took the lock, and ME_ONLY_LOCKED_AT says when.
-    pub waited: bool,
 }
 
 impl Held<'_> {
@@ -82,7 +80,6 @@ pub fn exec(held: Held, command: &[OsString]) -> Error {
         given,
         slot,
         fd,
-        waited,
     } = held;
     let name = lock.name();
     if let Err(err) = lock.hand_over(std::process::id() as i32) {
@@ -103,14 +100,12 @@ pub fn exec(held: Held, command: &[OsString]) -> Error {
     // step, without a walk to look for them.
     unsafe {
         if outer_variables_present() {
-            replace_outer_variables(given, fd, slot, waited, lock.environment());
+            replace_outer_variables(given, fd, slot, lock.environment());
         } else {
             let mut ours = vec![entry(ENV_LOCK, given)];
             ours.extend(fd.map(|fd| entry(ENV_FD, OsStr::new(&fd.to_string()))));
             ours.extend(slot.map(|slot| entry(ENV_SLOT, OsStr::new(&slot.to_string()))));
-            if waited {
-                ours.push(entry(ENV_LOCKED_AT, OsStr::new(&seconds_since_boot())));
-            }
+            ours.push(entry(ENV_LOCKED_AT, OsStr::new(&seconds_since_boot())));
             for (variable, value) in lock.environment() {
                 ours.push(entry(variable, OsStr::new(&value)));
             }
@@ -138,7 +133,6 @@ unsafe fn replace_outer_variables(
     given: &OsStr,
     fd: Option<RawFd>,
     slot: Option<u32>,
-    waited: bool,
     backend_variables: Vec<(&'static str, String)>,
 ) {
     // SAFETY: the caller guarantees that nothing else touches it.
@@ -152,10 +146,7 @@ unsafe fn replace_outer_variables(
             Some(slot) => std::env::set_var(ENV_SLOT, slot.to_string()),
             None => std::env::remove_var(ENV_SLOT),
         }
-        match waited {
-            true => std::env::set_var(ENV_LOCKED_AT, seconds_since_boot()),
-            false => std::env::remove_var(ENV_LOCKED_AT),
-        }
+        std::env::set_var(ENV_LOCKED_AT, seconds_since_boot());
         std::env::remove_var(ENV_FENCE);
         for (variable, value) in backend_variables {
             std::env::set_var(variable, value);
@@ -207,7 +198,30 @@ fn seconds_since_boot() -> String {
     };
     // SAFETY: clock_gettime writes the time into `now`, ours.
     unsafe { nix::libc::clock_gettime(nix::libc::CLOCK_BOOTTIME, &mut now) };
-    format!("{}.{:02}", now.tv_sec, now.tv_nsec / 10_000_000)
+    seconds_text(now.tv_sec.max(0) as u64, (now.tv_nsec / 10_000_000) as u8)
+}
+
+/// `SECONDS.HH`, written digit by digit: std's formatting machinery costs
+/// every launch more than the clock does.
+fn seconds_text(seconds: u64, hundredths: u8) -> String {
+    let mut text = [0u8; 24];
+    let mut start = text.len();
+    for digit in [hundredths % 10, hundredths / 10 % 10] {
+        start -= 1;
+        text[start] = b'0' + digit;
+    }
+    start -= 1;
+    text[start] = b'.';
+    let mut rest = seconds;
+    loop {
+        start -= 1;
+        text[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&text[start..]).into_owned()
 }
 
 /// Whether any ME_ONLY_* variable is set (an outer me-only's, or one
@@ -256,15 +270,12 @@ pub fn child(command: &[OsString], held: &Held, mask: SigSet) -> Command {
         .args(&command[1..])
         .env(ENV_LOCK, held.given)
         .env_remove(ENV_FENCE)
-        .env_remove(ENV_LOCKED_AT)
+        .env(ENV_LOCKED_AT, seconds_since_boot())
         .envs(held.lock.environment());
     match held.slot {
         Some(slot) => child.env(ENV_SLOT, slot.to_string()),
         None => child.env_remove(ENV_SLOT),
     };
-    if held.waited {
-        child.env(ENV_LOCKED_AT, seconds_since_boot());
-    }
     // SAFETY: between fork and exec only async-signal-safe calls are made:
     // sigprocmask and signal.
     unsafe {
@@ -307,6 +318,13 @@ mod tests {
     use std::os::unix::ffi::OsStringExt;
 
     use super::*;
+
+    #[test]
+    fn seconds_are_written_with_two_decimals() {
+        assert_eq!(seconds_text(0, 0), "0.00");
+        assert_eq!(seconds_text(12345, 7), "12345.07");
+        assert_eq!(seconds_text(u64::MAX, 99), format!("{}.99", u64::MAX));
+    }
 
     #[test]
     fn non_utf8_bytes_survive_into_c_strings() {

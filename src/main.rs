@@ -121,7 +121,6 @@ fn run(cli: Cli) -> Result<u8, Error> {
             given: &slot.given,
             slot: Some(slot.number),
             fd,
-            waited: cli.patience() != acquire::Patience::None,
         };
         return start(&cli, held);
     }
@@ -137,7 +136,6 @@ fn run(cli: Cli) -> Result<u8, Error> {
         given: &cli.lock,
         slot: None,
         fd: acquire::acquire(lock.as_ref(), cli.patience(), !cli.quiet)?,
-        waited: cli.patience() != acquire::Patience::None,
     };
     start(&cli, held)
 }

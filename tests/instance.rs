@@ -617,3 +617,31 @@ fn replace_older_knows_a_fork_holder_that_waited_after_an_upgrade() {
         "the holder was stopped"
     );
 }
+
+/// A holder's age counts from when it took the lock even where the process
+/// that took it ran a while before it exec'd me-only (a wrapper script's
+/// set-up): the process is older than the limit, the instance is not.
+#[test]
+fn replace_older_counts_from_the_lock_not_from_a_wrappers_start() {
+    for (backend, lock, _dir) in each_kernel_lock("replace-older-wrapper", 1) {
+        let wrapper = format!(
+            "sleep 1.2; exec {ME_ONLY} {} sh -c 'echo ready; exec sleep 600'",
+            lock.join(" ")
+        );
+        let mut holder = KillOnDrop(
+            Command::new("sh")
+                .args(["-c", &wrapper])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut line = String::new();
+        BufReader::new(holder.0.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line, "ready\n", "{backend}");
+        let replacer = words(&["--replace-older", "1"], &lock);
+        let message = refused(me_only().args(replacer).args(["echo", "new"]), 4);
+        assert!(message.contains("already held"), "{backend}: {message}");
+    }
+}

@@ -226,6 +226,19 @@ fn environment_is_kept_plus_lock_variables() {
         .find(|entry| entry.starts_with(b"ME_ONLY_FD="))
         .expect("ME_ONLY_FD is set")
         .clone();
+    // When the lock was taken, in seconds since boot: `SECONDS.HH`.
+    let locked_at_entry = seen
+        .iter()
+        .find(|entry| entry.starts_with(b"ME_ONLY_LOCKED_AT="))
+        .expect("ME_ONLY_LOCKED_AT is set")
+        .clone();
+    let locked_at =
+        String::from_utf8_lossy(&locked_at_entry["ME_ONLY_LOCKED_AT=".len()..]).into_owned();
+    let (seconds, hundredths) = locked_at.split_once('.').expect("SECONDS.HH");
+    assert!(
+        seconds.parse::<u64>().is_ok() && hundredths.len() == 2 && hundredths.parse::<u8>().is_ok(),
+        "{locked_at}"
+    );
     let mut odd_entry = b"ODD=".to_vec();
     odd_entry.extend_from_slice(odd_value.as_encoded_bytes());
     let expected: BTreeSet<Vec<u8>> = [
@@ -234,6 +247,7 @@ fn environment_is_kept_plus_lock_variables() {
         odd_entry,
         format!("ME_ONLY_LOCK={lock}").into_bytes(),
         fd_entry.clone(),
+        locked_at_entry,
     ]
     .into();
     assert_eq!(seen, expected);
