@@ -322,6 +322,32 @@ fn replace_older_stops_an_old_instance_whole_even_its_young_processes() {
     }
 }
 
+/// Starts `waiter` (me-only ... --wait ... LOCK) behind a holder of `lock`
+/// that lets go 1.2 s later (`meanwhile` done first); returns once the
+/// waiter holds the lock (its COMMAND said so), its processes older than a
+/// limit of 1 s, its lock not.
+fn a_holder_that_waited(
+    mut waiter: Command,
+    lock: &[String],
+    meanwhile: impl FnOnce(),
+) -> KillOnDrop {
+    let first = Holding::start(lock);
+    let mut waiter = KillOnDrop(common::spawn_waiting(waiter.args([
+        "sh",
+        "-c",
+        "echo ready; exec sleep 600",
+    ])));
+    meanwhile();
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(first.release().success());
+    let mut line = String::new();
+    BufReader::new(waiter.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n");
+    waiter
+}
+
 /// Defect 7 of issue 21: the instance's age counts from when it took the
 /// lock, not from when its processes started: a --wait holder that waited
 /// longer than --replace-older's limit, and has just taken the lock, is
@@ -330,22 +356,9 @@ fn replace_older_stops_an_old_instance_whole_even_its_young_processes() {
 fn replace_older_counts_a_holder_that_waited_from_when_it_took_the_lock() {
     for mode in [&[][..], &["--fork"]] {
         for (backend, lock, _dir) in each_kernel_lock("replace-older-waited", 1) {
-            let first = Holding::start(&lock);
-            let mut waiter = KillOnDrop(common::spawn_waiting(
-                me_only()
-                    .args(["-v", "--wait"])
-                    .args(mode)
-                    .args(&lock)
-                    .args(["sh", "-c", "echo ready; exec sleep 600"]),
-            ));
-            // The waiter's processes are older than the limit by then.
-            std::thread::sleep(Duration::from_millis(1200));
-            assert!(first.release().success());
-            let mut line = String::new();
-            BufReader::new(waiter.0.stdout.take().unwrap())
-                .read_line(&mut line)
-                .unwrap();
-            assert_eq!(line, "ready\n", "{mode:?} {backend}");
+            let mut waiter = me_only();
+            waiter.args(["-v", "--wait"]).args(mode).args(&lock);
+            let mut waiter = a_holder_that_waited(waiter, &lock, || {});
             let replacer = words(&["--replace-older", "1"], &lock);
             let message = refused(me_only().args(replacer).args(["echo", "new"]), 4);
             assert!(
@@ -593,20 +606,12 @@ fn replace_older_knows_a_fork_holder_that_waited_after_an_upgrade() {
     };
     install(&binary);
     let lock = common::unique_lock("replace-older-upgraded");
-    let first = Holding::start([&lock]);
-    let mut waiter = KillOnDrop(common::spawn_waiting(
-        Command::new(&binary)
-            .args(["-v", "--wait", "--fork", &lock])
-            .args(["sh", "-c", "echo ready; exec sleep 600"]),
-    ));
-    std::thread::sleep(Duration::from_millis(1200));
-    assert!(first.release().success());
-    let mut line = String::new();
-    BufReader::new(waiter.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line, "ready\n");
-    install(&binary);
+    let mut waiter = Command::new(&binary);
+    waiter.args(["-v", "--wait", "--fork", &lock]);
+    // Upgraded while the holder waits, not after it took the lock: the
+    // copy of a debug build takes a while, and counts against the limit.
+    let upgrade = || install(&binary);
+    let mut waiter = a_holder_that_waited(waiter, std::slice::from_ref(&lock), upgrade);
     let message = refused(
         Command::new(&binary).args(["--replace-older", "1", &lock, "echo", "new"]),
         4,
