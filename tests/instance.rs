@@ -25,15 +25,7 @@ fn read_pid(lines: &mut impl BufRead) -> i32 {
 /// Starts `me-only OPTIONS sh -c SCRIPT` with stdin and stdout piped: the
 /// holder (killed on drop) and what its command says.
 fn start_saying(options: &[String], script: &str) -> (KillOnDrop, BufReader<ChildStdout>) {
-    let mut holder = me_only()
-        .args(options)
-        .args(["sh", "-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let said = BufReader::new(holder.stdout.take().unwrap());
-    (KillOnDrop(holder), said)
+    common::spawn_piped(me_only().args(options).args(["sh", "-c", script]))
 }
 
 /// Runs `me-only OPTIONS echo new` to the end.
@@ -514,18 +506,8 @@ fn an_etcd_keeper_that_comes_back_to_a_fork_holder_is_not_waited_for() {
     // PR_SET_CHILD_SUBREAPER, kept across exec.
     let subreaper = "import ctypes, os, sys; ctypes.CDLL(None).prctl(36, 1, 0, 0, 0); \
                      os.execv(sys.argv[1], sys.argv[1:])";
-    let mut run = KillOnDrop(
-        Command::new("python3")
-            .args(["-c", subreaper])
-            .args(words)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut line = String::new();
-    BufReader::new(run.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (mut run, line) =
+        common::first_line(Command::new("python3").args(["-c", subreaper]).args(words));
     assert_eq!(line, "ran\n");
     assert!(
         common::gone_within(run.0.id() as i32, Duration::from_secs(30)),
@@ -633,17 +615,7 @@ fn replace_older_counts_from_the_lock_not_from_a_wrappers_start() {
             "sleep 1.2; exec {ME_ONLY} {} sh -c 'echo ready; exec sleep 600'",
             lock.join(" ")
         );
-        let mut holder = KillOnDrop(
-            Command::new("sh")
-                .args(["-c", &wrapper])
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap(),
-        );
-        let mut line = String::new();
-        BufReader::new(holder.0.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let (_holder, line) = common::first_line(Command::new("sh").args(["-c", &wrapper]));
         assert_eq!(line, "ready\n", "{backend}");
         let replacer = words(&["--replace-older", "1"], &lock);
         let message = refused(me_only().args(replacer).args(["echo", "new"]), 4);

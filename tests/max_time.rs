@@ -3,34 +3,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{ChildStdout, Stdio};
+use std::io::{BufRead, Read, Write};
 use std::time::{Duration, Instant};
 
-use common::{KillOnDrop, each_kernel_lock, gone_within, me_only, refused, text};
-
-/// Starts `command` with stdin and stdout piped, and returns it with its
-/// stdout.
-fn spawn_piped(command: &mut std::process::Command) -> (KillOnDrop, BufReader<ChildStdout>) {
-    let mut run = KillOnDrop(
-        command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let stdout = BufReader::new(run.0.stdout.take().unwrap());
-    (run, stdout)
-}
-
-/// Starts `command` with stdin and stdout piped, and returns it with the
-/// first line it printed.
-fn first_line(command: &mut std::process::Command) -> (KillOnDrop, String) {
-    let (run, mut stdout) = spawn_piped(command);
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    (run, line)
-}
+use common::{each_kernel_lock, first_line, gone_within, me_only, refused, spawn_piped, text};
 
 /// Asserts that the process whose pid COMMAND wrote to `pid_file` (one it
 /// started in the background) is gone.

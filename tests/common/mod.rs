@@ -8,7 +8,7 @@ use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -553,4 +553,27 @@ pub fn each_kernel_lock(
             Some(dir),
         ),
     ]
+}
+
+/// Starts `command` with stdin and stdout piped, and returns it with its
+/// stdout.
+pub fn spawn_piped(command: &mut std::process::Command) -> (KillOnDrop, BufReader<ChildStdout>) {
+    let mut run = KillOnDrop(
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = BufReader::new(run.0.stdout.take().unwrap());
+    (run, stdout)
+}
+
+/// Starts `command` with stdin and stdout piped, and returns it with the
+/// first line it printed.
+pub fn first_line(command: &mut std::process::Command) -> (KillOnDrop, String) {
+    let (run, mut stdout) = spawn_piped(command);
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    (run, line)
 }
