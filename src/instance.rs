@@ -52,7 +52,7 @@ pub fn age(members: &Members) -> Option<Duration> {
         .iter()
         .filter_map(|(pid, _)| lock_taken(*pid))
         .reduce(f64::min)?;
-    Duration::try_from_secs_f64((procfs::seconds_since_boot()? - taken).max(0.0)).ok()
+    Duration::try_from_secs_f64((procfs::since_boot().as_secs_f64() - taken).max(0.0)).ok()
 }
 
 /// When process `pid`, which holds the lock, took it, in seconds since

@@ -16,6 +16,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
 use crate::backend::Backend;
 use crate::error::{Error, printable};
 use crate::inherited;
+use crate::procfs;
 
 /// Names COMMAND learns its lock by.
 pub const ENV_LOCK: &str = "ME_ONLY_LOCK";
@@ -189,16 +190,10 @@ unsafe fn add_to_environment(entries: Vec<CString>) {
     }
 }
 
-/// Now, in seconds since boot (CLOCK_BOOTTIME, as /proc/uptime and
-/// processes' start times in /proc count), to /proc's hundredth.
+/// Now, in seconds since boot, to /proc's hundredth.
 fn seconds_since_boot() -> String {
-    let mut now = nix::libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the time into `now`, ours.
-    unsafe { nix::libc::clock_gettime(nix::libc::CLOCK_BOOTTIME, &mut now) };
-    seconds_text(now.tv_sec.max(0) as u64, (now.tv_nsec / 10_000_000) as u8)
+    let now = procfs::since_boot();
+    seconds_text(now.as_secs(), (now.subsec_millis() / 10) as u8)
 }
 
 /// `SECONDS.HH`, written digit by digit: std's formatting machinery costs

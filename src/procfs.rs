@@ -415,7 +415,7 @@ pub fn process_uid(pid: i32) -> Option<u32> {
 
 /// How long ago a process started, as /proc tells (to its clock ticks).
 pub fn process_age(pid: i32) -> Option<Duration> {
-    let age = seconds_since_boot()? - process_start(pid)?;
+    let age = since_boot().as_secs_f64() - process_start(pid)?;
     Duration::try_from_secs_f64(age.max(0.0)).ok()
 }
 
@@ -427,15 +427,19 @@ pub fn process_start(pid: i32) -> Option<f64> {
     (ticks_per_second > 0).then(|| started as f64 / ticks_per_second as f64)
 }
 
-/// Seconds since boot, as /proc/uptime (CLOCK_BOOTTIME) counts them, the
-/// clock of processes' start times.
-pub fn seconds_since_boot() -> Option<f64> {
-    fs::read_to_string("/proc/uptime")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+/// The time since boot, as CLOCK_BOOTTIME counts it: the clock of
+/// /proc/uptime and of processes' start times in /proc.
+pub fn since_boot() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the time into `now`, ours.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut now) };
+    Duration::new(
+        now.tv_sec.max(0) as u64,
+        now.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
 }
 
 /// The executable a process runs, where /proc lets us look.

@@ -1,7 +1,7 @@
 //! COMMAND's process tree, for stopping it as one (an etcd holder fenced
-//! off, a --max-time run, an instance --replace stops): COMMAND and every process it started (`sh -c
-//! 'sleep 27; job'`: sh and sleep) must stop, or a child that outlives its
-//! parent runs beside the next holder.
+//! off, a --max-time run, an instance --replace stops): COMMAND and every
+//! process it started (`sh -c 'sleep 27; job'`: sh and sleep) must stop, or
+//! a child that outlives its parent runs beside the next holder.
 //!
 //! The tree is found from the parent pids /proc lists, and frozen
 //! (SIGSTOP) while it is found, round after round until no new process

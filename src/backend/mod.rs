@@ -254,7 +254,7 @@ fn above_standard_fds(fd: OwnedFd) -> io::Result<OwnedFd> {
 }
 
 /// The process that holds the lock now, for a message ("who holds it"; whom
-/// to signal is `instance::members`' question). The kernel records the one
+/// to signal is `instance::holding`'s question). The kernel records the one
 /// that took it (SO_PEERCRED, /proc/locks), which may be gone while a
 /// process it handed the lock to (--detach's COMMAND, a daemon's child)
 /// holds it on, and whose pid may since have gone to another process: it is
