@@ -59,8 +59,10 @@ pub struct OccasionalOptions {
 
     /// Stop COMMAND and every process it started (SIGTERM or --signal,
     /// SIGKILL after --kill-after) once it has held the lock SECS, and exit
-    /// 124; 0 is no limit, as in timeout(1). Implies --fork: me-only stays
-    /// to keep the time and tell a capped run by its exit code
+    /// 124 (or COMMAND's own status, if it had ended in time and only what
+    /// it left running was stopped); 0 is no limit, as in timeout(1).
+    /// Implies --fork: me-only stays to keep the time and tell a capped run
+    /// by its exit code
     #[arg(
         long,
         value_name = "SECS",
