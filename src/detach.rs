@@ -18,7 +18,7 @@ use nix::sys::signal::{SigmaskHow, sigprocmask};
 use nix::sys::stat::Mode;
 
 use crate::error::{Error, errno_of};
-use crate::launch::{self, ENV_FD, Held, exec_error};
+use crate::launch::{self, Held, exec_error};
 
 /// Starts COMMAND holding the lock, in a session of its own, and prints its
 /// pid. stdout goes to /dev/null as well as stdin: were it the caller's,
@@ -32,13 +32,7 @@ pub fn run(held: Held, command: &[OsString]) -> Result<u8, Error> {
     occupy_closed_stdin_and_stdout()
         .map_err(|errno| Error::lock_errno(lock_name, "open /dev/null", errno))?;
     let mut child = launch::child(command, &held, mask);
-    match &held.fd {
-        Some(fd) => {
-            launch::keep_across_exec(lock_name, fd)?;
-            child.env(ENV_FD, fd.as_raw_fd().to_string())
-        }
-        None => child.env_remove(ENV_FD),
-    };
+    launch::share_with(&mut child, &held)?;
     child.stdin(Stdio::null()).stdout(Stdio::null());
     // SAFETY: setsid is async-signal-safe. A new session: no terminal's
     // hang-up or ^C reaches COMMAND, and the caller's shell does not wait

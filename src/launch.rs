@@ -283,6 +283,20 @@ pub fn child(command: &[OsString], held: &Held, mask: SigSet) -> Command {
     child
 }
 
+/// Lets child COMMAND inherit the lock's descriptor, named in ME_ONLY_FD,
+/// where there is one: what COMMAND starts then holds the lock as in exec
+/// mode, even after me-only and COMMAND are gone.
+pub fn share_with(child: &mut Command, held: &Held) -> Result<(), Error> {
+    match &held.fd {
+        Some(fd) => {
+            keep_across_exec(held.name(), fd)?;
+            child.env(ENV_FD, fd.as_raw_fd().to_string())
+        }
+        None => child.env_remove(ENV_FD),
+    };
+    Ok(())
+}
+
 /// COMMAND could not be started.
 pub fn exec_error(lock_name: &str, program: &OsStr, errno: Errno) -> Error {
     Error::Exec {

@@ -24,7 +24,7 @@ use std::os::fd::AsFd;
 use crate::cli::MaxTime;
 use crate::deadline;
 use crate::error::{EXIT_MAX_TIME, Error, errno_of};
-use crate::launch::{self, ENV_FD, Held, exec_error};
+use crate::launch::{self, Held, exec_error};
 use crate::poll_time;
 use crate::procfs;
 use crate::tree::{DescriptorLimit, Tree};
@@ -82,7 +82,7 @@ pub fn run(held: Held, command: &[OsString], max_time: Option<MaxTime>) -> Resul
     let signals = SignalFd::with_flags(&watched, SfdFlags::SFD_CLOEXEC)
         .map_err(|errno| system_error("create a signalfd", errno))?;
 
-    // The child holds no lock descriptor: me-only keeps the lock.
+    // me-only keeps the lock (and COMMAND shares its descriptor, below).
     held.lock.hand_over(std::process::id() as i32)?;
     // What COMMAND leaves running when it exits (`job &`) is still the
     // instance: as a child subreaper, me-only gets it back as its child,
@@ -96,7 +96,11 @@ pub fn run(held: Held, command: &[OsString], max_time: Option<MaxTime>) -> Resul
     // waited for nor stopped.
     let adopted = procfs::children(std::process::id() as i32);
     let mut child = launch::child(command, &held, original_mask);
-    child.env_remove(ENV_FD);
+    // COMMAND and what it starts inherit the lock as well: should me-only
+    // be killed (kill -9, the OOM killer), COMMAND dies with it (its death
+    // signal) but what it left running holds the lock until it is gone,
+    // instead of running beside the next instance.
+    launch::share_with(&mut child, &held)?;
     let supervisor = nix::unistd::getpid();
     // SAFETY: sigaction, prctl and getppid are async-signal-safe.
     unsafe {

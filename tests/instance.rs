@@ -411,6 +411,33 @@ fn a_supervised_commands_background_child_keeps_the_lock() {
     }
 }
 
+/// A supervisor killed with SIGKILL takes COMMAND along (its death
+/// signal), but not what COMMAND left running: that must still hold the
+/// lock, through the descriptor it inherited, or it would run beside the
+/// next instance (found by scripts/chaos, seed 2).
+#[test]
+fn what_a_killed_supervisors_command_left_running_keeps_the_lock() {
+    for mode in [&["--fork"][..], &["--max-time", "600"]] {
+        for (backend, lock, _dir) in each_kernel_lock("killed-supervisor", 1) {
+            let (mut holder, mut said) =
+                start_saying(&words(mode, &lock), "sleep 600 & echo $!; wait");
+            let child = Started::new(read_pid(&mut said));
+            holder.0.kill().unwrap();
+            holder.0.wait().unwrap();
+            let output = run_new(&lock);
+            assert_eq!(
+                output.status.code(),
+                Some(4),
+                "{mode:?} {backend}: ran beside the killed supervisor's leftover: {output:?}"
+            );
+            child.kill();
+            assert!(child.exits_within(Duration::from_secs(5)), "{backend}");
+            let output = run_new(&lock);
+            assert!(output.status.success(), "{mode:?} {backend}: {output:?}");
+        }
+    }
+}
+
 /// --max-time caps the whole instance: COMMAND ended in time, its
 /// background child did not, and is stopped; me-only exits as COMMAND did
 /// (it was not COMMAND that ran out of time).

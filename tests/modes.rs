@@ -276,16 +276,17 @@ fn fork_passes_the_exit_status_through() {
         .stdout("out\n");
 }
 
-/// In fork mode me-only holds the lock: the child gets no lock descriptor
-/// (so may close everything), and the lock is held while it runs.
+/// In fork mode me-only holds the lock: the child shares the descriptor
+/// (ME_ONLY_FD), may close everything, and the lock is held while it runs.
 #[test]
-fn fork_holds_the_lock_in_me_only_not_in_the_child() {
+fn fork_holds_the_lock_in_me_only_whatever_the_child_closes() {
     let lock = unique_lock("fork-holds");
     // Any complaint comes before "ready", and fails Holding::start.
     let script = format!(
-        "if ls -l /proc/$$/fd | grep -q socket; then echo leaked; fi; \
-         [ -z \"$ME_ONLY_FD\" ] || echo fd-set; \
+        "readlink /proc/$$/fd/$ME_ONLY_FD | grep -q '^socket:' || echo no-fd; \
          [ \"$ME_ONLY_LOCK\" = '{lock}' ] || echo no-lock; \
+         eval \"exec $ME_ONLY_FD>&-\"; \
+         if ls -l /proc/$$/fd | grep -q socket; then echo still-open; fi; \
          echo ready; exec 0<&- 1>&- 2>&- ; exec sleep 1000"
     );
     let holder = Holding::with_script(["--fork", &lock], &script);
