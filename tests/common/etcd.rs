@@ -159,6 +159,20 @@ impl Etcd {
         command
     }
 
+    /// A lease granted by etcdctl for `ttl` seconds: its ID in hex, as
+    /// me-only writes it in a lock's key.
+    pub fn grant_lease(&self, ttl: u32) -> String {
+        let granted = self
+            .ctl()
+            .args(["lease", "grant", &ttl.to_string()])
+            .output()
+            .unwrap();
+        assert!(granted.status.success(), "{granted:?}");
+        // `lease 694d7d5b2bd4b80a granted with TTL(60s)`
+        let said = text(&granted.stdout);
+        said.split_whitespace().nth(1).unwrap().to_owned()
+    }
+
     /// Deletes the keys under `LOCK/` behind me-only's back, as an operator
     /// with etcdctl would.
     pub fn delete_keys_of(&self, lock: &str) {

@@ -311,19 +311,18 @@ impl Gateway {
     /// Creates `key` (with `value`, on `lease`) if no lock key is under
     /// `prefix` (see `lock_keys`): read, then a transaction that creates the
     /// key only if nothing under `prefix` changed since the read, tried
-    /// again if something did (a nested lock's key may have). The new key's
-    /// create revision, or None when another key holds the lock.
+    /// again if something did (a nested lock's key may have).
     pub fn create_if_no_holder(
         &self,
         prefix: &[u8],
         key: &[u8],
         value: &[u8],
         lease: i64,
-    ) -> Result<Option<i64>, CallError> {
+    ) -> Result<Created, CallError> {
         for _ in 0..TXN_ATTEMPTS {
             let (read_at, holders) = self.lock_keys(prefix, soon())?;
-            if !holders.is_empty() {
-                return Ok(None);
+            if let Some(holder) = holders.into_iter().next() {
+                return Ok(Created::Held { holder, read_at });
             }
             let body = json!({
                 "compare": [{
@@ -343,7 +342,7 @@ impl Gateway {
             if answer["succeeded"] == json!(true) {
                 // The put's revision is the new key's create revision.
                 return number(&answer["header"]["revision"])
-                    .map(Some)
+                    .map(Created::Ours)
                     .ok_or_else(|| refused(&answer));
             }
         }
@@ -635,6 +634,16 @@ fn watch_news(message: &Value) -> Watched {
     } else {
         Watched::Quiet
     }
+}
+
+/// How `create_if_no_holder` ended.
+#[derive(Debug)]
+pub enum Created {
+    /// The key was created: its create revision.
+    Ours(i64),
+    /// Another key holds the lock: the oldest, as read at revision
+    /// `read_at`.
+    Held { holder: KeyValue, read_at: i64 },
 }
 
 /// A key as etcd stores it.

@@ -461,12 +461,21 @@ fn connect(endpoint: &Endpoint, access: Access, deadline: Instant) -> Result<Con
     Connection::tls(socket, config, &endpoint.host).map_err(NoAnswer::Tls)
 }
 
+/// A TCP connection to `endpoint`, with Nagle's algorithm off: a request
+/// goes out whole at once, where Nagle held a write back until etcd
+/// acknowledged the one before, which etcd delays (~40 ms): a TLS
+/// handshake's last flight, a request's head and body. The keeper's revoke
+/// came that much after COMMAND's exit, and a launch right after was
+/// refused.
 fn connect_tcp(endpoint: &Endpoint, deadline: Instant) -> Result<TcpStream, NoAnswer> {
     let mut last = format!("{}: no address", endpoint.host);
     for address in endpoint.addresses().map_err(NoAnswer::Failed)? {
         let timeout = time_left(deadline)?.min(CONNECT_TIMEOUT);
         match TcpStream::connect_timeout(&address, timeout) {
-            Ok(stream) => return Ok(stream),
+            Ok(stream) => {
+                stream.set_nodelay(true).map_err(io_failure)?;
+                return Ok(stream);
+            }
             Err(err) => last = err.to_string(),
         }
     }
