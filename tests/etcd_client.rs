@@ -128,3 +128,58 @@ fn a_key_naming_a_gone_pid_that_stays_is_still_busy() {
         )
     );
 }
+
+/// A password is given twice, in `--user NAME:PASSWORD` and in
+/// ETCDCTL_PASSWORD: the name is the part before the colon, the command
+/// line's password wins, and neither password shows in the error line nor
+/// in ps, not even as a row of masks as long as it is.
+#[test]
+fn a_password_in_user_is_split_off_and_never_shown() {
+    let Some(mut etcd) = Etcd::start_with_etcdctl() else {
+        return;
+    };
+    let prefix = format!("{}/", lock_name("jobs"));
+    etcd.enable_auth("jobs", "s3cretpw", &prefix);
+    let lock = format!("{prefix}nightly");
+    let line = refused(
+        on(&etcd, &["--user", "jobs:wr0ngpw1", &lock, "echo", "ran"])
+            .env("ETCDCTL_PASSWORD", "s3cretpw"),
+        3,
+    );
+    assert_eq!(
+        line,
+        format!(
+            "me-only: {lock}: cannot grant a lease: etcd refused to log in user jobs: \
+             etcdserver: authentication failed, invalid user ID or password\n"
+        )
+    );
+    for login in [
+        &["--user", "jobs:s3cretpw"][..],
+        &["--user=jobs:s3cretpw"],
+        &["--user", "jobs", "--password", "s3cretpw"],
+        &["--user", "jobs", "--password=s3cretpw"],
+    ] {
+        let mut command = on(&etcd, login);
+        command.env("ETCDCTL_PASSWORD", "elsewhere").args([
+            "--fork",
+            &lock,
+            "sh",
+            "-c",
+            "echo ready; exec cat",
+        ]);
+        let holder = Holding::spawn(command);
+        let keeper = keeper_of(&lock).expect("a keeper runs");
+        for pid in [holder.pid as i32, keeper.as_raw()] {
+            let cmdline = text(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap());
+            assert!(
+                !cmdline.contains("s3cretpw") && !cmdline.contains("********"),
+                "{login:?}: {cmdline:?}"
+            );
+            // What is not a password still shows.
+            assert!(cmdline.contains(&lock), "{login:?}: {cmdline:?}");
+        }
+        assert!(holder.release().success());
+        // Its keeper gives the lock back just after COMMAND exits.
+        common::wait_until_gone(keeper.as_raw());
+    }
+}
