@@ -183,3 +183,44 @@ fn a_password_in_user_is_split_off_and_never_shown() {
         common::wait_until_gone(keeper.as_raw());
     }
 }
+
+/// --list with no prefix reads the whole keyspace, here over 1 MiB of key
+/// names alone (600 names of 2 KiB: 500 to a page would not fit one
+/// answer), and names every lock held.
+#[test]
+fn list_names_every_lock_among_megabytes_of_long_key_names() {
+    let Some(etcd) = Etcd::start_with_etcdctl() else {
+        return;
+    };
+    let long = "k".repeat(2000);
+    let fillers: Vec<String> = (0..600).map(|n| format!("filler/{long}-{n}")).collect();
+    etcd.put_many(&fillers, "x");
+    let locks: Vec<String> = (1..=3).map(|n| lock_name(&format!("listed-{n}"))).collect();
+    let holders: Vec<Holding> = locks
+        .iter()
+        .map(|lock| {
+            let mut command = on(&etcd, &[lock, "sh", "-c", "echo ready; exec cat"]);
+            command.stderr(Stdio::null());
+            Holding::spawn(command)
+        })
+        .collect();
+
+    let output = on(&etcd, &["--list"]).output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let table = text(&output.stdout);
+    let mut listed: Vec<(String, String)> = table
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            (words[0].to_owned(), words[2].to_owned())
+        })
+        .collect();
+    listed.sort();
+    let expected: Vec<(String, String)> = locks
+        .iter()
+        .zip(&holders)
+        .map(|(lock, holder)| (lock.clone(), holder.pid.to_string()))
+        .collect();
+    assert_eq!(listed, expected, "{table}");
+}
