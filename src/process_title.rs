@@ -23,11 +23,14 @@ pub fn retitle(words: &[&str]) {
     }
 }
 
-/// Overwrites `secret` with `*` wherever it ends an argument (`--password
-/// SECRET`, `--password=SECRET`, `--user USER:SECRET`), so that ps and
-/// /proc show no password for as long as me-only runs (waiting, or with
-/// --fork).
+/// Replaces `secret` with one `*` wherever it ends an argument
+/// (`--password SECRET`, `--password=SECRET`, `--user USER:SECRET`), so
+/// that ps and /proc show no password for as long as me-only runs
+/// (waiting, or with --fork), nor its length: the arguments after it move
+/// up, and the area's end is zeroed. (The kernel keeps the area's size:
+/// the count of bytes of /proc/PID/cmdline still adds up the lengths.)
 pub fn hide(secret: &str) {
+    const MASK: &[u8] = b"*";
     let secret = secret.as_bytes();
     let Some(area) = argument_area() else {
         return;
@@ -35,15 +38,29 @@ pub fn hide(secret: &str) {
     if secret.is_empty() {
         return;
     }
-    for argument in area.split_mut(|&b| b == 0) {
-        if argument.ends_with(secret) {
-            let start = argument.len() - secret.len();
-            let whole = start == 0 || matches!(argument[start - 1], b'=' | b':');
-            if whole {
-                argument[start..].fill(b'*');
+    let mut hidden = Vec::with_capacity(area.len());
+    for argument in area.split(|&b| b == 0) {
+        match secret_at(argument, secret) {
+            Some(start) => {
+                hidden.extend_from_slice(&argument[..start]);
+                hidden.extend_from_slice(MASK);
             }
+            None => hidden.extend_from_slice(argument),
         }
+        hidden.push(0);
     }
+    // One NUL more than the area holds: the split's last piece ends it.
+    hidden.pop();
+    area[..hidden.len()].copy_from_slice(&hidden);
+    area[hidden.len()..].fill(0);
+}
+
+/// Where `secret` starts in `argument`, if it ends the argument as its
+/// whole value: after nothing, `=` or `:`.
+fn secret_at(argument: &[u8], secret: &[u8]) -> Option<usize> {
+    let start = argument.len().checked_sub(secret.len())?;
+    let whole = start == 0 || matches!(argument[start - 1], b'=' | b':');
+    (whole && argument.ends_with(secret)).then_some(start)
 }
 
 /// The argument strings: arg_start to arg_end, fields 48 and 49 of

@@ -11,7 +11,7 @@ complete -c me-only -l ttl -d 'With --etcd: the lease\'s time to live; a holder 
 complete -c me-only -l cacert -d 'With --etcd: the CA certificates (PEM) that sign the https endpoints\' certificates [default: the system\'s]' -r -F
 complete -c me-only -l cert -d 'With --etcd: a client certificate (PEM), for clusters that ask for one; with --key' -r -F
 complete -c me-only -l key -d 'With --etcd: the client certificate\'s private key (PEM)' -r -F
-complete -c me-only -l user -d 'With --etcd: log in to a cluster with auth enabled as USER (the password after a colon, with --password, or in ME_ONLY_ETCD_PASSWORD)' -r
+complete -c me-only -l user -d 'With --etcd: log in to a cluster with auth enabled as USER (the password after the first colon, with --password, or in ME_ONLY_ETCD_PASSWORD; given twice, the command line\'s wins over the environment\'s, and USER:PASSWORD\'s over the other)' -r
 complete -c me-only -l password -d 'With --etcd: the password of --user (better in ME_ONLY_ETCD_PASSWORD: an argument can be read by any user while me-only starts)' -r
 complete -c me-only -l tcp -d 'Lock a loopback TCP port: LOCK is PORT or ADDR:PORT (ADDR in 127.0.0.0/8; default 127.H.L.1, H.L the low two bytes of the real uid)'
 complete -c me-only -l flock -d 'Lock the file LOCK with flock(2), as flock(1) does, and contend with it: seen from every network namespace that shares the file. LOCK is created (mode 0644 less umask) if missing and never deleted; a symbolic link or anything but a regular file is refused'

@@ -60,8 +60,9 @@ pub struct EtcdOptions {
     pub insecure_skip_tls_verify: bool,
 
     /// With --etcd: log in to a cluster with auth enabled as USER (the
-    /// password after a colon, with --password, or in
-    /// ME_ONLY_ETCD_PASSWORD)
+    /// password after the first colon, with --password, or in
+    /// ME_ONLY_ETCD_PASSWORD; given twice, the command line's wins over the
+    /// environment's, and USER:PASSWORD's over the other)
     #[arg(long, value_name = "USER[:PASSWORD]", requires = "etcd")]
     pub user: Option<String>,
 
@@ -134,35 +135,59 @@ impl EtcdOptions {
         }
     }
 
-    /// The login, as etcdctl takes it: `--user USER:PASSWORD`, or `--user
-    /// USER` and the password apart (--password, or the environment). A
-    /// password given in the arguments is then hidden from ps.
+    /// The login, as etcdctl takes it: `--user USER:PASSWORD` (split at
+    /// the first colon, whatever else is given), or `--user USER` and the
+    /// password apart (--password, or the environment). Given twice, the
+    /// password in the arguments wins over the environment's, and in
+    /// either the one in USER:PASSWORD over the one apart. Every password
+    /// given in the arguments is hidden from ps.
     fn login(&self) -> Result<Option<Login>, String> {
-        let password = self
-            .password
-            .clone()
-            .or_else(|| from_environment("PASSWORD"));
-        let Some(user) = self.user.clone().or_else(|| from_environment("USER")) else {
+        let (user, in_arguments) = match &self.user {
+            Some(user) => (Some(split_user(user)), true),
+            None => (from_environment("USER").as_deref().map(split_user), false),
+        };
+        let (user, attached) = match user {
+            Some((user, attached)) => (Some(user), attached),
+            None => (None, None),
+        };
+        let (argument, environment) = match in_arguments {
+            true => (attached, None),
+            false => (None, attached),
+        };
+        let given = [argument, self.password.clone()];
+        for password in given.iter().flatten() {
+            crate::process_title::hide(password);
+        }
+        let password = given
+            .into_iter()
+            .chain([environment, from_environment("PASSWORD")])
+            .flatten()
+            .next();
+        let Some(user) = user else {
             return match password {
                 Some(_) => Err("--etcd: a password needs a user (--user)".into()),
                 None => Ok(None),
             };
         };
-        let (user, password) = match (user.split_once(':'), password) {
-            (_, Some(password)) => (user, password),
-            (Some((user, password)), None) => (user.to_owned(), password.to_owned()),
-            (None, None) => {
-                return Err(format!(
-                    "--etcd: no password for user {user}: give --user {user}:PASSWORD, \
-                     --password, or ME_ONLY_ETCD_PASSWORD"
-                ));
-            }
+        let Some(password) = password else {
+            return Err(format!(
+                "--etcd: no password for user {user}: give --user {user}:PASSWORD, \
+                 --password, or ME_ONLY_ETCD_PASSWORD"
+            ));
         };
         if user.is_empty() {
             return Err("--etcd: the user name is empty".into());
         }
-        crate::process_title::hide(&password);
         Ok(Some(Login { user, password }))
+    }
+}
+
+/// `USER[:PASSWORD]`: the user's name, and the password after the first
+/// colon if there is one (a name has none; a password may).
+fn split_user(user: &str) -> (String, Option<String>) {
+    match user.split_once(':') {
+        Some((name, password)) => (name.to_owned(), Some(password.to_owned())),
+        None => (user.to_owned(), None),
     }
 }
 

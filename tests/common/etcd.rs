@@ -159,6 +159,51 @@ impl Etcd {
         command
     }
 
+    /// Puts every key of `keys`, each with `value`, through etcdctl: in
+    /// transactions of at most 100 puts (etcd takes 128 operations in one),
+    /// so that a test fills etcd with thousands of keys in a few calls.
+    pub fn put_many(&self, keys: &[String], value: &str) {
+        use std::io::Write;
+
+        for batch in keys.chunks(100) {
+            let puts: String = batch
+                .iter()
+                .map(|key| format!("put {key} \"{value}\"\n"))
+                .collect();
+            let mut txn = self
+                .ctl()
+                .arg("txn")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            // No condition, the puts as the success branch, no failure branch.
+            let script = format!("\n{puts}\n\n");
+            txn.stdin
+                .take()
+                .unwrap()
+                .write_all(script.as_bytes())
+                .unwrap();
+            let done = txn.wait_with_output().unwrap();
+            assert!(done.status.success(), "etcdctl txn: {done:?}");
+        }
+    }
+
+    /// A lease granted by etcdctl for `ttl` seconds: its ID in hex, as
+    /// me-only writes it in a lock's key.
+    pub fn grant_lease(&self, ttl: u32) -> String {
+        let granted = self
+            .ctl()
+            .args(["lease", "grant", &ttl.to_string()])
+            .output()
+            .unwrap();
+        assert!(granted.status.success(), "{granted:?}");
+        // `lease 694d7d5b2bd4b80a granted with TTL(60s)`
+        let said = text(&granted.stdout);
+        said.split_whitespace().nth(1).unwrap().to_owned()
+    }
+
     /// Deletes the keys under `LOCK/` behind me-only's back, as an operator
     /// with etcdctl would.
     pub fn delete_keys_of(&self, lock: &str) {

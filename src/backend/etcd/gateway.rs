@@ -20,9 +20,10 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often taking a lock reads and tries its transaction again when
 /// keys under its name changed in between.
 const TXN_ATTEMPTS: usize = 10;
-/// How many keys one range call reads: a range is read a page at a time,
-/// as etcd's `limit` and `more` allow, because every answer must fit in
-/// http.rs's 1 MiB. etcd itself would send more (its gateway answered a
+/// How many keys one range call reads at first: a range is read a page at
+/// a time, as etcd's `limit` and `more` allow, because every answer must
+/// fit in http.rs's 1 MiB; a page too large for it (long key names) is
+/// read again in halves, down to one key. etcd itself would send more (its gateway answered a
 /// whole 8 MiB range on 3.4; --max-request-bytes, 1.5 MiB by default,
 /// bounds requests, so one value may be that large). A key costs about
 /// 110 bytes of JSON beside its name, base64 (4/3 of it): 500 keys fit
@@ -49,12 +50,15 @@ pub enum CallError {
     Refused(String),
     /// etcd refused to log the user in (its message).
     LoginRefused { user: String, message: String },
+    /// The answer was too large to read (why, naming the endpoint): a
+    /// range may be read again in smaller pages.
+    TooLarge(String),
 }
 
 impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CallError::Unreachable(why) => write!(f, "{why}"),
+            CallError::Unreachable(why) | CallError::TooLarge(why) => write!(f, "{why}"),
             CallError::Refused(message) => write!(f, "etcd says: {message}"),
             CallError::LoginRefused { user, message } => {
                 write!(f, "etcd refused to log in user {user}: {message}")
@@ -264,6 +268,10 @@ impl Gateway {
         mut attempt: impl FnMut(usize, &Endpoint, Instant) -> Result<Result<T, String>, NoAnswer>,
     ) -> Result<T, CallError> {
         let mut last = None;
+        // An answer too large may be one endpoint's fault, so the others
+        // are asked too; if none answered, a range can be read again in
+        // smaller pages.
+        let mut too_large = None;
         let count = self.endpoints.len();
         for tried in 0..count {
             let index = (self.preferred.get() + tried) % count;
@@ -271,17 +279,24 @@ impl Gateway {
             let started = Instant::now();
             let untried = (count - tried) as u32;
             let share = started + deadline.saturating_duration_since(started) / untried;
-            let why = match attempt(index, endpoint, share) {
+            let no_answer = match attempt(index, endpoint, share) {
                 Ok(answer) => {
                     self.preferred.set(index);
                     return answer.map_err(CallError::Refused);
                 }
-                Err(no_answer) => why_not(endpoint, no_answer, started),
+                Err(no_answer) => no_answer,
             };
+            let large = matches!(no_answer, NoAnswer::TooLarge);
+            let why = why_not(endpoint, no_answer, started);
             log::debug!("{why}");
+            if large {
+                too_large = Some(CallError::TooLarge(why.clone()));
+            }
             last = Some(CallError::Unreachable(why));
         }
-        Err(last.unwrap_or(CallError::Refused("no endpoint".into())))
+        Err(too_large
+            .or(last)
+            .unwrap_or(CallError::Refused("no endpoint".into())))
     }
 
     pub fn grant(&self, ttl: i64) -> Result<i64, CallError> {
@@ -311,19 +326,18 @@ impl Gateway {
     /// Creates `key` (with `value`, on `lease`) if no lock key is under
     /// `prefix` (see `lock_keys`): read, then a transaction that creates the
     /// key only if nothing under `prefix` changed since the read, tried
-    /// again if something did (a nested lock's key may have). The new key's
-    /// create revision, or None when another key holds the lock.
+    /// again if something did (a nested lock's key may have).
     pub fn create_if_no_holder(
         &self,
         prefix: &[u8],
         key: &[u8],
         value: &[u8],
         lease: i64,
-    ) -> Result<Option<i64>, CallError> {
+    ) -> Result<Created, CallError> {
         for _ in 0..TXN_ATTEMPTS {
             let (read_at, holders) = self.lock_keys(prefix, soon())?;
-            if !holders.is_empty() {
-                return Ok(None);
+            if let Some(holder) = holders.into_iter().next() {
+                return Ok(Created::Held { holder, read_at });
             }
             let body = json!({
                 "compare": [{
@@ -343,7 +357,7 @@ impl Gateway {
             if answer["succeeded"] == json!(true) {
                 // The put's revision is the new key's create revision.
                 return number(&answer["header"]["revision"])
-                    .map(Some)
+                    .map(Created::Ours)
                     .ok_or_else(|| refused(&answer));
             }
         }
@@ -466,17 +480,25 @@ impl Gateway {
         let end = BASE64.encode(prefix_end(prefix));
         let mut read_at: Option<i64> = None;
         let mut keys = Vec::new();
+        let mut limit = PAGE_KEYS;
         loop {
             let mut body = json!({
                 "key": BASE64.encode(&from),
                 "range_end": end,
-                "limit": PAGE_KEYS.to_string(),
+                "limit": limit.to_string(),
                 "keys_only": read == Read::KeysOnly,
             });
             if let Some(revision) = read_at {
                 body["revision"] = json!(revision.to_string());
             }
-            let answer = self.call("/v3/kv/range", &body, deadline())?;
+            let answer = match self.call("/v3/kv/range", &body, deadline()) {
+                Err(CallError::TooLarge(why)) if limit > 1 => {
+                    log::debug!("{why}: reading {} keys a page", limit / 2);
+                    limit /= 2;
+                    continue;
+                }
+                answer => answer?,
+            };
             let revision = number(&answer["header"]["revision"]).ok_or_else(|| refused(&answer))?;
             let pinned = *read_at.get_or_insert(revision);
             let page: Vec<KeyValue> = answer["kvs"]
@@ -623,6 +645,7 @@ fn why_not(endpoint: &Endpoint, no_answer: NoAnswer, started: Instant) -> String
             format!("{} is not an etcd client endpoint ({what})", endpoint.url)
         }
         NoAnswer::Tls(why) => format!("etcd at {}: {why}", endpoint.url),
+        NoAnswer::TooLarge => format!("etcd at {}: {}", endpoint.url, http::too_large()),
     }
 }
 
@@ -635,6 +658,16 @@ fn watch_news(message: &Value) -> Watched {
     } else {
         Watched::Quiet
     }
+}
+
+/// How `create_if_no_holder` ended.
+#[derive(Debug)]
+pub enum Created {
+    /// The key was created: its create revision.
+    Ours(i64),
+    /// Another key holds the lock: the oldest, as read at revision
+    /// `read_at`.
+    Held { holder: KeyValue, read_at: i64 },
 }
 
 /// A key as etcd stores it.

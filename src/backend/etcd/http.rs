@@ -98,6 +98,9 @@ pub enum NoAnswer {
     NotEtcd(String),
     /// The TLS handshake failed: why, in words that say what to check.
     Tls(String),
+    /// The answer is larger than MAX_ANSWER: any member would send the
+    /// same, so asking another is no use; a smaller request may fit.
+    TooLarge,
 }
 
 /// What a request carries besides its body.
@@ -312,7 +315,7 @@ impl Stream {
             }
             self.read += self.raw.len() - before;
             if self.read > MAX_ANSWER {
-                return Err(too_large());
+                return Err(NoAnswer::TooLarge);
             }
         }
     }
@@ -401,11 +404,9 @@ fn io_failure(err: std::io::Error) -> NoAnswer {
     }
 }
 
-fn too_large() -> NoAnswer {
-    NoAnswer::Failed(format!(
-        "its answer is larger than {} KiB",
-        MAX_ANSWER / 1024
-    ))
+/// What TooLarge means, in words.
+pub fn too_large() -> String {
+    format!("its answer is larger than {} KiB", MAX_ANSWER / 1024)
 }
 
 /// Reads until the server closes the connection, by `deadline`.
@@ -437,7 +438,7 @@ fn read_some(
             .set_read_timeout(Some(time_left(deadline)?))
             .map_err(io_failure)?;
         match stream.read(&mut chunk) {
-            Ok(read) if into.len() + read > MAX_ANSWER => return Err(too_large()),
+            Ok(read) if into.len() + read > MAX_ANSWER => return Err(NoAnswer::TooLarge),
             Ok(read) => {
                 into.extend_from_slice(&chunk[..read]);
                 return Ok(());
@@ -461,12 +462,21 @@ fn connect(endpoint: &Endpoint, access: Access, deadline: Instant) -> Result<Con
     Connection::tls(socket, config, &endpoint.host).map_err(NoAnswer::Tls)
 }
 
+/// A TCP connection to `endpoint`, with Nagle's algorithm off: a request
+/// goes out whole at once, where Nagle held a write back until etcd
+/// acknowledged the one before, which etcd delays (~40 ms): a TLS
+/// handshake's last flight, a request's head and body. The keeper's revoke
+/// came that much after COMMAND's exit, and a launch right after was
+/// refused.
 fn connect_tcp(endpoint: &Endpoint, deadline: Instant) -> Result<TcpStream, NoAnswer> {
     let mut last = format!("{}: no address", endpoint.host);
     for address in endpoint.addresses().map_err(NoAnswer::Failed)? {
         let timeout = time_left(deadline)?.min(CONNECT_TIMEOUT);
         match TcpStream::connect_timeout(&address, timeout) {
-            Ok(stream) => return Ok(stream),
+            Ok(stream) => {
+                stream.set_nodelay(true).map_err(io_failure)?;
+                return Ok(stream);
+            }
             Err(err) => last = err.to_string(),
         }
     }

@@ -22,7 +22,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, Instant};
 
 pub use contest::Contest;
-use gateway::CallError;
+use gateway::{CallError, Created, Watched};
 pub use gateway::{Gateway, Login};
 pub use tls::TlsOptions;
 
@@ -171,15 +171,12 @@ impl Backend for EtcdLock {
             return Ok(Attempt::Acquired(None));
         }
         let (lease, key, asked) = self.new_lease()?;
-        let created =
-            self.gateway()
-                .create_if_no_holder(&self.prefix, &key, &holder_value(), lease);
-        match created {
-            Ok(Some(_)) if !self.may_keep(lease) => {
+        match self.create_once_an_exited_holder_let_go(&key, lease) {
+            Ok(Created::Ours(_)) if !self.may_keep(lease) => {
                 self.give_back(lease);
                 Ok(Attempt::Busy)
             }
-            Ok(Some(fence)) => {
+            Ok(Created::Ours(fence)) => {
                 *self.taken.borrow_mut() = Some(Taken {
                     lease,
                     key,
@@ -188,7 +185,7 @@ impl Backend for EtcdLock {
                 });
                 Ok(Attempt::Acquired(None))
             }
-            Ok(None) => {
+            Ok(Created::Held { .. }) => {
                 self.give_back(lease);
                 Ok(Attempt::Busy)
             }
@@ -263,6 +260,38 @@ impl Backend for EtcdLock {
 }
 
 impl EtcdLock {
+    /// Creates the lock's key on `lease` if no key holds the lock; but a
+    /// holder whose COMMAND has exited on this host is waited for, up to
+    /// EXITED_HOLDER_WAIT: its keeper is revoking its lease (a few ms after
+    /// the exit, more on a loaded host), and `me-only ...; me-only ...`
+    /// must not be refused by a pid that is gone. A holder that runs, or
+    /// runs on another host, is told at once, with no call more.
+    fn create_once_an_exited_holder_let_go(
+        &self,
+        key: &[u8],
+        lease: i64,
+    ) -> Result<Created, CallError> {
+        let until = Instant::now() + EXITED_HOLDER_WAIT;
+        loop {
+            let created =
+                self.gateway()
+                    .create_if_no_holder(&self.prefix, key, &holder_value(), lease)?;
+            let Created::Held { holder, read_at } = &created else {
+                return Ok(created);
+            };
+            let Some(pid) = exited_here(&holder.value) else {
+                return Ok(created);
+            };
+            log::debug!(
+                "{}: its holder, pid {pid}, is gone: waiting for its key to go",
+                self.name
+            );
+            if self.gateway().watch(&holder.key, *read_at, until)? == Watched::Quiet {
+                return Ok(created);
+            }
+        }
+    }
+
     fn mark_holder(&self, older_than: Option<Duration>) -> Result<StopRequest, Error> {
         for _ in 0..MARK_ATTEMPTS {
             let Some(holder) = self
@@ -355,6 +384,25 @@ pub fn held(settings: &Settings, prefix: &[u8]) -> Result<Vec<Listed>, Error> {
         });
     }
     Ok(listed)
+}
+
+/// How long a launch waits for the key of a holder whose COMMAND exited on
+/// this host to go: its keeper revokes the lease at once, within a few
+/// ms; one that does not is gone too, and its lease runs out in its TTL.
+const EXITED_HOLDER_WAIT: Duration = Duration::from_secs(1);
+
+/// The pid that a holder's key `value` names, if it names this host and
+/// that pid is gone here. A pid that another pid namespace of this host
+/// runs looks gone too: that costs its launch the wait, never the lock.
+fn exited_here(value: &[u8]) -> Option<i32> {
+    let holder = parse_holder_value(value);
+    let pid = holder.pid.filter(|&pid| pid > 0)?;
+    let host = nix::unistd::gethostname().ok()?;
+    if holder.host.as_deref() != host.to_str() {
+        return None;
+    }
+    let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None);
+    (alive == Err(nix::errno::Errno::ESRCH)).then_some(pid)
 }
 
 /// How many times --replace looks for a holder that keeps changing.
