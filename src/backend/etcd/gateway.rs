@@ -83,6 +83,10 @@ pub struct Gateway {
     /// The endpoint that answered last, tried first next time: one that
     /// failed costs its share of a call's time once, not every call.
     preferred: Cell<usize>,
+    /// When the request that got the last answer was sent (not when its
+    /// call began, endpoints that failed first included): etcd acted on it
+    /// later, so a lease it granted or renewed lasts its TTL from then.
+    sent: Cell<Instant>,
     /// For https endpoints.
     tls: Option<Arc<rustls::ClientConfig>>,
     login: Option<Login>,
@@ -138,6 +142,7 @@ impl Gateway {
         Ok(Gateway {
             endpoints,
             preferred: Cell::new(0),
+            sent: Cell::new(Instant::now()),
             tls: None,
             login: None,
             token: RefCell::new(None),
@@ -274,6 +279,7 @@ impl Gateway {
             let why = match attempt(index, endpoint, share) {
                 Ok(answer) => {
                     self.preferred.set(index);
+                    self.sent.set(started);
                     return answer.map_err(CallError::Refused);
                 }
                 Err(no_answer) => why_not(endpoint, no_answer, started),
@@ -282,6 +288,11 @@ impl Gateway {
             last = Some(CallError::Unreachable(why));
         }
         Err(last.unwrap_or(CallError::Refused("no endpoint".into())))
+    }
+
+    /// When the request that got the last answer was sent.
+    pub fn last_sent(&self) -> Instant {
+        self.sent.get()
     }
 
     pub fn grant(&self, ttl: i64) -> Result<i64, CallError> {
