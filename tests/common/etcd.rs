@@ -363,11 +363,20 @@ impl Cluster {
     /// Starts member `i` again on its data directory (after kill_member),
     /// returning once it serves clients.
     pub fn restart_member(&mut self, i: usize) {
-        let member = &mut self.members[i];
-        assert!(member.server.is_none(), "member {i} runs");
-        let mut server = spawn_logging(Command::new("etcd").args(&member.command));
-        until_serving(&mut server);
-        member.server = Some(server);
+        self.restart_members(&[i]);
+    }
+
+    /// As `restart_member`, for several at once: two members killed must
+    /// both start before either serves (with one alone, no quorum).
+    pub fn restart_members(&mut self, members: &[usize]) {
+        for &i in members {
+            let member = &mut self.members[i];
+            assert!(member.server.is_none(), "member {i} runs");
+            member.server = Some(spawn_logging(Command::new("etcd").args(&member.command)));
+        }
+        for &i in members {
+            until_serving(self.members[i].server.as_mut().unwrap());
+        }
     }
 
     /// SIGSTOP of member `i`: it holds its connections open and says nothing.
@@ -625,4 +634,38 @@ pub fn fenced_holder_at(
         "-c",
         script,
     ]))
+}
+
+/// When `pid` (a keeper) next wakes after a quiet stretch, as it does to
+/// send a renewal: it has been switched to (voluntary_ctxt_switches in
+/// /proc/PID/status; std sends on sockets without write(2), which wchar
+/// in /proc/PID/io would count). Looked at every 2 ms, up to 10 s.
+pub fn next_wake_of(pid: Pid) -> Instant {
+    let switches = || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
+            .map(|n| n.trim().parse::<u64>().unwrap())
+            .unwrap()
+    };
+    let started = Instant::now();
+    let mut last = (switches(), Instant::now());
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{pid} does not wake"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+        let now = switches();
+        if now == last.0 {
+            continue;
+        }
+        // A wake after 200 ms of quiet starts a renewal; one sooner is
+        // part of the last.
+        if last.1.elapsed() >= Duration::from_millis(200) {
+            return Instant::now();
+        }
+        last = (now, Instant::now());
+    }
 }
