@@ -93,7 +93,7 @@ impl Etcd {
             }
             client_args = pki.client_args("anonymous");
         }
-        let mut server = server
+        server
             .args(serving.options)
             .args(["--name", "test", "--data-dir"])
             .arg(data.path())
@@ -101,14 +101,9 @@ impl Etcd {
             .args(["--advertise-client-urls", &client_url])
             .args(["--listen-peer-urls", &peer_url])
             .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("test={peer_url}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut log = BufReader::new(server.stderr.take().unwrap());
-        super::read_until_a_line_with(&mut log, "ready to serve client requests");
-        std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
+            .args(["--initial-cluster", &format!("test={peer_url}")]);
+        let mut server = spawn_logging(&mut server);
+        until_serving(&mut server);
         Some(Etcd {
             server,
             endpoint: client_url,
@@ -237,6 +232,250 @@ impl Drop for Etcd {
         let _ = self.server.kill();
         let _ = self.server.wait();
     }
+}
+
+/// Starts `etcd` with its log on a pipe that `until_serving` reads.
+fn spawn_logging(etcd: &mut Command) -> Child {
+    etcd.stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Returns once `etcd` says it serves clients (a member of a cluster: once
+/// the cluster has a leader); the rest of its log is read and dropped.
+fn until_serving(etcd: &mut Child) {
+    let mut log = BufReader::new(etcd.stderr.take().unwrap());
+    super::read_until_a_line_with(&mut log, "ready to serve client requests");
+    std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
+}
+
+/// A 3-member etcd cluster on loopback, each member on two free ports with
+/// a data directory of its own; every member still running is stopped
+/// when dropped. Elections are quick (a heartbeat of 50 ms, an election
+/// timeout of 500 ms: a leader killed is replaced within about a second),
+/// as tests of leader elections need.
+pub struct Cluster {
+    members: Vec<Member>,
+    _data: tempfile::TempDir,
+}
+
+/// One member of a Cluster: how it was started, to start it again.
+struct Member {
+    server: Option<Child>,
+    client_url: String,
+    command: Vec<String>,
+}
+
+/// How often members talk and how long they go without a leader before an
+/// election, in ms: small for quick elections, not so small that a loaded
+/// test machine holds spurious ones.
+const HEARTBEAT_MS: &str = "50";
+const ELECTION_TIMEOUT_MS: &str = "500";
+
+impl Cluster {
+    /// Starts three members and returns once all serve clients; None (with
+    /// a line saying why) where etcd is not installed.
+    pub fn start() -> Option<Cluster> {
+        if !super::programs_or_skip(&["etcd"]) {
+            return None;
+        }
+        let data = tempfile::tempdir().unwrap();
+        let names = ["m0", "m1", "m2"];
+        let peers: Vec<String> = names
+            .iter()
+            .map(|_| format!("http://127.0.0.1:{}", free_port()))
+            .collect();
+        let initial: Vec<String> = names
+            .iter()
+            .zip(&peers)
+            .map(|(name, peer)| format!("{name}={peer}"))
+            .collect();
+        // Unique, so that no member of another test's cluster joins this one.
+        let token = data
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let mut members: Vec<Member> = names
+            .iter()
+            .zip(&peers)
+            .map(|(name, peer)| {
+                let client_url = format!("http://127.0.0.1:{}", free_port());
+                let dir = data.path().join(name).to_string_lossy().into_owned();
+                let command = [
+                    "--name",
+                    name,
+                    "--data-dir",
+                    &dir,
+                    "--listen-client-urls",
+                    &client_url,
+                    "--advertise-client-urls",
+                    &client_url,
+                    "--listen-peer-urls",
+                    peer,
+                    "--initial-advertise-peer-urls",
+                    peer,
+                    "--initial-cluster",
+                    &initial.join(","),
+                    "--initial-cluster-token",
+                    &token,
+                    "--heartbeat-interval",
+                    HEARTBEAT_MS,
+                    "--election-timeout",
+                    ELECTION_TIMEOUT_MS,
+                ]
+                .map(str::to_owned)
+                .to_vec();
+                let server = Some(spawn_logging(Command::new("etcd").args(&command)));
+                Member {
+                    server,
+                    client_url,
+                    command,
+                }
+            })
+            .collect();
+        // Each says it serves only once the three have a leader.
+        for member in &mut members {
+            until_serving(member.server.as_mut().unwrap());
+        }
+        Some(Cluster {
+            members,
+            _data: data,
+        })
+    }
+
+    /// The client URLs of all members, joined by ',' as --etcd takes them.
+    pub fn endpoints(&self) -> String {
+        let urls: Vec<&str> = self.members.iter().map(|m| m.client_url.as_str()).collect();
+        urls.join(",")
+    }
+
+    /// Member `i`'s client URL.
+    pub fn endpoint(&self, i: usize) -> &str {
+        &self.members[i].client_url
+    }
+
+    /// The member that leads now, as a running member sees it; waits (up
+    /// to 10 s) for one to be elected.
+    pub fn leader(&self) -> usize {
+        let started = Instant::now();
+        loop {
+            if let Some(leader) = self.running().find_map(|i| self.leader_seen_by(i)) {
+                return leader;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "no leader elected within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The members still running, by index.
+    fn running(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.members.len()).filter(|&i| self.members[i].server.is_some())
+    }
+
+    /// The leader member `i` knows of, if it knows one that runs.
+    fn leader_seen_by(&self, i: usize) -> Option<usize> {
+        let status = status_of(&self.members[i].client_url)?;
+        let leader = json_field(&status, "leader")?;
+        let member = json_field(&status, "member_id")?;
+        if leader == "0" {
+            return None;
+        }
+        if leader == member {
+            return Some(i);
+        }
+        // A follower names the leader by id: ask the others for theirs.
+        self.running().filter(|&j| j != i).find(|&j| {
+            status_of(&self.members[j].client_url)
+                .and_then(|status| json_field(&status, "member_id"))
+                .is_some_and(|id| id == leader)
+        })
+    }
+
+    /// kill -9 of member `i` (the pid this cluster started).
+    pub fn kill_member(&mut self, i: usize) {
+        if let Some(mut server) = self.members[i].server.take() {
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+    }
+
+    /// Starts member `i` again on its data directory (after kill_member),
+    /// returning once it serves clients.
+    pub fn restart_member(&mut self, i: usize) {
+        self.restart_members(&[i]);
+    }
+
+    /// As `restart_member`, for several at once: two members killed must
+    /// both start before either serves (with one alone, no quorum).
+    pub fn restart_members(&mut self, members: &[usize]) {
+        for &i in members {
+            let member = &mut self.members[i];
+            assert!(member.server.is_none(), "member {i} runs");
+            member.server = Some(spawn_logging(Command::new("etcd").args(&member.command)));
+        }
+        for &i in members {
+            until_serving(self.members[i].server.as_mut().unwrap());
+        }
+    }
+
+    /// SIGSTOP of member `i`: it holds its connections open and says nothing.
+    pub fn pause(&self, i: usize) {
+        self.signal(i, Signal::SIGSTOP);
+    }
+
+    /// SIGCONT of member `i`, after `pause`.
+    pub fn resume(&self, i: usize) {
+        self.signal(i, Signal::SIGCONT);
+    }
+
+    fn signal(&self, i: usize, signal: Signal) {
+        let server = self.members[i].server.as_ref().expect("the member runs");
+        kill(Pid::from_raw(server.id() as i32), signal).unwrap();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            if self.members[i].server.is_some() {
+                self.resume(i);
+            }
+            self.kill_member(i);
+        }
+    }
+}
+
+/// The answer of a member's maintenance status call (its id, its leader's),
+/// or None if it gives none within a second.
+fn status_of(client_url: &str) -> Option<String> {
+    use std::io::{Read, Write};
+
+    let address = client_url.trim_start_matches("http://");
+    let timeout = Duration::from_secs(1);
+    let mut stream = std::net::TcpStream::connect_timeout(&address.parse().ok()?, timeout).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    stream.set_write_timeout(Some(timeout)).ok()?;
+    let request = format!(
+        "POST /v3/maintenance/status HTTP/1.1\r\nHost: {address}\r\n\
+         Content-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+    );
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    answer.starts_with("HTTP/1.1 200").then_some(answer)
+}
+
+/// The string value of `"name":"VALUE"` in a JSON text.
+fn json_field(json: &str, name: &str) -> Option<String> {
+    let start = json.find(&format!("\"{name}\":\""))? + name.len() + 4;
+    let len = json[start..].find('"')?;
+    Some(json[start..start + len].to_owned())
 }
 
 pub fn hostname() -> String {
@@ -440,4 +679,38 @@ pub fn fenced_holder_at(
         "-c",
         script,
     ]))
+}
+
+/// When `pid` (a keeper) next wakes after a quiet stretch, as it does to
+/// send a renewal: it has been switched to (voluntary_ctxt_switches in
+/// /proc/PID/status; std sends on sockets without write(2), which wchar
+/// in /proc/PID/io would count). Looked at every 2 ms, up to 10 s.
+pub fn next_wake_of(pid: Pid) -> Instant {
+    let switches = || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
+            .map(|n| n.trim().parse::<u64>().unwrap())
+            .unwrap()
+    };
+    let started = Instant::now();
+    let mut last = (switches(), Instant::now());
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{pid} does not wake"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+        let now = switches();
+        if now == last.0 {
+            continue;
+        }
+        // A wake after 200 ms of quiet starts a renewal; one sooner is
+        // part of the last.
+        if last.1.elapsed() >= Duration::from_millis(200) {
+            return Instant::now();
+        }
+        last = (now, Instant::now());
+    }
 }

@@ -87,6 +87,10 @@ pub struct Gateway {
     /// The endpoint that answered last, tried first next time: one that
     /// failed costs its share of a call's time once, not every call.
     preferred: Cell<usize>,
+    /// When the request that got the last answer was sent (not when its
+    /// call began, endpoints that failed first included): etcd acted on it
+    /// later, so a lease it granted or renewed lasts its TTL from then.
+    sent: Cell<Instant>,
     /// For https endpoints.
     tls: Option<Arc<rustls::ClientConfig>>,
     login: Option<Login>,
@@ -142,6 +146,7 @@ impl Gateway {
         Ok(Gateway {
             endpoints,
             preferred: Cell::new(0),
+            sent: Cell::new(Instant::now()),
             tls: None,
             login: None,
             token: RefCell::new(None),
@@ -282,6 +287,7 @@ impl Gateway {
             let no_answer = match attempt(index, endpoint, share) {
                 Ok(answer) => {
                     self.preferred.set(index);
+                    self.sent.set(started);
                     return answer.map_err(CallError::Refused);
                 }
                 Err(no_answer) => no_answer,
@@ -297,6 +303,20 @@ impl Gateway {
         Err(too_large
             .or(last)
             .unwrap_or(CallError::Refused("no endpoint".into())))
+    }
+
+    /// When the request that got the last answer was sent.
+    pub fn last_sent(&self) -> Instant {
+        self.sent.get()
+    }
+
+    /// Makes the endpoint after the one that answered last the first to be
+    /// tried: after a call that got no answer, the next starts elsewhere
+    /// (a member that holds requests while it has no leader costs a share
+    /// of one call, not of every call).
+    pub fn prefer_next(&self) {
+        self.preferred
+            .set((self.preferred.get() + 1) % self.endpoints.len());
     }
 
     pub fn grant(&self, ttl: i64) -> Result<i64, CallError> {

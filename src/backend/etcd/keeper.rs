@@ -128,7 +128,7 @@ fn keep(watch: &Watch, holder: OwnedFd, mut ready: File) {
     if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
         let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
     }
-    let Ok(sentry) = start_sentry(watch, &holder) else {
+    let Ok((sentry, heartbeat)) = start_sentry(watch, &holder) else {
         return;
     };
     if ready.write_all(&[1]).is_err() {
@@ -139,12 +139,14 @@ fn keep(watch: &Watch, holder: OwnedFd, mut ready: File) {
         holder.as_raw_fd(),
         signals.as_fd().as_raw_fd(),
         sentry.as_raw_fd(),
+        heartbeat.as_raw_fd(),
     ]);
     let gateway = &watch.settings.gateway;
     let ttl = Duration::from_secs(watch.settings.ttl.max(1) as u64);
     let period = renewal_period(watch.settings.ttl);
     let mut renewed = watch.renewed;
     let mut next_renewal = renewed + period;
+    let mut retry = Retry::default();
     loop {
         let lost_at = renewed + ttl - fencing_margin(ttl);
         let wake = next_renewal.min(lost_at);
@@ -177,12 +179,14 @@ fn keep(watch: &Watch, holder: OwnedFd, mut ready: File) {
                 .flatten()
                 .and_then(|info| Signal::try_from(info.ssi_signo as i32).ok())
                 .map_or("a signal", Signal::as_str);
-            return fence(watch, &holder, &format!("the lease keeper got {signal}"));
+            let reason = format!("the lease keeper got {signal}");
+            return stand_down_and_fence(heartbeat, watch, &holder, &reason);
         }
         if ready(&events[2]) {
             // The sentry died (the OOM killer, kill -9): with it gone, the
             // keeper's own death would leave COMMAND unfenced.
-            return fence(watch, &holder, "the lease keeper's sentry died");
+            let reason = "the lease keeper's sentry died";
+            return stand_down_and_fence(heartbeat, watch, &holder, reason);
         }
         let now = Instant::now();
         if now >= lost_at {
@@ -191,20 +195,30 @@ fn keep(watch: &Watch, holder: OwnedFd, mut ready: File) {
                 renewed.elapsed().as_secs_f64(),
                 watch.settings.ttl
             );
-            return fence(watch, &holder, &reason);
+            return stand_down_and_fence(heartbeat, watch, &holder, &reason);
         }
         if now < next_renewal {
             continue;
         }
         // The lease runs from when etcd got the renewal, which is after
-        // `now`: counting from `now` errs on the side of fencing early.
+        // the request that got it was sent: counting from then errs on the
+        // side of fencing early.
         match renew(gateway, watch, lost_at.min(now + period)) {
-            Renewal::Renewed => {
-                renewed = now;
-                next_renewal = now + period;
+            Renewal::Renewed(sent) => {
+                renewed = sent;
+                next_renewal = sent + period;
+                retry = Retry::default();
+                beat(&heartbeat, renewed + ttl - fencing_margin(ttl));
             }
-            Renewal::Lost(reason) => return fence(watch, &holder, reason),
-            Renewal::NoAnswer => next_renewal = Instant::now() + period.min(RETRY),
+            Renewal::Lost(reason) => {
+                return stand_down_and_fence(heartbeat, watch, &holder, reason);
+            }
+            Renewal::NoAnswer => {
+                // Soon, and elsewhere: a new leader may answer well before
+                // the deadline (the wake-up is bounded by it).
+                gateway.prefer_next();
+                next_renewal = Instant::now() + retry.next_wait(period);
+            }
         }
     }
 }
@@ -212,46 +226,144 @@ fn keep(watch: &Watch, holder: OwnedFd, mut ready: File) {
 /// Forks the sentry: a second small process that watches the keeper, and
 /// fences COMMAND off and gives the lock back if the keeper dies while
 /// COMMAND runs (kill -9, the OOM killer), since nothing would then renew
-/// the lease nor stop COMMAND when it ran out. The keeper watches the
-/// sentry likewise, so that either may die alone. Returns the sentry's
-/// pidfd.
-fn start_sentry(watch: &Watch, holder: &OwnedFd) -> Result<OwnedFd, Errno> {
+/// the lease nor stop COMMAND when it ran out, or if the keeper misses its
+/// own deadline (stopped, frozen in a cgroup, starved of CPU), since the
+/// lease then runs out with nobody to fence COMMAND. The keeper watches
+/// the sentry likewise, so that either may die alone. Returns the sentry's
+/// pidfd and the heartbeat's write end (see `beat`).
+fn start_sentry(watch: &Watch, holder: &OwnedFd) -> Result<(OwnedFd, File), Errno> {
     let keeper = pidfd_open(nix::unistd::getpid().as_raw())?;
     let (mut ready, mut ready_write) = ready_pipe()?;
+    let (heartbeat, heartbeat_write) = heartbeat_pipe()?;
     // SAFETY: the keeper is single-threaded; the child runs only its own
     // code and leaves by _exit.
     match unsafe { fork() }? {
         ForkResult::Parent { child } => {
             drop(ready_write);
+            drop(heartbeat);
             // One byte once the sentry watches, under its own name: only
             // then may COMMAND start.
             let mut byte = [0];
             match ready.read(&mut byte) {
-                Ok(1) => pidfd_open(child.as_raw()),
+                Ok(1) => Ok((pidfd_open(child.as_raw())?, heartbeat_write)),
                 _ => Err(Errno::ECHILD),
             }
         }
         ForkResult::Child => {
             drop(ready);
+            drop(heartbeat_write);
             let _ = nix::sys::prctl::set_name(c"me-only-sentry");
             process_title::retitle(&["me-only-sentry", &watch.lock]);
             let _ = ready_write.write_all(&[1]);
             drop(ready_write);
-            detach_from_inherited(&[holder.as_raw_fd(), keeper.as_raw_fd()]);
-            let mut events = [
-                PollFd::new(holder.as_fd(), PollFlags::POLLIN),
-                PollFd::new(keeper.as_fd(), PollFlags::POLLIN),
-            ];
-            while poll(&mut events, PollTimeout::NONE) == Err(Errno::EINTR) {}
+            detach_from_inherited(&[
+                holder.as_raw_fd(),
+                keeper.as_raw_fd(),
+                heartbeat.as_raw_fd(),
+            ]);
             // The keeper ends only once COMMAND has, or after fencing it:
-            // if COMMAND still runs, the keeper died.
+            // if COMMAND still runs, the keeper died or stalled.
+            let reason = stand_guard(watch, holder, &keeper, heartbeat);
             if !has_exited(holder) {
-                fence(watch, holder, "the lease keeper died");
+                fence(watch, holder, &reason);
             }
             // SAFETY: _exit runs nothing of the parent's.
             unsafe { libc::_exit(0) }
         }
     }
+}
+
+/// The sentry's watch: returns when COMMAND or the keeper has exited, or
+/// when the keeper has missed its deadline (no heartbeat by the time it
+/// would have fenced COMMAND itself, and a little more): why the keeper
+/// failed, should COMMAND still run.
+fn stand_guard(watch: &Watch, holder: &OwnedFd, keeper: &OwnedFd, heartbeat: File) -> String {
+    let ttl = Duration::from_secs(watch.settings.ttl.max(1) as u64);
+    let grace = fencing_margin(ttl) / 4;
+    let mut heartbeat = Some(heartbeat);
+    let mut deadline = Some(watch.renewed + ttl - fencing_margin(ttl) + grace);
+    loop {
+        let wait = deadline.map_or(PollTimeout::NONE, |deadline| {
+            let left = deadline.saturating_duration_since(Instant::now());
+            PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX)
+        });
+        let mut events = vec![
+            PollFd::new(holder.as_fd(), PollFlags::POLLIN),
+            PollFd::new(keeper.as_fd(), PollFlags::POLLIN),
+        ];
+        if let Some(heartbeat) = &heartbeat {
+            events.push(PollFd::new(heartbeat.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut events, wait) {
+            // poll counts in whole milliseconds: it may wake a little early.
+            Ok(0) if deadline.is_some_and(|deadline| Instant::now() >= deadline) => {
+                return format!(
+                    "the lease keeper stalled: it missed its deadline to renew the lease \
+                     (TTL {} s)",
+                    watch.settings.ttl
+                );
+            }
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(_) => return "the sentry cannot watch the lease keeper".into(),
+        }
+        let ready = |event: &PollFd| event.revents().is_some_and(|r| !r.is_empty());
+        if ready(&events[0]) || ready(&events[1]) {
+            return "the lease keeper died".into();
+        }
+        if events.get(2).is_some_and(ready) {
+            match heartbeat.as_mut().and_then(last_beat) {
+                Some(good_for) => deadline = Some(Instant::now() + good_for + grace),
+                // The keeper stands down: it fences COMMAND itself, or ends.
+                None => (heartbeat, deadline) = (None, None),
+            }
+        }
+    }
+}
+
+/// The heartbeat from keeper to sentry: non-blocking both ways (a stalled
+/// sentry never stops the keeper; the sentry reads what has come), closed
+/// on exec.
+fn heartbeat_pipe() -> Result<(File, File), Errno> {
+    use nix::fcntl::OFlag;
+    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+    Ok((File::from(read), File::from(write)))
+}
+
+/// Tells the sentry that the lease was renewed and the keeper will fence
+/// COMMAND itself by `lost_at`: the milliseconds until then, 8 bytes, one
+/// write (atomic on a pipe).
+fn beat(heartbeat: &File, lost_at: Instant) {
+    let good_for = lost_at
+        .saturating_duration_since(Instant::now())
+        .as_millis() as u64;
+    let _ = (&*heartbeat).write(&good_for.to_ne_bytes());
+}
+
+/// The time the last heartbeat that came says the keeper has; None at the
+/// end of the pipe (the keeper stands down, or died).
+fn last_beat(heartbeat: &mut File) -> Option<Duration> {
+    let mut beats = [0; 8 * 64];
+    let mut last = None;
+    loop {
+        match heartbeat.read(&mut beats) {
+            Ok(0) => return None,
+            Ok(read) => {
+                let beat = beats[..read].chunks_exact(8).next_back()?;
+                last = Some(u64::from_ne_bytes(beat.try_into().ok()?));
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            // WouldBlock: all that came is read.
+            Err(_) => return Some(Duration::from_millis(last?)),
+        }
+    }
+}
+
+/// The keeper fences COMMAND off: the sentry is told first (the end of
+/// the heartbeat) to leave it to the keeper, whose fence outlasts its
+/// deadline.
+fn stand_down_and_fence(heartbeat: File, watch: &Watch, holder: &OwnedFd, reason: &str) {
+    drop(heartbeat);
+    fence(watch, holder, reason);
 }
 
 /// How long before the lease can run out in etcd the keeper gives it up
@@ -262,11 +374,35 @@ pub fn fencing_margin(ttl: Duration) -> Duration {
     (ttl / 4).min(Duration::from_secs(1))
 }
 
-/// How soon a renewal that got no answer is tried again.
+/// How soon a renewal that got no answer is tried again: at first, and at
+/// most (never later than the keeper's deadline, which bounds every wait).
+const FIRST_RETRY: Duration = Duration::from_millis(50);
 const RETRY: Duration = Duration::from_secs(1);
 
+/// The waits between renewals that got no answer: short, for a leader
+/// election is over in a second or two and the deadline may come sooner
+/// than a fixed RETRY would try again; doubled each time, so that a member
+/// that refuses at once is not asked in a busy loop.
+#[derive(Default)]
+struct Retry {
+    last: Option<Duration>,
+}
+
+impl Retry {
+    fn next_wait(&mut self, period: Duration) -> Duration {
+        let wait = self
+            .last
+            .map_or(FIRST_RETRY, |last| last * 2)
+            .min(RETRY)
+            .min(period);
+        self.last = Some(wait);
+        wait
+    }
+}
+
 enum Renewal {
-    Renewed,
+    /// Renewed by the request sent then.
+    Renewed(Instant),
     Lost(&'static str),
     NoAnswer,
 }
@@ -274,25 +410,25 @@ enum Renewal {
 /// Renews the lease and checks that the key is still ours, both by
 /// `deadline`.
 fn renew(gateway: &Gateway, watch: &Watch, deadline: Instant) -> Renewal {
-    match gateway.keep_alive(watch.lease, deadline) {
+    let sent = match gateway.keep_alive(watch.lease, deadline) {
         Ok(0) => return Renewal::Lost("lease lost: it expired or was revoked"),
-        Ok(_) => {}
+        Ok(_) => gateway.last_sent(),
         Err(err) => {
             log::debug!("{}: renewing the lease: {err}", watch.lock);
             return Renewal::NoAnswer;
         }
-    }
+    };
     match gateway.get(&watch.key, deadline) {
         Ok(Some(kv)) if kv.lease == watch.lease && is_marked(&kv.value) => {
             Renewal::Lost("replaced (another instance ran me-only --replace)")
         }
         Ok(Some(kv)) if kv.lease == watch.lease => {
             log::trace!("{}: lease renewed, key still ours", watch.lock);
-            Renewal::Renewed
+            Renewal::Renewed(sent)
         }
         Ok(_) => Renewal::Lost("lock key deleted"),
         // The lease was renewed: the key is checked again next time.
-        Err(_) => Renewal::Renewed,
+        Err(_) => Renewal::Renewed(sent),
     }
 }
 

@@ -114,13 +114,15 @@ impl EtcdLock {
     }
 
     /// A lease granted now, the key it would hold the lock by, and when it
-    /// was asked for (its TTL runs from a moment after).
+    /// was asked for (its TTL runs from a moment after): by the request
+    /// that got it, not by the call, whose endpoints that gave no answer
+    /// may have taken most of a short TTL.
     fn new_lease(&self) -> Result<(i64, Vec<u8>, Instant), Error> {
-        let asked = Instant::now();
         let lease = self
             .gateway()
             .grant(self.settings.ttl)
             .map_err(|err| self.error("grant a lease", err))?;
+        let asked = self.gateway().last_sent();
         if let Some(contest) = &self.settings.contest {
             if !contest.enter(lease) {
                 // Another slot's waiter has won: no key on this lease.
@@ -238,6 +240,9 @@ impl Backend for EtcdLock {
         let Some(taken) = self.taken.borrow().clone() else {
             return Ok(());
         };
+        let renewed = self.renewed_for_the_keeper(&taken).inspect_err(|_| {
+            self.give_back(taken.lease);
+        })?;
         // Resolved now: a renewal must fit its deadline, and a name lookup
         // cannot be bounded.
         let settings = Settings {
@@ -249,7 +254,7 @@ impl Backend for EtcdLock {
             settings,
             lease: taken.lease,
             key: taken.key,
-            renewed: taken.renewed,
+            renewed,
             holder,
         };
         keeper::start(watch).map_err(|err| {
@@ -289,6 +294,43 @@ impl EtcdLock {
             if self.gateway().watch(&holder.key, *read_at, until)? == Watched::Quiet {
                 return Ok(created);
             }
+        }
+    }
+
+    /// When the lease was last renewed, as the keeper takes it over: renewed
+    /// once more now if taking the lock took more than a renewal period of
+    /// the TTL (a slow or silent endpoint, a follower that held a request
+    /// through a leader election), so that COMMAND never starts on a lease
+    /// its keeper cannot keep; an error if it cannot be.
+    fn renewed_for_the_keeper(&self, taken: &Taken) -> Result<Instant, Error> {
+        let ttl = Duration::from_secs(self.settings.ttl.max(1) as u64);
+        let period = keeper::renewal_period(self.settings.ttl);
+        if taken.renewed.elapsed() < period {
+            return Ok(taken.renewed);
+        }
+        let cannot_keep = |why: String| Error::Etcd {
+            lock: self.name.clone(),
+            what: format!("cannot keep the lease: {why}"),
+        };
+        let lost_at = taken.renewed + ttl - keeper::fencing_margin(ttl);
+        if Instant::now() >= lost_at {
+            return Err(cannot_keep(format!(
+                "taking the lock took {:.1} s of its TTL ({} s)",
+                taken.renewed.elapsed().as_secs_f64(),
+                self.settings.ttl
+            )));
+        }
+        match self.gateway().keep_alive(taken.lease, lost_at) {
+            Ok(0) => Err(cannot_keep("it expired while the lock was taken".into())),
+            Ok(_) if self.gateway().last_sent().elapsed() < period => {
+                Ok(self.gateway().last_sent())
+            }
+            Ok(_) => Err(cannot_keep(format!(
+                "etcd took {:.1} s to renew it (TTL {} s)",
+                self.gateway().last_sent().elapsed().as_secs_f64(),
+                self.settings.ttl
+            ))),
+            Err(err) => Err(cannot_keep(err.to_string())),
         }
     }
 
