@@ -50,6 +50,13 @@ impl Settings {
             ..self
         }
     }
+
+    /// The wait of a --slots launch is over: its places still in line go.
+    pub fn end_contest(&self) {
+        if let Some(contest) = &self.contest {
+            contest.end(&self.gateway);
+        }
+    }
 }
 
 /// The lock, once this process holds it.
@@ -120,19 +127,47 @@ impl EtcdLock {
         let lease = self
             .gateway()
             .grant(self.settings.ttl)
-            .map_err(|err| self.error("grant a lease", err))?;
+            .map_err(|err| self.place_error("grant a lease", err))?;
         if let Some(contest) = &self.settings.contest {
             if !contest.enter(lease) {
                 // Another slot's waiter has won: no key on this lease.
                 self.give_back(lease);
-                return Err(Error::Busy {
-                    lock: self.name.clone(),
-                    holder: Holder::unknown(),
-                    waited: None,
-                });
+                return Err(self.taken_by_another());
             }
         }
         Ok((lease, self.our_key(lease), asked))
+    }
+
+    /// The end of a wait that another took the lock from under: a place of
+    /// a --slots waiter whose other place won. The caller meets the lock
+    /// held, as any conflict.
+    fn taken_by_another(&self) -> Error {
+        Error::Busy {
+            lock: self.name.clone(),
+            holder: Holder::unknown(),
+            waited: None,
+        }
+    }
+
+    /// The error of a call made to take or wait for the lock; for a place
+    /// of a --slots waiter once the contest is over, the loss it is: the
+    /// win (or the end of the wait) revoked this place's lease under the
+    /// call ("requested lease not found"), which must not end the wait
+    /// that was won.
+    fn place_error(&self, action: &'static str, err: CallError) -> Error {
+        match &self.settings.contest {
+            Some(contest) if contest.is_over() => self.taken_by_another(),
+            _ => self.error(action, err),
+        }
+    }
+
+    /// Whether the contest of a --slots waiter is over (a place won, or the
+    /// wait ended): a place still in line has lost.
+    fn contest_over(&self) -> bool {
+        self.settings
+            .contest
+            .as_ref()
+            .is_some_and(|contest| contest.is_over())
     }
 
     fn our_key(&self, lease: i64) -> Vec<u8> {
@@ -194,7 +229,7 @@ impl Backend for EtcdLock {
             }
             Err(err) => {
                 self.give_back(lease);
-                Err(self.error("take the lock", err))
+                Err(self.place_error("take the lock", err))
             }
         }
     }
@@ -235,6 +270,12 @@ impl Backend for EtcdLock {
         older_than: Option<Duration>,
     ) -> Option<Result<StopRequest, Error>> {
         Some(self.mark_holder(older_than))
+    }
+
+    fn let_go(&self) {
+        if let Some(taken) = self.taken.borrow_mut().take() {
+            self.give_back(taken.lease);
+        }
     }
 
     fn hand_over(&self, holder: i32) -> Result<(), Error> {
