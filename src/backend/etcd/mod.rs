@@ -77,6 +77,9 @@ pub struct EtcdLock {
     prefix: Vec<u8>,
     settings: Settings,
     taken: RefCell<Option<Taken>>,
+    /// The key of the holder that --replace asked to stop: a wait for it
+    /// ends once it has let go, whoever took the lock then.
+    asked: RefCell<Option<Vec<u8>>>,
 }
 
 impl EtcdLock {
@@ -91,6 +94,7 @@ impl EtcdLock {
             prefix,
             settings,
             taken: RefCell::new(None),
+            asked: RefCell::new(None),
         })
     }
 
@@ -139,8 +143,8 @@ impl EtcdLock {
     }
 
     /// The end of a wait that another took the lock from under: a place of
-    /// a --slots waiter whose other place won. The caller meets the lock
-    /// held, as any conflict.
+    /// a --slots waiter whose other place won, a replacer that another was
+    /// ahead of. The caller meets the lock held, as any conflict.
     fn taken_by_another(&self) -> Error {
         Error::Busy {
             lock: self.name.clone(),
@@ -336,6 +340,7 @@ impl EtcdLock {
                 .granted_ttl(holder.lease)
                 .map_err(|err| self.error("look up the holder's lease", err))?;
             let ttl = Duration::from_secs(ttl.max(self.settings.ttl).max(1) as u64);
+            *self.asked.borrow_mut() = Some(holder.key.clone());
             return Ok(StopRequest::Sent {
                 holder: parse_holder_value(&holder.value),
                 // Saturated: a --kill-after near the largest Duration is a

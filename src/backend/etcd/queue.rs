@@ -5,7 +5,8 @@
 //! it watches the key just ahead of its own, and its own, and looks again
 //! when either goes: its own goes when its lease does (revoked by a
 //! --slots waiter's other place that won, run out, or deleted by an
-//! operator).
+//! operator). A --replace waiter also watches the holder it asked to stop,
+//! and stops waiting once that one has let go, whoever took the lock then.
 //!
 //! The waiter renews its lease itself, between watches, never from another
 //! thread: a lease lives only as long as its waiter listens. A waiter that
@@ -31,6 +32,9 @@ enum Look {
     Ours,
     /// Its key is gone (the lease ran out, or an operator deleted it).
     PlaceLost,
+    /// The holder --replace asked to stop has let go, and another key
+    /// (another replacer's) came first.
+    HolderGone,
     /// Still behind another; the deadline has come.
     TimedOut,
     /// Still behind another: look again.
@@ -42,7 +46,8 @@ impl EtcdLock {
     /// comes (None). A waiter whose place was lost queues again, at the
     /// end, unless it is a --slots waiter's place that lost its contest;
     /// one that etcd leaves unanswered until its lease may have run out
-    /// gives up.
+    /// gives up. A replacer whose asked holder let go to another gives up
+    /// as on a conflict (Busy): replace.rs then meets that holder.
     pub(super) fn wait_in_line(&self, deadline: Option<Instant>) -> Result<Option<Taken>, Error> {
         let mut first_time = true;
         loop {
@@ -66,6 +71,10 @@ impl EtcdLock {
                 Ok(Look::PlaceLost) if self.contest_over() => return Err(self.taken_by_another()),
                 Ok(Look::PlaceLost) => {
                     log::debug!("{}: the place in line was lost: queueing again", self.name);
+                }
+                Ok(Look::HolderGone) => {
+                    self.asked.borrow_mut().take();
+                    return Err(self.taken_by_another());
                 }
                 Ok(_) => return Ok(None),
                 Err(err) => return Err(self.place_error("wait for the lock", err)),
@@ -139,12 +148,19 @@ impl EtcdLock {
             Some(0) => return Ok(Look::PlaceLost),
             Some(behind) => &keys[behind - 1].key,
         };
+        let asked = self.asked.borrow();
+        if let Some(asked) = asked.as_deref() {
+            if !keys.iter().any(|kv| kv.key == asked) {
+                return Ok(Look::HolderGone);
+            }
+        }
         if deadline.is_some_and(|deadline| deadline <= Instant::now()) {
             return Ok(Look::TimedOut);
         }
         let renew_at = place.renewed + period;
         let until = deadline.map_or(renew_at, |deadline| deadline.min(renew_at));
-        let watched = [ahead.as_slice(), place.key.as_slice()];
+        let mut watched = vec![ahead.as_slice(), place.key.as_slice()];
+        watched.extend(asked.as_deref().filter(|&asked| asked != ahead));
         match self.gateway().watch(&watched, read_at, until)? {
             Watched::Broken(why) => {
                 Err(CallError::Unreachable(format!("a watch broke off: {why}")))
