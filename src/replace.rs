@@ -10,7 +10,10 @@
 //! opened first (instance.rs) or to descend from one (tree.rs), never to a
 //! pid the kernel recorded, which another process may have been given
 //! since. An etcd holder, which may run on another host, is asked instead:
-//! its keeper stops it and lets go, and this one waits in line meanwhile.
+//! its keeper stops it and lets go, and this one waits in line meanwhile;
+//! should another (a replacer started with this one) take the lock first,
+//! it is asked in turn, as a kernel lock's replacer stops whoever holds it
+//! round after round.
 
 use std::time::Duration;
 
@@ -35,10 +38,7 @@ const MAX_ROUNDS: usize = 64;
 /// error.
 pub fn make_way(lock: &dyn Backend, replace: Replace) -> Result<(), Error> {
     if let Some(asked) = lock.ask_holder_to_stop(replace.older_than) {
-        return match asked? {
-            StopRequest::Free | StopRequest::Younger => Ok(()),
-            StopRequest::Sent { holder, within } => wait_for_the_holder(lock, holder, within),
-        };
+        return ask_until_stopped(lock, replace, asked);
     }
     if let Some(held_through) = lock.held_through() {
         instance::let_go_of_own(held_through);
@@ -97,21 +97,54 @@ pub fn make_way(lock: &dyn Backend, replace: Replace) -> Result<(), Error> {
     Ok(())
 }
 
+/// Waits for each holder asked to stop (`asked`: the first) to let go,
+/// and asks the next holder in turn if another took the lock first; until
+/// the lock is this process's, free, or held by one left alone (younger
+/// than --replace-older, or chased too long).
+fn ask_until_stopped(
+    lock: &dyn Backend,
+    replace: Replace,
+    mut asked: Result<StopRequest, Error>,
+) -> Result<(), Error> {
+    for _ in 0..MAX_ROUNDS {
+        let StopRequest::Sent { holder, within } = asked? else {
+            return Ok(());
+        };
+        if wait_for_the_holder(lock, holder, within)? {
+            return Ok(());
+        }
+        asked = lock
+            .ask_holder_to_stop(replace.older_than)
+            .unwrap_or(Ok(StopRequest::Free));
+    }
+    Ok(())
+}
+
 /// Waits, in line, for a holder asked to stop (on whatever host it runs)
-/// to let go: the lock is then this process's. One that has not within
-/// `within` cannot be stopped by asking.
-fn wait_for_the_holder(lock: &dyn Backend, holder: Holder, within: Duration) -> Result<(), Error> {
+/// to let go: true once the lock is this process's, false if another took
+/// it first. One that has not let go within `within` cannot be stopped by
+/// asking.
+fn wait_for_the_holder(
+    lock: &dyn Backend,
+    holder: Holder,
+    within: Duration,
+) -> Result<bool, Error> {
     debug!(
         "{}: asked {holder} to stop; waiting up to {within:?}",
         lock.name()
     );
     match acquire::acquire(lock, Patience::For(within), false) {
-        Ok(_) => Ok(()),
-        Err(Error::Busy { .. }) => Err(Error::NotReplaced {
-            lock: lock.name().to_owned(),
-            holder,
-            why: format!("it did not stop within {} s", within.as_secs()),
-        }),
-        Err(err) => Err(err),
+        Ok(_) => return Ok(true),
+        Err(Error::Busy { .. }) => {}
+        Err(err) => return Err(err),
     }
+    if lock.probe()? != Probe::Held(holder.clone()) {
+        debug!("{}: {holder} let go, to another", lock.name());
+        return Ok(false);
+    }
+    Err(Error::NotReplaced {
+        lock: lock.name().to_owned(),
+        holder,
+        why: format!("it did not stop within {} s", within.as_secs()),
+    })
 }

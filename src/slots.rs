@@ -6,8 +6,9 @@
 //! single-lock waiter would (on the holder's hang-up, or in flock(2)), so it
 //! starts as soon as any slot comes free; past what the descriptor limit
 //! allows, the other slots are looked at in turn, once a second. The
-//! threads never take a signal meant for me-only, and those of kernel
-//! slots are all gone before COMMAND starts (see `Waiters`).
+//! threads never take a signal meant for me-only, and are all gone before
+//! the lock is handed over and COMMAND starts (see `Waiters`): the etcd
+//! keeper is forked from a process that must then be single-threaded.
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::OwnedFd;
@@ -104,8 +105,8 @@ type Report = (usize, Result<Taken, Error>);
 
 /// Waits on every slot at once; returns the one taken, or None when
 /// `patience` ran out with all still held. Whatever the outcome, every
-/// other waiter of a kernel slot has ended when this returns, so none
-/// holds a slot, nor is there to take a signal, once COMMAND runs.
+/// other waiter has ended when this returns, so none holds a slot or a
+/// place in line, nor is there to take a signal, once COMMAND runs.
 fn wait_for_any(slots: &[Slot], kind: &Kind, patience: Patience) -> Result<Option<Won>, Error> {
     // A limit past what the clock can count to has no end.
     let deadline = match patience {
@@ -147,7 +148,11 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 struct Waiters {
     over: Arc<AtomicBool>,
     reports: mpsc::Receiver<Report>,
-    /// The threads that watch a kernel slot; woken by `wake` to end.
+    /// The kind of lock the threads take, with what they share (etcd's
+    /// contest, which ends their waits).
+    kind: Kind,
+    /// The threads that watch a slot; a kernel slot's is woken by `wake`
+    /// to end.
     watchers: Vec<JoinHandle<()>>,
     /// Disconnected once every watcher has ended.
     watchers_ended: mpsc::Receiver<()>,
@@ -172,16 +177,15 @@ impl Waiters {
         let mut waiters = Waiters {
             over: Arc::new(AtomicBool::new(false)),
             reports,
+            kind: kind.clone().contending(),
             watchers: Vec::new(),
             watchers_ended,
             wake,
             sweeper: None,
         };
-        let kind = kind.clone().contending();
-        let watched = watchable(slots.len(), &kind);
-        let started =
-            waiters.start_watchers(&slots[..watched], &kind, patience, &sender, &watcher_alive);
-        let started = started.and_then(|()| waiters.start_sweeper(slots, watched, &kind, &sender));
+        let watched = watchable(slots.len(), &waiters.kind);
+        let started = waiters.start_watchers(&slots[..watched], patience, &sender, &watcher_alive);
+        let started = started.and_then(|()| waiters.start_sweeper(slots, watched, &sender));
         let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&unmasked), None);
         // Only the waiters hold these now: their ends are what is awaited.
         drop((sender, watcher_alive));
@@ -191,23 +195,22 @@ impl Waiters {
     fn start_watchers(
         &mut self,
         slots: &[Slot],
-        kind: &Kind,
         patience: Patience,
         sender: &mpsc::Sender<Report>,
         alive: &mpsc::Sender<()>,
     ) -> Result<(), Error> {
-        // etcd's waiters keep their own deadline, and end on their own
-        // once another place has won (contest.rs): nothing wakes a call to
-        // etcd. Kernel waiters wait until woken.
-        let (patience, joined) = match kind {
-            #[cfg(feature = "etcd")]
-            Kind::Etcd(_) => (patience, false),
-            _ => (Patience::Forever, true),
+        // etcd's waiters keep their own deadline, and end once the contest
+        // is over (contest.rs): a signal wakes no call to etcd. Kernel
+        // waiters wait until woken.
+        let patience = if self.woken_by_signal() {
+            Patience::Forever
+        } else {
+            patience
         };
         for (index, slot) in slots.iter().enumerate() {
-            let (given, kind) = (slot.given.clone(), kind.clone());
+            let (given, kind) = (slot.given.clone(), self.kind.clone());
             let (over, sender) = (Arc::clone(&self.over), sender.clone());
-            let alive = joined.then(|| alive.clone());
+            let alive = alive.clone();
             let wake = self.wake;
             let watcher = move || {
                 let _alive = alive;
@@ -221,11 +224,19 @@ impl Waiters {
             let thread = std::thread::Builder::new()
                 .spawn(watcher)
                 .map_err(|err| Error::lock(slot.lock.name(), "start a waiter for a slot", &err))?;
-            if joined {
-                self.watchers.push(thread);
-            }
+            self.watchers.push(thread);
         }
         Ok(())
+    }
+
+    /// Whether the watchers wait in the kernel (poll(2), flock(2)), from
+    /// which `wake` gets them out; etcd's wait on etcd.
+    fn woken_by_signal(&self) -> bool {
+        match self.kind {
+            #[cfg(feature = "etcd")]
+            Kind::Etcd(_) => false,
+            _ => true,
+        }
     }
 
     /// Starts the thread that looks at slots `watched..` in turn, if any.
@@ -233,7 +244,6 @@ impl Waiters {
         &mut self,
         slots: &[Slot],
         watched: usize,
-        kind: &Kind,
         sender: &mpsc::Sender<Report>,
     ) -> Result<(), Error> {
         if watched == slots.len() {
@@ -242,7 +252,8 @@ impl Waiters {
         let unwatched: Vec<(usize, OsString)> = (watched..slots.len())
             .map(|index| (index, slots[index].given.clone()))
             .collect();
-        let (kind, over, sender) = (kind.clone(), Arc::clone(&self.over), sender.clone());
+        let kind = self.kind.clone();
+        let (over, sender) = (Arc::clone(&self.over), sender.clone());
         let (stop, pause) = mpsc::channel::<()>();
         let sweeper = move || loop {
             for (index, given) in &unwatched {
@@ -300,20 +311,21 @@ impl Waiters {
             .find_map(|(index, outcome)| outcome.ok().map(|(lock, fd)| (index, lock, fd))))
     }
 
-    /// Ends every waiter on a kernel slot, and returns once they are gone.
+    /// Ends every waiter, and returns once they are gone.
     fn stop(&mut self) {
         self.over.store(true, Ordering::SeqCst);
         if let Some((sweeper, stop)) = self.sweeper.take() {
             drop(stop);
             let _ = sweeper.join();
         }
+        self.kind.end_contest();
         // A wake that comes just before a watcher blocks is lost on it:
         // it is sent again until every watcher has ended.
         loop {
             for watcher in self
                 .watchers
                 .iter()
-                .filter(|watcher| !watcher.is_finished())
+                .filter(|watcher| self.woken_by_signal() && !watcher.is_finished())
             {
                 // SAFETY: the thread is not joined yet, so its handle is valid.
                 unsafe { libc::pthread_kill(watcher.as_pthread_t(), self.wake) };
@@ -341,8 +353,7 @@ impl Drop for Waiters {
 const WAKE_AGAIN: Duration = Duration::from_millis(10);
 
 /// Sends a waiter's outcome, unless the wait is over: a slot taken after
-/// that is let go (dropping its descriptor), and `None` (the waiter was
-/// stopped) has nothing to tell.
+/// that is let go, and `None` (the waiter was stopped) has nothing to tell.
 fn report(
     index: usize,
     outcome: Result<Option<Taken>, Error>,
@@ -351,7 +362,7 @@ fn report(
 ) {
     let outcome = match outcome {
         Ok(None) => return,
-        Ok(Some(_)) if over.swap(true, Ordering::SeqCst) => return,
+        Ok(Some((lock, _fd))) if over.swap(true, Ordering::SeqCst) => return lock.let_go(),
         Ok(Some(taken)) => Ok(taken),
         Err(err) => Err(err),
     };

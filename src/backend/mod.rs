@@ -135,6 +135,11 @@ pub trait Backend: Send {
         None
     }
 
+    /// Lets go of the lock just taken, which will not be used (a --slots
+    /// waiter's slot taken once the wait was over). Kernel locks need
+    /// nothing: they go with their descriptor.
+    fn let_go(&self) {}
+
     /// Ties a lock that no descriptor holds to the process that holds it
     /// from now on: COMMAND (me-only itself, before exec), or me-only with
     /// --fork. Kernel locks need nothing: the descriptor is the tie.
@@ -161,6 +166,16 @@ impl Kind {
             #[cfg(feature = "etcd")]
             Kind::Etcd(settings) => Kind::Etcd(settings.contending()),
             kernel => kernel,
+        }
+    }
+
+    /// The wait of the --slots waiters `contending` made is over: etcd's
+    /// places still in line are given up, which ends their waits (kernel
+    /// waiters are woken by a signal instead).
+    pub fn end_contest(&self) {
+        #[cfg(feature = "etcd")]
+        if let Kind::Etcd(settings) = self {
+            settings.end_contest();
         }
     }
 }

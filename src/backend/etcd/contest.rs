@@ -4,14 +4,19 @@
 //! first in its line claims the win, and revokes every other lease entered,
 //! so that no place the waiter no longer needs stays in a line to block
 //! that slot until its lease runs out. A lease entered after the win is
-//! given back by its own thread before it carries a key.
+//! given back by its own thread before it carries a key. Once the contest
+//! is over, a call of a losing thread that fails (its lease revoked under
+//! it) is the loss it is, not an error (mod.rs `place_error`); and a wait
+//! that ends without a win (time ran out, a waiter failed) ends the
+//! contest too, revoking the places in line, whose threads then see their
+//! own keys go and end (queue.rs watches them).
 
 use std::sync::{Arc, Mutex};
 
 use super::Gateway;
 use super::gateway;
 
-/// The leases of one waiter's places, and whether one of them has won.
+/// The leases of one waiter's places, and whether the contest is over.
 #[derive(Debug, Default)]
 pub struct Contest {
     state: Mutex<State>,
@@ -19,7 +24,8 @@ pub struct Contest {
 
 #[derive(Debug, Default)]
 struct State {
-    won: bool,
+    /// A place has won, or the wait has ended.
+    over: bool,
     leases: Vec<i64>,
 }
 
@@ -35,14 +41,20 @@ impl Contest {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Enters a lease before any key is put on it; false once another place
-    /// has won (the caller gives the lease back and stops).
+    /// Enters a lease before any key is put on it; false once the contest
+    /// is over (the caller gives the lease back and stops).
     pub fn enter(&self, lease: i64) -> bool {
         let mut state = self.state();
-        if !state.won {
+        if !state.over {
             state.leases.push(lease);
         }
-        !state.won
+        !state.over
+    }
+
+    /// Whether a place has won or the wait has ended: a place still
+    /// waiting has lost.
+    pub fn is_over(&self) -> bool {
+        self.state().over
     }
 
     /// A lease given back: nothing to revoke.
@@ -56,19 +68,37 @@ impl Contest {
     pub fn claim(&self, lease: i64, gateway: &Gateway) -> bool {
         let others = {
             let mut state = self.state();
-            if state.won {
+            if state.over {
                 return false;
             }
-            state.won = true;
+            state.over = true;
             state.leases.retain(|&entered| entered != lease);
             std::mem::take(&mut state.leases)
         };
-        for other in others {
-            if let Err(err) = gateway.revoke(other, gateway::soon()) {
-                log::debug!("revoking the place of lease {other:x}: {err}");
-            }
-        }
+        revoke(others, gateway);
         true
+    }
+
+    /// Ends the contest, won or not: no place may win from now on, and
+    /// every lease still entered is revoked, so that the threads of the
+    /// places in line end at once rather than at their next renewal.
+    pub fn end(&self, gateway: &Gateway) {
+        let entered = {
+            let mut state = self.state();
+            state.over = true;
+            std::mem::take(&mut state.leases)
+        };
+        revoke(entered, gateway);
+    }
+}
+
+/// Revokes the leases of places no longer needed; one already gone (its
+/// own thread gave it back) is no matter.
+fn revoke(leases: Vec<i64>, gateway: &Gateway) {
+    for lease in leases {
+        if let Err(err) = gateway.revoke(lease, gateway::soon()) {
+            log::debug!("revoking the place of lease {lease:x}: {err}");
+        }
     }
 }
 
@@ -91,5 +121,18 @@ mod tests {
         assert!(!contest.claim(1, &gateway));
         assert!(!contest.enter(4));
         assert!(contest.state().leases.is_empty());
+    }
+
+    #[test]
+    fn an_ended_contest_lets_no_place_win_or_enter() {
+        let contest = Contest::new();
+        assert!(contest.enter(1));
+        assert!(!contest.is_over());
+        let gateway = Gateway::parse("http://127.0.0.1:1", false).unwrap();
+        contest.end(&gateway);
+        assert!(contest.is_over());
+        assert!(contest.state().leases.is_empty(), "the places revoked");
+        assert!(!contest.claim(1, &gateway));
+        assert!(!contest.enter(2));
     }
 }

@@ -561,49 +561,62 @@ impl Gateway {
         number(&answer["header"]["revision"]).ok_or_else(|| refused(&answer))
     }
 
-    /// Waits until `key` is deleted (or changed) after `revision`, or until
-    /// `until`. The watch is made on the first endpoint that makes it
-    /// within its share of the time, and waited on to the end.
-    pub fn watch(&self, key: &[u8], revision: i64, until: Instant) -> Result<Watched, CallError> {
+    /// Waits until one of `keys` is deleted (or changed) after `revision`,
+    /// or until `until`: a watch of each, on one stream. The watches are
+    /// made on the first endpoint that makes them within its share of the
+    /// time, and waited on to the end.
+    pub fn watch(
+        &self,
+        keys: &[&[u8]],
+        revision: i64,
+        until: Instant,
+    ) -> Result<Watched, CallError> {
         if until <= Instant::now() {
             return Ok(Watched::Quiet);
         }
-        let body = json!({ "create_request": {
-            "key": BASE64.encode(key),
-            "start_revision": (revision + 1).to_string(),
-            "filters": ["NOPUT"],
-        }});
+        let watches: Vec<Value> = keys
+            .iter()
+            .map(|key| {
+                json!({ "create_request": {
+                    "key": BASE64.encode(key),
+                    "start_revision": (revision + 1).to_string(),
+                    "filters": ["NOPUT"],
+                }})
+            })
+            .collect();
         self.logged_in(until, |access| {
             self.on_any_endpoint(until, |_, endpoint, share| {
-                watch_on(endpoint, access, &body, share, until)
+                watch_on(endpoint, access, &watches, share, until)
             })
         })
     }
 }
 
-/// A watch (`body`) on `endpoint`, made by `share`, waited on until `until`.
+/// The `watches` on `endpoint`, made by `share`, waited on until `until`.
 fn watch_on(
     endpoint: &Endpoint,
     access: Access,
-    body: &Value,
+    watches: &[Value],
     share: Instant,
     until: Instant,
 ) -> Result<Result<Watched, String>, NoAnswer> {
     let started = Instant::now();
-    let mut stream = match http::open_stream(endpoint, access, "/v3/watch", body, share)? {
+    let mut stream = match http::open_stream(endpoint, access, "/v3/watch", watches, share)? {
         Ok(stream) => stream,
         Err(refusal) => return Ok(Err(refusal)),
     };
-    // etcd says first that it made the watch, at once; a watch it
+    // etcd says first that it made each watch, at once; a watch it
     // refused (no permission, a stale token) it makes and cancels.
-    match stream.next(share)? {
-        Some(made) if made["result"]["created"] == json!(true) => {
-            if let Some(reason) = made["result"]["cancel_reason"].as_str() {
-                return Ok(Err(reason.to_owned()));
+    for _ in watches {
+        match stream.next(share)? {
+            Some(made) if made["result"]["created"] == json!(true) => {
+                if let Some(reason) = made["result"]["cancel_reason"].as_str() {
+                    return Ok(Err(reason.to_owned()));
+                }
             }
+            Some(other) => return Ok(Ok(watch_news(&other))),
+            None => return Err(NoAnswer::Slow),
         }
-        Some(other) => return Ok(Ok(watch_news(&other))),
-        None => return Err(NoAnswer::Slow),
     }
     Ok(Ok(loop {
         match stream.next(until) {

@@ -129,7 +129,7 @@ pub fn post(
     deadline: Instant,
     kept: &mut Option<Connection>,
 ) -> Result<Answer, NoAnswer> {
-    let request = request(endpoint, access, path, body, true);
+    let request = request(endpoint, access, path, &body.to_string(), true);
     if let Some(mut connection) = kept.take() {
         match exchange(&mut connection, &request, deadline) {
             Err(Exchange::Nothing) => log::trace!("{}: a kept connection was closed", endpoint.url),
@@ -234,13 +234,14 @@ pub struct Stream {
 }
 
 /// Sends a request whose answer is a stream, and reads the answer's head
-/// by `deadline`. An answer that is not a stream (an error) is judged as
-/// `post` judges it.
+/// by `deadline`. The body is `messages`, one after the other (etcd's
+/// gateway reads a stream's requests so). An answer that is not a stream
+/// (an error) is judged as `post` judges it.
 pub fn open_stream(
     endpoint: &Endpoint,
     access: Access,
     path: &str,
-    body: &Value,
+    messages: &[Value],
     deadline: Instant,
 ) -> Result<Result<Stream, String>, NoAnswer> {
     let mut socket = connect(endpoint, access, deadline)?;
@@ -248,7 +249,8 @@ pub fn open_stream(
         .socket()
         .set_write_timeout(Some(time_left(deadline)?))
         .map_err(io_failure)?;
-    let request = request(endpoint, access, path, body, false);
+    let body: Vec<String> = messages.iter().map(Value::to_string).collect();
+    let request = request(endpoint, access, path, &body.join("\n"), false);
     socket
         .write_all(&request)
         .and_then(|()| socket.flush())
@@ -327,10 +329,9 @@ fn request(
     endpoint: &Endpoint,
     access: Access,
     path: &str,
-    body: &Value,
+    body: &str,
     keep_alive: bool,
 ) -> Vec<u8> {
-    let body = body.to_string();
     let authorization = match access.token {
         Some(token) => format!("Authorization: {token}\r\n"),
         None => String::new(),

@@ -50,6 +50,13 @@ impl Settings {
             ..self
         }
     }
+
+    /// The wait of a --slots launch is over: its places still in line go.
+    pub fn end_contest(&self) {
+        if let Some(contest) = &self.contest {
+            contest.end(&self.gateway);
+        }
+    }
 }
 
 /// The lock, once this process holds it.
@@ -70,6 +77,9 @@ pub struct EtcdLock {
     prefix: Vec<u8>,
     settings: Settings,
     taken: RefCell<Option<Taken>>,
+    /// The key of the holder that --replace asked to stop: a wait for it
+    /// ends once it has let go, whoever took the lock then.
+    asked: RefCell<Option<Vec<u8>>>,
 }
 
 impl EtcdLock {
@@ -84,6 +94,7 @@ impl EtcdLock {
             prefix,
             settings,
             taken: RefCell::new(None),
+            asked: RefCell::new(None),
         })
     }
 
@@ -121,20 +132,48 @@ impl EtcdLock {
         let lease = self
             .gateway()
             .grant(self.settings.ttl)
-            .map_err(|err| self.error("grant a lease", err))?;
+            .map_err(|err| self.place_error("grant a lease", err))?;
         let asked = self.gateway().last_sent();
         if let Some(contest) = &self.settings.contest {
             if !contest.enter(lease) {
                 // Another slot's waiter has won: no key on this lease.
                 self.give_back(lease);
-                return Err(Error::Busy {
-                    lock: self.name.clone(),
-                    holder: Holder::unknown(),
-                    waited: None,
-                });
+                return Err(self.taken_by_another());
             }
         }
         Ok((lease, self.our_key(lease), asked))
+    }
+
+    /// The end of a wait that another took the lock from under: a place of
+    /// a --slots waiter whose other place won, a replacer that another was
+    /// ahead of. The caller meets the lock held, as any conflict.
+    fn taken_by_another(&self) -> Error {
+        Error::Busy {
+            lock: self.name.clone(),
+            holder: Holder::unknown(),
+            waited: None,
+        }
+    }
+
+    /// The error of a call made to take or wait for the lock; for a place
+    /// of a --slots waiter once the contest is over, the loss it is: the
+    /// win (or the end of the wait) revoked this place's lease under the
+    /// call ("requested lease not found"), which must not end the wait
+    /// that was won.
+    fn place_error(&self, action: &'static str, err: CallError) -> Error {
+        match &self.settings.contest {
+            Some(contest) if contest.is_over() => self.taken_by_another(),
+            _ => self.error(action, err),
+        }
+    }
+
+    /// Whether the contest of a --slots waiter is over (a place won, or the
+    /// wait ended): a place still in line has lost.
+    fn contest_over(&self) -> bool {
+        self.settings
+            .contest
+            .as_ref()
+            .is_some_and(|contest| contest.is_over())
     }
 
     fn our_key(&self, lease: i64) -> Vec<u8> {
@@ -193,7 +232,7 @@ impl Backend for EtcdLock {
             }
             Err(err) => {
                 self.give_back(lease);
-                Err(self.error("take the lock", err))
+                Err(self.place_error("take the lock", err))
             }
         }
     }
@@ -234,6 +273,12 @@ impl Backend for EtcdLock {
         older_than: Option<Duration>,
     ) -> Option<Result<StopRequest, Error>> {
         Some(self.mark_holder(older_than))
+    }
+
+    fn let_go(&self) {
+        if let Some(taken) = self.taken.borrow_mut().take() {
+            self.give_back(taken.lease);
+        }
     }
 
     fn hand_over(&self, holder: i32) -> Result<(), Error> {
@@ -291,7 +336,7 @@ impl EtcdLock {
                 "{}: its holder, pid {pid}, is gone: waiting for its key to go",
                 self.name
             );
-            if self.gateway().watch(&holder.key, *read_at, until)? == Watched::Quiet {
+            if self.gateway().watch(&[&holder.key], *read_at, until)? == Watched::Quiet {
                 return Ok(created);
             }
         }
@@ -366,6 +411,7 @@ impl EtcdLock {
                 .granted_ttl(holder.lease)
                 .map_err(|err| self.error("look up the holder's lease", err))?;
             let ttl = Duration::from_secs(ttl.max(self.settings.ttl).max(1) as u64);
+            *self.asked.borrow_mut() = Some(holder.key.clone());
             return Ok(StopRequest::Sent {
                 holder: parse_holder_value(&holder.value),
                 // Saturated: a --kill-after near the largest Duration is a

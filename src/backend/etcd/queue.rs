@@ -2,8 +2,11 @@
 //! `etcdctl lock`) keeps one. The waiter puts its key `NAME/<lease>`; keys
 //! queue by create revision, and the lock is the waiter's once no older key
 //! of NAME is left (keys of a lock nested in NAME do not count). Meanwhile
-//! it watches the key just ahead of its own and looks again when that one
-//! goes.
+//! it watches the key just ahead of its own, and its own, and looks again
+//! when either goes: its own goes when its lease does (revoked by a
+//! --slots waiter's other place that won, run out, or deleted by an
+//! operator). A --replace waiter also watches the holder it asked to stop,
+//! and stops waiting once that one has let go, whoever took the lock then.
 //!
 //! The waiter renews its lease itself, between watches, never from another
 //! thread: a lease lives only as long as its waiter listens. A waiter that
@@ -29,6 +32,9 @@ enum Look {
     Ours,
     /// Its key is gone (the lease ran out, or an operator deleted it).
     PlaceLost,
+    /// The holder --replace asked to stop has let go, and another key
+    /// (another replacer's) came first.
+    HolderGone,
     /// Still behind another; the deadline has come.
     TimedOut,
     /// Still behind another: look again.
@@ -38,8 +44,10 @@ enum Look {
 impl EtcdLock {
     /// Waits in line until the lock is this process's (Some) or `deadline`
     /// comes (None). A waiter whose place was lost queues again, at the
-    /// end; one that etcd leaves unanswered until its lease may have run
-    /// out gives up.
+    /// end, unless it is a --slots waiter's place that lost its contest;
+    /// one that etcd leaves unanswered until its lease may have run out
+    /// gives up. A replacer whose asked holder let go to another gives up
+    /// as on a conflict (Busy): replace.rs then meets that holder.
     pub(super) fn wait_in_line(&self, deadline: Option<Instant>) -> Result<Option<Taken>, Error> {
         let mut first_time = true;
         loop {
@@ -60,11 +68,16 @@ impl EtcdLock {
             }
             self.give_back(place.lease);
             match turn {
+                Ok(Look::PlaceLost) if self.contest_over() => return Err(self.taken_by_another()),
                 Ok(Look::PlaceLost) => {
                     log::debug!("{}: the place in line was lost: queueing again", self.name);
                 }
+                Ok(Look::HolderGone) => {
+                    self.asked.borrow_mut().take();
+                    return Err(self.taken_by_another());
+                }
                 Ok(_) => return Ok(None),
-                Err(err) => return Err(self.error("wait for the lock", err)),
+                Err(err) => return Err(self.place_error("wait for the lock", err)),
             }
         }
     }
@@ -81,7 +94,7 @@ impl EtcdLock {
             }),
             Err(err) => {
                 self.give_back(lease);
-                Err(self.error("queue for the lock", err))
+                Err(self.place_error("queue for the lock", err))
             }
         }
     }
@@ -96,6 +109,11 @@ impl EtcdLock {
         deadline: Option<Instant>,
     ) -> Result<Look, CallError> {
         loop {
+            // A --slots waiter's place whose contest is over has lost: its
+            // lease was revoked, and there is nothing left to look at.
+            if self.contest_over() {
+                return Ok(Look::PlaceLost);
+            }
             match self.look(place, deadline) {
                 Ok(Look::Behind) => {}
                 Ok(look) => return Ok(look),
@@ -130,12 +148,20 @@ impl EtcdLock {
             Some(0) => return Ok(Look::PlaceLost),
             Some(behind) => &keys[behind - 1].key,
         };
+        let asked = self.asked.borrow();
+        if let Some(asked) = asked.as_deref() {
+            if !keys.iter().any(|kv| kv.key == asked) {
+                return Ok(Look::HolderGone);
+            }
+        }
         if deadline.is_some_and(|deadline| deadline <= Instant::now()) {
             return Ok(Look::TimedOut);
         }
         let renew_at = place.renewed + period;
         let until = deadline.map_or(renew_at, |deadline| deadline.min(renew_at));
-        match self.gateway().watch(ahead, read_at, until)? {
+        let mut watched = vec![ahead.as_slice(), place.key.as_slice()];
+        watched.extend(asked.as_deref().filter(|&asked| asked != ahead));
+        match self.gateway().watch(&watched, read_at, until)? {
             Watched::Broken(why) => {
                 Err(CallError::Unreachable(format!("a watch broke off: {why}")))
             }
