@@ -738,6 +738,17 @@ mod tests {
     }
 
     #[test]
+    fn a_pipe_is_held_through_its_write_end_only() {
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let inode = nix::sys::stat::fstat(&read).unwrap().st_ino;
+        let me = std::process::id() as i32;
+        assert!(has_open(me, Opened::PipeWriter(inode)));
+        drop(write);
+        assert!(!has_open(me, Opened::PipeWriter(inode)), "the read end");
+        drop(read);
+    }
+
+    #[test]
     fn unix_table_path_is_the_rest_of_the_line() {
         let line = b"0000000000000000: 00000002 00000000 00010000 0001 01 12345 @my lock";
         assert_eq!(nth_field_rest(line, 7), Some(&b"@my lock"[..]));

@@ -102,6 +102,24 @@ fn a_background_child_that_keeps_me_only_fd_holds_the_etcd_lock() {
     }
 }
 
+/// --max-time stops what COMMAND left running with COMMAND's tree, and the
+/// lock goes with it; me-only exits with COMMAND's own status (it ended in
+/// time).
+#[test]
+fn max_time_stops_a_background_child_and_lets_the_etcd_lock_go() {
+    let Some(etcd) = Etcd::start() else { return };
+    let lock = lock_name("max-time");
+    let (mut run, mut stdout, _release) = launch(&etcd, &["--max-time", "1"], &lock, KEEPS_THE_FD);
+    let said = pids_said(&mut stdout, &["child", "command"]);
+    let child = Detached(said["child"]);
+    assert!(
+        gone_within(child.0, Duration::from_secs(5)),
+        "the child runs on"
+    );
+    assert!(run.0.wait().unwrap().success());
+    a_launch_runs(&etcd, &lock, "5");
+}
+
 /// A background child that closed ME_ONLY_FD is not of the instance: the
 /// lock is free once COMMAND has exited, while the child runs on. (A
 /// supervisor gives its COMMAND no ME_ONLY_FD, and holds the lock itself
