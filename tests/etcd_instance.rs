@@ -15,6 +15,7 @@ use std::time::Duration;
 use assert_cmd::prelude::*;
 use common::etcd::*;
 use common::{Detached, KillOnDrop, gone_within, inherit_fd_as, pipe, refused, spawn_piped};
+use nix::sys::signal::{Signal, kill};
 
 /// The descriptor on which COMMAND's children wait for the test's word to
 /// end (the end of file of a pipe the test holds the write end of).
@@ -32,9 +33,11 @@ const CLOSES_THE_FD: &str = ": ${ME_ONLY_FD:?}; sh -c 'eval \"exec $ME_ONLY_FD>&
 
 /// COMMAND: a daemon (double-forked into a session of its own, so no child
 /// of COMMAND's) that keeps ME_ONLY_FD and says when SIGTERM reaches it;
-/// and one that closed ME_ONLY_FD first, which is not of the instance.
+/// and one that closed ME_ONLY_FD first, which is not of the instance. The
+/// daemon gives up after 20 s, so that a fence that never comes fails the
+/// test (its stdout ends) rather than hanging it.
 const DAEMONS: &str = ": ${ME_ONLY_FD:?}; (setsid sh -c 'trap \"echo daemon-terminated; exit 0\" TERM; \
-                       echo daemon $$; while :; do sleep 1 & wait $!; done' &); \
+                       echo daemon $$; for i in $(seq 20); do sleep 1 & wait $!; done' &); \
                        (setsid sh -c 'eval \"exec $ME_ONLY_FD>&-\"; echo bystander $$; \
                        exec sleep 1000 >/dev/null' &)";
 
@@ -142,8 +145,9 @@ fn a_child_that_closes_me_only_fd_does_not_hold_the_etcd_lock() {
 
 /// A double-forked daemon that keeps ME_ONLY_FD holds the lock after
 /// COMMAND exits, and is fenced off (SIGTERM) with the instance when the
-/// lock key is deleted; a daemon that closed ME_ONLY_FD, and a process that
-/// was never of the instance, are not signalled.
+/// lock key is deleted, or by the sentry when the keeper is killed (the
+/// sentry ended with COMMAND); a daemon that closed ME_ONLY_FD, and a
+/// process that was never of the instance, are not signalled.
 #[test]
 fn a_daemon_that_keeps_me_only_fd_holds_the_etcd_lock_and_is_fenced() {
     let Some(etcd) = Etcd::start_with_etcdctl() else {
@@ -156,24 +160,35 @@ fn a_daemon_that_keeps_me_only_fd_holds_the_etcd_lock_and_is_fenced() {
             .spawn()
             .unwrap(),
     );
-    let lock = lock_name("daemon");
-    let (mut run, mut stdout, _release) = launch(&etcd, &[], &lock, DAEMONS);
-    let said = pids_said(&mut stdout, &["daemon", "bystander"]);
-    let (daemon, bystander) = (Detached(said["daemon"]), Detached(said["bystander"]));
-    assert!(run.0.wait().unwrap().success());
-    refused(&mut on(&etcd, &[&lock, "echo", "ran"]), 4);
-    let keeper = keeper_of(&lock).expect("a keeper runs");
-    etcd.delete_keys_of(&lock);
-    common::read_until_a_line_with(&mut stdout, "daemon-terminated");
-    assert!(gone_within(daemon.0, Duration::from_secs(5)));
-    assert!(gone_within(keeper.as_raw(), Duration::from_secs(5)));
-    assert!(
-        !gone_within(bystander.0, Duration::ZERO),
-        "the daemon that closed ME_ONLY_FD was stopped"
-    );
-    assert!(
-        !gone_within(outsider.0.id() as i32, Duration::ZERO),
-        "a process not of the instance was stopped"
-    );
-    a_launch_runs(&etcd, &lock, "0");
+    for fault in ["key deleted", "keeper killed"] {
+        let lock = lock_name("daemon");
+        let (mut run, mut stdout, _release) = launch(&etcd, &[], &lock, DAEMONS);
+        let said = pids_said(&mut stdout, &["daemon", "bystander"]);
+        let (daemon, bystander) = (Detached(said["daemon"]), Detached(said["bystander"]));
+        assert!(run.0.wait().unwrap().success());
+        refused(&mut on(&etcd, &[&lock, "echo", "ran"]), 4);
+        let keeper = keeper_of(&lock).expect("a keeper runs");
+        let sentry = sentry_of(&lock).expect("a sentry runs");
+        match fault {
+            "key deleted" => etcd.delete_keys_of(&lock),
+            _ => kill(keeper, Signal::SIGKILL).unwrap(),
+        }
+        common::read_until_a_line_with(&mut stdout, "daemon-terminated");
+        assert!(gone_within(daemon.0, Duration::from_secs(5)), "{fault}");
+        for helper in [keeper, sentry] {
+            assert!(
+                gone_within(helper.as_raw(), Duration::from_secs(5)),
+                "{fault}"
+            );
+        }
+        assert!(
+            !gone_within(bystander.0, Duration::ZERO),
+            "{fault}: the daemon that closed ME_ONLY_FD was stopped"
+        );
+        assert!(
+            !gone_within(outsider.0.id() as i32, Duration::ZERO),
+            "{fault}: a process not of the instance was stopped"
+        );
+        a_launch_runs(&etcd, &lock, "0");
+    }
 }
