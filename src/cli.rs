@@ -40,7 +40,7 @@ EXIT STATUS:
 ENVIRONMENT:
   ME_ONLY_LOCK            set for COMMAND: the LOCK it holds
   ME_ONLY_FD              set for COMMAND: the descriptor that holds the lock
-                          (not with --fork or --etcd)
+                          (not with --fork; with --etcd, a pipe's write end)
   ME_ONLY_SLOT            set for COMMAND with --slots: which slot it holds, 1 to N
   ME_ONLY_LOCKED_AT       set for COMMAND: when the lock was taken, in seconds
                           since boot (--replace-older's measure)
