@@ -40,7 +40,8 @@ EXIT STATUS:
 ENVIRONMENT:
   ME_ONLY_LOCK            set for COMMAND: the LOCK it holds
   ME_ONLY_FD              set for COMMAND: the descriptor that holds the lock
-                          (with --fork, shared with me-only; not with --etcd)
+                          (with --fork, shared with me-only; with --etcd, a
+                          pipe's write end that holds the lease here)
   ME_ONLY_SLOT            set for COMMAND with --slots: which slot it holds, 1 to N
   ME_ONLY_LOCKED_AT       set for COMMAND: when the lock was taken, in seconds
                           since boot (--replace-older's measure)

@@ -133,6 +133,9 @@ pub enum Opened {
     /// shows on a `lock:` line. A process that merely has the file open
     /// (a shell's `< lockfile`), or waits for the lock, holds nothing.
     LockedFile { device: u64, inode: u64 },
+    /// The write end of a pipe, by inode: what an etcd instance's processes
+    /// hold (ME_ONLY_FD), while its keeper holds the read end.
+    PipeWriter(u64),
 }
 
 /// What /proc shows of whether a process holds something.
@@ -175,24 +178,48 @@ fn fd_holds(pid: i32, fd: &fs::DirEntry, opened: Opened) -> bool {
     use std::os::unix::fs::MetadataExt;
 
     match opened {
-        Opened::Socket(inode) => fs::read_link(fd.path()).is_ok_and(|link| {
-            link.as_os_str().as_encoded_bytes() == format!("socket:[{inode}]").as_bytes()
-        }),
+        Opened::Socket(inode) => links_to(fd, "socket", inode),
         // stat(2) of the link is stat of the open file itself.
         Opened::LockedFile { device, inode } => {
             fs::metadata(fd.path()).is_ok_and(|meta| meta.dev() == device && meta.ino() == inode)
                 && fd_holds_a_flock(pid, &fd.file_name())
         }
+        Opened::PipeWriter(inode) => links_to(fd, "pipe", inode) && fd_writes(pid, &fd.file_name()),
     }
+}
+
+/// Whether descriptor `fd` is the `kind` (socket, pipe) with this inode, as
+/// its link reads: `socket:[4242]`.
+fn links_to(fd: &fs::DirEntry, kind: &str, inode: u64) -> bool {
+    fs::read_link(fd.path()).is_ok_and(|link| {
+        link.as_os_str().as_encoded_bytes() == format!("{kind}:[{inode}]").as_bytes()
+    })
+}
+
+/// Whether /proc/PID/fdinfo/FD shows the descriptor open for writing (its
+/// `flags:`, in octal): of a pipe, the write end.
+fn fd_writes(pid: i32, fd: &std::ffi::OsStr) -> bool {
+    fd_info(pid, fd).is_some_and(|info| {
+        info.lines().any(|line| {
+            line.strip_prefix("flags:")
+                .and_then(|flags| i32::from_str_radix(flags.trim(), 8).ok())
+                .is_some_and(|flags| flags & libc::O_ACCMODE != libc::O_RDONLY)
+        })
+    })
+}
+
+/// /proc/PID/fdinfo/FD.
+fn fd_info(pid: i32, fd: &std::ffi::OsStr) -> Option<String> {
+    let mut path = std::path::PathBuf::from(format!("/proc/{pid}/fdinfo"));
+    path.push(fd);
+    fs::read_to_string(path).ok()
 }
 
 /// Whether /proc/PID/fdinfo/FD shows a flock(2) lock held through that
 /// descriptor's open file description (the kernel lists there only the
 /// locks that description owns; waiters are not listed).
 fn fd_holds_a_flock(pid: i32, fd: &std::ffi::OsStr) -> bool {
-    let mut path = std::path::PathBuf::from(format!("/proc/{pid}/fdinfo"));
-    path.push(fd);
-    fs::read_to_string(path).is_ok_and(|info| {
+    fd_info(pid, fd).is_some_and(|info| {
         info.lines().any(|line| {
             line.strip_prefix("lock:")
                 .is_some_and(|lock| lock.split_whitespace().nth(1) == Some("FLOCK"))
@@ -708,6 +735,17 @@ mod tests {
         let found = abstract_sockets(name.as_bytes()).unwrap();
         let listener = found.iter().find(|socket| socket.listening).unwrap();
         assert_eq!(listener.queued, 1, "a connection let go stays queued");
+    }
+
+    #[test]
+    fn a_pipe_is_held_through_its_write_end_only() {
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let inode = nix::sys::stat::fstat(&read).unwrap().st_ino;
+        let me = std::process::id() as i32;
+        assert!(has_open(me, Opened::PipeWriter(inode)));
+        drop(write);
+        assert!(!has_open(me, Opened::PipeWriter(inode)), "the read end");
+        drop(read);
     }
 
     #[test]

@@ -71,14 +71,33 @@ impl Tree {
     }
 
     fn freeze_roots(roots: Vec<(i32, OwnedFd)>, parent: Option<i32>) -> Tree {
-        let me = std::process::id() as i32;
         let mut tree = Tree::empty(parent, Vec::new(), true);
-        for (pid, fd) in roots.into_iter().filter(|(pid, _)| *pid != me) {
-            tree.stop(pid, &fd);
-            tree.members.push((pid, fd));
+        if !tree.join(roots) {
+            tree.grow();
         }
-        tree.grow();
         tree
+    }
+
+    /// Adds those of `roots` that are not members yet (each held by a
+    /// pidfd opened before it was shown to belong), stopped if freezing,
+    /// and all their descendants; whether any joined.
+    pub fn join(&mut self, roots: Vec<(i32, OwnedFd)>) -> bool {
+        let me = std::process::id() as i32;
+        let mut joined = false;
+        for (pid, fd) in roots {
+            if pid == me || self.has_live_member(pid) {
+                continue;
+            }
+            if self.freezing {
+                self.stop(pid, &fd);
+            }
+            self.members.push((pid, fd));
+            joined = true;
+        }
+        if joined {
+            self.grow();
+        }
+        joined
     }
 
     /// Every process this one started and what they started (a child

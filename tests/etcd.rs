@@ -21,7 +21,8 @@ fn a_holder_keeps_others_out_and_says_where_it_runs() {
         return;
     };
     let lock = lock_name("held");
-    let script = "[ -z \"${ME_ONLY_FD+set}\" ] || echo fd-set; \
+    // ME_ONLY_FD: the write end of the pipe that holds the lock with it.
+    let script = "[ -p /proc/$$/fd/${ME_ONLY_FD:-none} ] || echo no-fd; \
                   [ \"$ME_ONLY_LOCK\" = \"$0\" ] || echo no-lock; \
                   case \"$ME_ONLY_FENCE\" in ''|*[!0-9]*) echo no-fence;; esac; \
                   echo ready; exec cat";

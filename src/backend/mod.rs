@@ -87,8 +87,8 @@ pub enum StopRequest {
 #[derive(Debug)]
 pub enum Attempt {
     /// The lock is ours: for as long as this descriptor (or a copy) is
-    /// open, or, for a lock no descriptor holds (etcd), for as long as the
-    /// process that `Backend::hand_over` names lives.
+    /// open; for a lock no descriptor holds in the kernel (etcd), also for
+    /// as long as the process that `Backend::hand_over` names lives.
     Acquired(Option<OwnedFd>),
     /// Someone else holds it.
     Busy,
@@ -140,9 +140,10 @@ pub trait Backend: Send {
     /// nothing: they go with their descriptor.
     fn let_go(&self) {}
 
-    /// Ties a lock that no descriptor holds to the process that holds it
-    /// from now on: COMMAND (me-only itself, before exec), or me-only with
-    /// --fork. Kernel locks need nothing: the descriptor is the tie.
+    /// Ties a lock that no descriptor holds in the kernel to the process
+    /// that holds it from now on (COMMAND: me-only itself, before exec; or
+    /// me-only with --fork), as well as to the descriptor acquired. Kernel
+    /// locks need nothing: the descriptor is the tie.
     fn hand_over(&self, _holder: i32) -> Result<(), Error> {
         Ok(())
     }

@@ -1,9 +1,10 @@
 //! The lease keeper: a small process that me-only starts once it holds the
-//! etcd lock, before it execs COMMAND. It renews the lease while COMMAND
-//! runs, revokes it the moment COMMAND exits (watched through a pidfd, so
-//! no pid is ever mistaken for another), and fences COMMAND off (SIGTERM,
-//! then SIGKILL) if the lease is lost: etcd unreachable until the lease ran
-//! out, or the key deleted by an operator.
+//! etcd lock, before it execs COMMAND. It renews the lease while the
+//! instance runs, revokes it the moment the instance is gone (COMMAND,
+//! watched through a pidfd, so no pid is ever mistaken for another, and
+//! every process that keeps ME_ONLY_FD: holders.rs), and fences the
+//! instance off (SIGTERM, then SIGKILL) if the lease is lost: etcd
+//! unreachable until the lease ran out, or the key deleted by an operator.
 //!
 //! It is started through a double fork, so it is not COMMAND's child: a
 //! COMMAND that waits for all its children never meets it, and COMMAND keeps
@@ -26,12 +27,12 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::{ForkResult, fork};
 
-use crate::pidfd::{has_exited, pidfd_open};
+use crate::pidfd::pidfd_open;
 use crate::process_title;
 
 use super::gateway::{self, Gateway};
+use super::holders::Holders;
 use super::{Settings, is_marked};
-use crate::tree::Tree;
 
 /// What the keeper looks after.
 pub struct Watch {
@@ -51,15 +52,17 @@ pub fn renewal_period(ttl: i64) -> Duration {
     Duration::from_millis((ttl.max(1) as u64) * 1000 / 3)
 }
 
-/// Starts the keeper. Returns once it runs on its own, watching.
-pub fn start(watch: Watch) -> Result<(), Errno> {
+/// Starts the keeper, which keeps `writers`, the read end of the pipe whose
+/// write end holds the lock with COMMAND. Returns once it runs on its own,
+/// watching.
+pub fn start(watch: Watch, writers: OwnedFd) -> Result<(), Errno> {
     // With SIGCHLD ignored (as a caller may have left it) the kernel reaps
     // children itself, and the wait for the first one fails: the default,
     // for as long as the start takes; COMMAND gets the caller's back.
     let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
     // SAFETY: installs the default disposition, no handler.
     let inherited = unsafe { sigaction(Signal::SIGCHLD, &default) }?;
-    let started = start_with_sigchld_at_default(watch);
+    let started = start_with_sigchld_at_default(watch, writers);
     // SAFETY: puts back what sigaction just returned.
     unsafe { sigaction(Signal::SIGCHLD, &inherited) }?;
     started
@@ -72,8 +75,8 @@ fn ready_pipe() -> Result<(File, File), Errno> {
     Ok((File::from(read), File::from(write)))
 }
 
-fn start_with_sigchld_at_default(watch: Watch) -> Result<(), Errno> {
-    let holder = pidfd_open(watch.holder)?;
+fn start_with_sigchld_at_default(watch: Watch, writers: OwnedFd) -> Result<(), Errno> {
+    let holder = Holders::open(watch.holder, writers)?;
     let (mut ready, ready_write) = ready_pipe()?;
     // SAFETY: me-only is single-threaded here (a waiter's renewal thread has
     // been joined); the children run only their own code.
@@ -112,7 +115,7 @@ fn start_with_sigchld_at_default(watch: Watch) -> Result<(), Errno> {
     }
 }
 
-fn keep(watch: &Watch, holder: OwnedFd, mut ready: File) {
+fn keep(watch: &Watch, holder: Holders, mut ready: File) {
     let mut signals = SigSet::empty();
     for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
         signals.add(signal);
@@ -135,8 +138,10 @@ fn keep(watch: &Watch, holder: OwnedFd, mut ready: File) {
         return;
     }
     drop(ready);
+    let [holder_fd, writers_fd] = holder.raw_fds();
     detach_from_inherited(&[
-        holder.as_raw_fd(),
+        holder_fd,
+        writers_fd,
         signals.as_fd().as_raw_fd(),
         sentry.as_raw_fd(),
         heartbeat.as_raw_fd(),
@@ -152,7 +157,7 @@ fn keep(watch: &Watch, holder: OwnedFd, mut ready: File) {
         let wake = next_renewal.min(lost_at);
         let wait = wake.saturating_duration_since(Instant::now());
         let mut events = [
-            PollFd::new(holder.as_fd(), PollFlags::POLLIN),
+            holder.poll_fd(),
             PollFd::new(signals.as_fd(), PollFlags::POLLIN),
             PollFd::new(sentry.as_fd(), PollFlags::POLLIN),
         ];
@@ -164,8 +169,9 @@ fn keep(watch: &Watch, holder: OwnedFd, mut ready: File) {
             Err(_) => return,
         }
         let ready = |event: &PollFd| event.revents().is_some_and(|r| !r.is_empty());
-        if ready(&events[0]) || (ready(&events[2]) && has_exited(&holder)) {
-            // COMMAND is gone: the lock goes at once, not after the TTL.
+        if (ready(&events[0]) || ready(&events[2])) && holder.are_gone() {
+            // The instance is gone: the lock goes at once, not after the
+            // TTL. (COMMAND gone, ME_ONLY_FD still kept: it is held on.)
             let _ = gateway.revoke(watch.lease, gateway::soon());
             return;
         }
@@ -231,7 +237,7 @@ fn keep(watch: &Watch, holder: OwnedFd, mut ready: File) {
 /// lease then runs out with nobody to fence COMMAND. The keeper watches
 /// the sentry likewise, so that either may die alone. Returns the sentry's
 /// pidfd and the heartbeat's write end (see `beat`).
-fn start_sentry(watch: &Watch, holder: &OwnedFd) -> Result<(OwnedFd, File), Errno> {
+fn start_sentry(watch: &Watch, holder: &Holders) -> Result<(OwnedFd, File), Errno> {
     let keeper = pidfd_open(nix::unistd::getpid().as_raw())?;
     let (mut ready, mut ready_write) = ready_pipe()?;
     let (heartbeat, heartbeat_write) = heartbeat_pipe()?;
@@ -256,15 +262,16 @@ fn start_sentry(watch: &Watch, holder: &OwnedFd) -> Result<(OwnedFd, File), Errn
             process_title::retitle(&["me-only-sentry", &watch.lock]);
             let _ = ready_write.write_all(&[1]);
             drop(ready_write);
+            let [holder_fd, writers_fd] = holder.raw_fds();
             detach_from_inherited(&[
-                holder.as_raw_fd(),
+                holder_fd,
+                writers_fd,
                 keeper.as_raw_fd(),
                 heartbeat.as_raw_fd(),
             ]);
-            // The keeper ends only once COMMAND has, or after fencing it:
-            // if COMMAND still runs, the keeper died or stalled.
-            let reason = stand_guard(watch, holder, &keeper, heartbeat);
-            if !has_exited(holder) {
+            // The keeper ends only once the instance has, or after fencing
+            // it: if some of it still runs, the keeper died or stalled.
+            if let Some(reason) = stand_guard(watch, holder, &keeper, heartbeat) {
                 fence(watch, holder, &reason);
             }
             // SAFETY: _exit runs nothing of the parent's.
@@ -273,11 +280,16 @@ fn start_sentry(watch: &Watch, holder: &OwnedFd) -> Result<(OwnedFd, File), Errn
     }
 }
 
-/// The sentry's watch: returns when COMMAND or the keeper has exited, or
-/// when the keeper has missed its deadline (no heartbeat by the time it
-/// would have fenced COMMAND itself, and a little more): why the keeper
-/// failed, should COMMAND still run.
-fn stand_guard(watch: &Watch, holder: &OwnedFd, keeper: &OwnedFd, heartbeat: File) -> String {
+/// The sentry's watch: returns when the instance is gone (None), or when
+/// the keeper has exited or missed its deadline (no heartbeat by the time
+/// it would have fenced COMMAND itself, and a little more) while some of
+/// the instance runs: why the keeper failed.
+fn stand_guard(
+    watch: &Watch,
+    holder: &Holders,
+    keeper: &OwnedFd,
+    heartbeat: File,
+) -> Option<String> {
     let ttl = Duration::from_secs(watch.settings.ttl.max(1) as u64);
     let grace = fencing_margin(ttl) / 4;
     let mut heartbeat = Some(heartbeat);
@@ -288,27 +300,28 @@ fn stand_guard(watch: &Watch, holder: &OwnedFd, keeper: &OwnedFd, heartbeat: Fil
             PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX)
         });
         let mut events = vec![
-            PollFd::new(holder.as_fd(), PollFlags::POLLIN),
+            holder.poll_fd(),
             PollFd::new(keeper.as_fd(), PollFlags::POLLIN),
         ];
         if let Some(heartbeat) = &heartbeat {
             events.push(PollFd::new(heartbeat.as_fd(), PollFlags::POLLIN));
         }
         match poll(&mut events, wait) {
+            Ok(_) | Err(Errno::EINTR) if holder.are_gone() => return None,
             // poll counts in whole milliseconds: it may wake a little early.
             Ok(0) if deadline.is_some_and(|deadline| Instant::now() >= deadline) => {
-                return format!(
+                return Some(format!(
                     "the lease keeper stalled: it missed its deadline to renew the lease \
                      (TTL {} s)",
                     watch.settings.ttl
-                );
+                ));
             }
             Ok(_) | Err(Errno::EINTR) => {}
-            Err(_) => return "the sentry cannot watch the lease keeper".into(),
+            Err(_) => return Some("the sentry cannot watch the lease keeper".into()),
         }
         let ready = |event: &PollFd| event.revents().is_some_and(|r| !r.is_empty());
-        if ready(&events[0]) || ready(&events[1]) {
-            return "the lease keeper died".into();
+        if ready(&events[1]) {
+            return Some("the lease keeper died".into());
         }
         if events.get(2).is_some_and(ready) {
             match heartbeat.as_mut().and_then(last_beat) {
@@ -361,7 +374,7 @@ fn last_beat(heartbeat: &mut File) -> Option<Duration> {
 /// The keeper fences COMMAND off: the sentry is told first (the end of
 /// the heartbeat) to leave it to the keeper, whose fence outlasts its
 /// deadline.
-fn stand_down_and_fence(heartbeat: File, watch: &Watch, holder: &OwnedFd, reason: &str) {
+fn stand_down_and_fence(heartbeat: File, watch: &Watch, holder: &Holders, reason: &str) {
     drop(heartbeat);
     fence(watch, holder, reason);
 }
@@ -432,9 +445,9 @@ fn renew(gateway: &Gateway, watch: &Watch, deadline: Instant) -> Renewal {
     }
 }
 
-/// Ends COMMAND: SIGTERM, then SIGKILL if it is still there after
+/// Ends the instance: SIGTERM, then SIGKILL to what is still there after
 /// --kill-after. Says why on stderr, in one line.
-fn fence(watch: &Watch, holder: &OwnedFd, reason: &str) {
+fn fence(watch: &Watch, holder: &Holders, reason: &str) {
     let kill_after = watch.settings.kill_after;
     let line = format!(
         "me-only: {}: {reason}; terminating pid {} and its descendants (SIGKILL after {} s)\n",
@@ -443,9 +456,9 @@ fn fence(watch: &Watch, holder: &OwnedFd, reason: &str) {
         kill_after.as_secs_f64()
     );
     let _ = std::io::stderr().write_all(line.as_bytes());
-    // COMMAND and all it started: a child that outlived its parent would
-    // run beside the next holder.
-    Tree::freeze(watch.holder, holder).terminate(libc::SIGTERM, kill_after);
+    // COMMAND and all it started, and what keeps ME_ONLY_FD: a child that
+    // outlived its parent would run beside the next holder.
+    holder.stop(kill_after);
     let _ = watch.settings.gateway.revoke(watch.lease, gateway::soon());
 }
 

@@ -6,11 +6,13 @@
 //! Without --wait a launch takes the lock in one transaction that creates
 //! `LOCK/<lease>` only if no key is under `LOCK/`. A waiter queues behind
 //! the keys there, oldest first (queue.rs). Once taken, a keeper process (keeper.rs)
-//! renews the lease while COMMAND runs, revokes it the moment COMMAND
-//! exits, and fences COMMAND off if the lease is lost.
+//! renews the lease while the instance runs (COMMAND, and what keeps the
+//! descriptor it got as ME_ONLY_FD: holders.rs), revokes it the moment the
+//! last of them is gone, and fences them all off if the lease is lost.
 
 mod contest;
 mod gateway;
+mod holders;
 mod http;
 mod keeper;
 mod queue;
@@ -18,6 +20,7 @@ mod tls;
 
 use std::cell::RefCell;
 use std::ffi::OsStr;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, Instant};
 
@@ -80,6 +83,9 @@ pub struct EtcdLock {
     /// The key of the holder that --replace asked to stop: a wait for it
     /// ends once it has let go, whoever took the lock then.
     asked: RefCell<Option<Vec<u8>>>,
+    /// Once taken, the read end of the pipe whose write end holds the lock
+    /// on this host (ME_ONLY_FD), until the keeper is handed it.
+    writers: RefCell<Option<OwnedFd>>,
 }
 
 impl EtcdLock {
@@ -95,6 +101,7 @@ impl EtcdLock {
             settings,
             taken: RefCell::new(None),
             asked: RefCell::new(None),
+            writers: RefCell::new(None),
         })
     }
 
@@ -191,6 +198,32 @@ impl EtcdLock {
         }
     }
 
+    /// The lock is taken, on `lease`: held on this host through the write
+    /// end of a new pipe, which COMMAND gets as a kernel lock's descriptor,
+    /// while the keeper will watch the read end. Without one, the lease is
+    /// given back.
+    fn acquired(&self, lease: i64) -> Result<Attempt, Error> {
+        let pipe = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).and_then(|(read, write)| {
+            let above =
+                |fd| super::above_standard_fds(fd).map_err(|err| crate::error::errno_of(&err));
+            Ok((above(read)?, above(write)?))
+        });
+        match pipe {
+            Ok((read, write)) => {
+                *self.writers.borrow_mut() = Some(read);
+                Ok(Attempt::Acquired(Some(write)))
+            }
+            Err(errno) => {
+                self.give_back(lease);
+                Err(Error::lock_errno(
+                    &self.name,
+                    "create the pipe that holds the lock",
+                    errno,
+                ))
+            }
+        }
+    }
+
     /// Whether the lock just taken on `lease` may be kept: always, but for
     /// a --slots waiter whose other slot won first.
     fn may_keep(&self, lease: i64) -> bool {
@@ -207,9 +240,9 @@ impl Backend for EtcdLock {
     }
 
     fn try_acquire(&self) -> Result<Attempt, Error> {
-        if self.taken.borrow().is_some() {
+        if let Some(lease) = self.taken.borrow().as_ref().map(|taken| taken.lease) {
             // A wait in line took it.
-            return Ok(Attempt::Acquired(None));
+            return self.acquired(lease);
         }
         let (lease, key, asked) = self.new_lease()?;
         match self.create_once_an_exited_holder_let_go(&key, lease) {
@@ -224,7 +257,7 @@ impl Backend for EtcdLock {
                     fence,
                     renewed: asked,
                 });
-                Ok(Attempt::Acquired(None))
+                self.acquired(lease)
             }
             Ok(Created::Held { .. }) => {
                 self.give_back(lease);
@@ -302,10 +335,14 @@ impl Backend for EtcdLock {
             renewed,
             holder,
         };
-        keeper::start(watch).map_err(|err| {
-            self.give_back(taken.lease);
-            Error::lock_errno(&self.name, "start the lease keeper", err)
-        })
+        // Taken with the lock: none only if handed over already (EBADF).
+        let writers = self.writers.take().ok_or(nix::errno::Errno::EBADF);
+        writers
+            .and_then(|writers| keeper::start(watch, writers))
+            .map_err(|err| {
+                self.give_back(taken.lease);
+                Error::lock_errno(&self.name, "start the lease keeper", err)
+            })
     }
 }
 
