@@ -282,8 +282,9 @@ fn timeout_gives_up_in_time_against_a_flock1_holder() {
     assert_eq!(text(&output.stdout), "ran\n");
 }
 
-/// With --fork me-only keeps the lock file open and locked; the child gets
-/// no descriptor of it.
+/// With --fork me-only keeps the lock file open and locked; the child
+/// shares the descriptor (ME_ONLY_FD), and once it has closed it the lock
+/// is still held, by me-only.
 #[test]
 fn fork_keeps_the_flock_in_me_only() {
     if !common::programs_or_skip(&["flock"]) {
@@ -291,8 +292,10 @@ fn fork_keeps_the_flock_in_me_only() {
     }
     let (_dir, path) = lock_file();
     let script = format!(
-        "if ls -l /proc/$$/fd | grep -q '{}'; then echo leaked; fi; echo ready; exec cat",
-        path.display()
+        "[ \"$(readlink /proc/$$/fd/$ME_ONLY_FD)\" = '{path}' ] || echo not-shared; \
+         eval \"exec $ME_ONLY_FD>&-\"; \
+         if ls -l /proc/$$/fd | grep -q '{path}'; then echo still-open; fi; echo ready; exec cat",
+        path = path.display()
     );
     let holder = Holding::with_script([Path::new("--fork"), Path::new("--flock"), &path], &script);
     Command::new("flock")
