@@ -117,13 +117,19 @@ fn launches_right_after_a_leader_kill_run_to_the_end_or_give_up() {
 /// deadline, so the holder rides out the election, not fenced, the lock
 /// still its own. --ttl 4: an election of E s is ridden out when E <
 /// 2/3 T - 1 s less how late in its period the leader died (0.1 s here),
-/// and a loaded test machine's took 1.4 s at times.
+/// and a loaded test machine's took 1.4 s at times. A round whose election
+/// took longer than that proves nothing either way (an overloaded machine
+/// took 1.8 s): it is not counted, and two that count are needed.
 #[test]
 fn a_holder_rides_out_a_leader_kill() {
     let Some(mut cluster) = Cluster::start() else {
         return;
     };
-    for round in 0..2 {
+    let mut counted = 0;
+    for round in 0..5 {
+        if counted == 2 {
+            break;
+        }
         let leader = cluster.leader();
         let followers_first: Vec<&str> = (1..=3)
             .map(|i| cluster.endpoint((leader + i) % 3))
@@ -137,16 +143,28 @@ fn a_holder_rides_out_a_leader_kill() {
             (renewed + Duration::from_millis(1230)).saturating_duration_since(Instant::now()),
         );
         cluster.kill_member(leader);
+        cluster.leader();
+        // The keeper's deadline is 3 s after that renewal; a renewal held
+        // by a follower is answered once a new leader is, so one elected
+        // this long before it must be in time.
+        let elected_in_time =
+            Instant::now() + ELECTION_ALLOWANCE < renewed + Duration::from_secs(3);
         // Fenced, it would be by 3 s after that renewal.
         let limit = (renewed + Duration::from_secs(4)).saturating_duration_since(Instant::now());
         let fenced = common::gone_within(holder.id() as i32, limit);
         cluster.restart_member(leader);
+        if fenced && !elected_in_time {
+            println!("round {round}: the election took too long to count");
+            holder.wait().unwrap();
+            continue;
+        }
         if fenced {
             panic!(
                 "round {round}: fenced: {:?}",
                 holder.wait_with_output().unwrap()
             );
         }
+        counted += 1;
         refused(
             me_only().args(["--etcd", &cluster.endpoints(), &lock, "echo", "ran"]),
             4,
@@ -154,7 +172,13 @@ fn a_holder_rides_out_a_leader_kill() {
         holder.kill().unwrap();
         holder.wait().unwrap();
     }
+    assert_eq!(counted, 2, "elections too slow on this machine to tell");
 }
+
+/// How long before the keeper's deadline a new leader must be seen for a
+/// renewal to be in time: the follower's answer, and the keeper's wake-up,
+/// on a loaded machine.
+const ELECTION_ALLOWANCE: Duration = Duration::from_millis(300);
 
 /// A stopped keeper (kill -STOP, a frozen cgroup) let the lease run out
 /// while COMMAND ran on: a second launch ran beside it, and the first was
