@@ -223,7 +223,8 @@ fn keep(watch: &Watch, holder: Holders, mut ready: File) {
                 // Soon, and elsewhere: a new leader may answer well before
                 // the deadline (the wake-up is bounded by it).
                 gateway.prefer_next();
-                next_renewal = Instant::now() + retry.next_wait(period);
+                let left = lost_at.saturating_duration_since(Instant::now());
+                next_renewal = Instant::now() + retry.next_wait(period, left);
             }
         }
     }
@@ -395,19 +396,22 @@ const RETRY: Duration = Duration::from_secs(1);
 /// The waits between renewals that got no answer: short, for a leader
 /// election is over in a second or two and the deadline may come sooner
 /// than a fixed RETRY would try again; doubled each time, so that a member
-/// that refuses at once is not asked in a busy loop.
+/// that refuses at once is not asked in a busy loop; and at most a quarter
+/// of the time `left` before the deadline, so that a new leader elected
+/// shortly before it is still asked in time.
 #[derive(Default)]
 struct Retry {
     last: Option<Duration>,
 }
 
 impl Retry {
-    fn next_wait(&mut self, period: Duration) -> Duration {
+    fn next_wait(&mut self, period: Duration, left: Duration) -> Duration {
         let wait = self
             .last
             .map_or(FIRST_RETRY, |last| last * 2)
             .min(RETRY)
-            .min(period);
+            .min(period)
+            .min((left / 4).max(FIRST_RETRY));
         self.last = Some(wait);
         wait
     }
@@ -487,5 +491,29 @@ fn detach_from_inherited(keep: &[i32]) {
             unsafe { libc::syscall(libc::SYS_close_range, first as u32, last as u32, 0u32) };
         }
         first = last.saturating_add(2);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_double_up_to_a_second_and_a_quarter_of_what_is_left() {
+        let period = Duration::from_secs(10);
+        let plenty = Duration::from_secs(60);
+        let mut retry = Retry::default();
+        let waits: Vec<u128> = (0..7)
+            .map(|_| retry.next_wait(period, plenty).as_millis())
+            .collect();
+        assert_eq!(waits, [50, 100, 200, 400, 800, 1000, 1000]);
+        // 1.2 s before the deadline: 300 ms, not the second it had come to.
+        assert_eq!(
+            retry.next_wait(period, Duration::from_millis(1200)),
+            Duration::from_millis(300)
+        );
+        // Never below the first wait, however close the deadline.
+        let mut retry = Retry::default();
+        assert_eq!(retry.next_wait(period, Duration::ZERO), FIRST_RETRY);
     }
 }
