@@ -1,7 +1,7 @@
 //! A real etcd for the --etcd tests, and what they do with it: started on
 //! loopback ports with a data directory of its own, stopped when dropped.
 
-use std::io::BufReader;
+use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -63,6 +63,18 @@ impl Etcd {
         if !super::programs_or_skip(&["etcd"]) {
             return None;
         }
+        // A free port may be taken by another test's etcd before this one
+        // binds it: this one then ends at once, and starts again on others.
+        for _ in 0..PORT_ATTEMPTS {
+            if let Some(etcd) = Etcd::try_start(&serving) {
+                return Some(etcd);
+            }
+        }
+        panic!("etcd ended before serving, on {PORT_ATTEMPTS} pairs of free ports");
+    }
+
+    /// Starts one on two free ports; None if it ended before it served.
+    fn try_start(serving: &Serving) -> Option<Etcd> {
         let data = tempfile::tempdir().unwrap();
         let (client, peer) = (free_port(), free_port());
         let scheme = if serving.tls.is_some() {
@@ -103,7 +115,10 @@ impl Etcd {
             .args(["--initial-advertise-peer-urls", &peer_url])
             .args(["--initial-cluster", &format!("test={peer_url}")]);
         let mut server = spawn_logging(&mut server);
-        until_serving(&mut server);
+        if !serves(&mut server) {
+            let _ = server.wait();
+            return None;
+        }
         Some(Etcd {
             server,
             endpoint: client_url,
@@ -245,10 +260,26 @@ fn spawn_logging(etcd: &mut Command) -> Child {
 /// Returns once `etcd` says it serves clients (a member of a cluster: once
 /// the cluster has a leader); the rest of its log is read and dropped.
 fn until_serving(etcd: &mut Child) {
-    let mut log = BufReader::new(etcd.stderr.take().unwrap());
-    super::read_until_a_line_with(&mut log, "ready to serve client requests");
-    std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
+    assert!(serves(etcd), "etcd ended before serving");
 }
+
+/// Whether `etcd` comes to serve clients, or ends first; the rest of its
+/// log is read and dropped.
+fn serves(etcd: &mut Child) -> bool {
+    let mut log = BufReader::new(etcd.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("ready to serve client requests") {
+        line.clear();
+        if log.read_line(&mut line).unwrap_or(0) == 0 {
+            return false;
+        }
+    }
+    std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
+    true
+}
+
+/// How many pairs of free ports a test's etcd is tried on.
+const PORT_ATTEMPTS: usize = 3;
 
 /// A 3-member etcd cluster on loopback, each member on two free ports with
 /// a data directory of its own; every member still running is stopped
