@@ -33,6 +33,9 @@ pub fn run(held: Held, command: &[OsString]) -> Result<u8, Error> {
         .map_err(|errno| Error::lock_errno(lock_name, "open /dev/null", errno))?;
     let mut child = launch::child(command, &held, mask);
     launch::share_with(&mut child, &held)?;
+    // COMMAND must not start on a lock that cannot be kept: hand_over,
+    // which checks that too, comes only once it runs.
+    held.lock.make_keepable()?;
     child.stdin(Stdio::null()).stdout(Stdio::null());
     // SAFETY: setsid is async-signal-safe. A new session: no terminal's
     // hang-up or ^C reaches COMMAND, and the caller's shell does not wait

@@ -39,6 +39,71 @@ fn silent_endpoint() -> (TcpListener, String) {
     (listener, url)
 }
 
+/// A loopback relay to etcd that holds each chunk carrying a txn (the
+/// create that takes the lock) for `delay` before passing it on: a member
+/// slow to commit, so that taking the lock takes most of a short TTL. Its
+/// URL; its threads serve until the test ends.
+fn slow_to_take(etcd: &Etcd, delay: Duration) -> String {
+    use std::io::{Read, Write};
+    let target = etcd.endpoint.trim_start_matches("http://").to_owned();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let upstream = std::net::TcpStream::connect(&target).unwrap();
+            let (mut from_client, mut to_etcd) =
+                (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+            let (mut from_etcd, mut to_client) = (upstream, client);
+            std::thread::spawn(move || {
+                let mut chunk = [0; 65536];
+                while let Ok(read @ 1..) = from_client.read(&mut chunk) {
+                    if chunk[..read].windows(10).any(|w| w == b"/v3/kv/txn") {
+                        std::thread::sleep(delay);
+                    }
+                    if to_etcd.write_all(&chunk[..read]).is_err() {
+                        break;
+                    }
+                }
+                let _ = to_etcd.shutdown(std::net::Shutdown::Both);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut from_etcd, &mut to_client);
+                let _ = to_client.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    url
+}
+
+/// Taking the lock took 2.5 s of a 3 s TTL: past the keeper's deadline, so
+/// the launch gives up with exit 3 and COMMAND never starts, in every
+/// mode. --detach started COMMAND first and checked the lease after
+/// (found by review): COMMAND ran, and what it started first ran on
+/// without a lock.
+#[test]
+fn a_lease_that_cannot_be_kept_never_starts_command() {
+    let Some(etcd) = Etcd::start() else { return };
+    let slow = slow_to_take(&etcd, Duration::from_millis(2500));
+    let dir = tempfile::tempdir().unwrap();
+    for mode in [&[][..], &["--detach"], &["--fork"]] {
+        let lock = lock_name("cannot-keep");
+        let mark = dir.path().join("ran");
+        let script = format!("touch {}; exec sleep 30", mark.display());
+        let output = me_only()
+            .args(["--etcd", &slow, "--ttl", "3"])
+            .args(mode)
+            .args([&lock, "sh", "-c", &script])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(3), "{mode:?}: {output:?}");
+        assert!(
+            text(&output.stderr).contains("cannot keep the lease"),
+            "{mode:?}: {output:?}"
+        );
+        assert!(!mark.exists(), "{mode:?}: COMMAND ran: {output:?}");
+    }
+}
+
 /// A COMMAND that runs long enough to be fenced if its keeper starts past
 /// its deadline, and says that it ran to its end.
 const RUNS_A_SECOND: [&str; 3] = ["sh", "-c", "sleep 1; echo ran"];

@@ -140,6 +140,13 @@ pub trait Backend: Send {
     /// nothing: they go with their descriptor.
     fn let_go(&self) {}
 
+    /// Makes sure, before COMMAND starts, that the lock just taken can be
+    /// kept: where hand_over comes only once COMMAND runs (--detach), a
+    /// failure there would come too late. Kernel locks need nothing.
+    fn make_keepable(&self) -> Result<(), Error> {
+        Ok(())
+    }
+
     /// Ties a lock that no descriptor holds in the kernel to the process
     /// that holds it from now on (COMMAND: me-only itself, before exec; or
     /// me-only with --fork), as well as to the descriptor acquired. Kernel

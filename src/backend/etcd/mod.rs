@@ -314,13 +314,27 @@ impl Backend for EtcdLock {
         }
     }
 
-    fn hand_over(&self, holder: i32) -> Result<(), Error> {
+    /// The lease renewed now if taking the lock took long (see
+    /// renewed_for_the_keeper), or given back and an error.
+    fn make_keepable(&self) -> Result<(), Error> {
         let Some(taken) = self.taken.borrow().clone() else {
             return Ok(());
         };
         let renewed = self.renewed_for_the_keeper(&taken).inspect_err(|_| {
             self.give_back(taken.lease);
         })?;
+        if let Some(taken) = self.taken.borrow_mut().as_mut() {
+            taken.renewed = renewed;
+        }
+        Ok(())
+    }
+
+    fn hand_over(&self, holder: i32) -> Result<(), Error> {
+        self.make_keepable()?;
+        let Some(taken) = self.taken.borrow().clone() else {
+            return Ok(());
+        };
+        let renewed = taken.renewed;
         // Resolved now: a renewal must fit its deadline, and a name lookup
         // cannot be bounded.
         let settings = Settings {
