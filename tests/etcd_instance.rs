@@ -192,3 +192,29 @@ fn a_daemon_that_keeps_me_only_fd_holds_the_etcd_lock_and_is_fenced() {
         a_launch_runs(&etcd, &lock, "0");
     }
 }
+
+/// A COMMAND that writes to ME_ONLY_FD (by mistake: `>&$ME_ONLY_FD`) is
+/// told no (EAGAIN) once the pipe is full, as a kernel lock's descriptor
+/// refuses a write, instead of hanging on a pipe nobody reads (found by
+/// review).
+#[test]
+fn a_write_to_me_only_fd_does_not_hang() {
+    let Some(etcd) = Etcd::start() else { return };
+    let lock = lock_name("write-to-fd");
+    let run = KillOnDrop(
+        on(&etcd, &[&lock])
+            .args([
+                "sh",
+                "-c",
+                "head -c 1000000 /dev/zero >&$ME_ONLY_FD; echo done",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(
+        gone_within(run.0.id() as i32, Duration::from_secs(10)),
+        "a write to ME_ONLY_FD hangs"
+    );
+}

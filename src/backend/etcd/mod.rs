@@ -201,13 +201,16 @@ impl EtcdLock {
     /// The lock is taken, on `lease`: held on this host through the write
     /// end of a new pipe, which COMMAND gets as a kernel lock's descriptor,
     /// while the keeper will watch the read end. Without one, the lease is
-    /// given back.
+    /// given back. Non-blocking: the keeper never reads, and a COMMAND that
+    /// writes to ME_ONLY_FD (as to a kernel lock's, where the write fails)
+    /// gets EAGAIN once the pipe is full, instead of hanging.
     fn acquired(&self, lease: i64) -> Result<Attempt, Error> {
-        let pipe = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).and_then(|(read, write)| {
-            let above =
-                |fd| super::above_standard_fds(fd).map_err(|err| crate::error::errno_of(&err));
-            Ok((above(read)?, above(write)?))
-        });
+        let pipe = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+            .and_then(|(read, write)| {
+                let above =
+                    |fd| super::above_standard_fds(fd).map_err(|err| crate::error::errno_of(&err));
+                Ok((above(read)?, above(write)?))
+            });
         match pipe {
             Ok((read, write)) => {
                 *self.writers.borrow_mut() = Some(read);
