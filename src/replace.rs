@@ -24,7 +24,6 @@ use crate::backend::{Backend, Holder, Probe, StopRequest};
 use crate::cli::Replace;
 use crate::error::Error;
 use crate::instance;
-use crate::procfs::Opened;
 use crate::tree::{DescriptorLimit, SignalsHeldBack, Tree};
 
 /// How many rounds of stopping at most: an instance that starts new
@@ -38,9 +37,6 @@ const MAX_ROUNDS: usize = 64;
 /// finds it free or held, as usual. A holder that cannot be stopped is an
 /// error.
 pub fn make_way(lock: &dyn Backend, replace: Replace) -> Result<(), Error> {
-    if let Some(inherited) = lock.inherited_from_instance() {
-        leave_instance(inherited);
-    }
     if let Some(asked) = lock.ask_holder_to_stop(replace.older_than) {
         return ask_until_stopped(lock, replace, asked);
     }
@@ -99,22 +95,6 @@ pub fn make_way(lock: &dyn Backend, replace: Replace) -> Result<(), Error> {
         tree.finish_stop(replace.kill_after);
     }
     Ok(())
-}
-
-/// A replacer started inside the instance it replaces (by COMMAND, or
-/// under a --fork supervisor) leaves it first, as it does a kernel lock's:
-/// it closes what it inherited, and kills its ancestors in the instance
-/// (SIGKILL: a supervisor would pass SIGTERM back, or wait for it as
-/// subreaper), so that the stop of the rest (by an etcd holder's keeper)
-/// does not take it along.
-fn leave_instance(inherited: Opened) {
-    instance::let_go_of_own(inherited);
-    let members = instance::holding(inherited);
-    let held_back = SignalsHeldBack::new();
-    let tree = Tree::freeze_instance(members.processes);
-    tree.kill_ancestors();
-    tree.thaw();
-    drop(held_back);
 }
 
 /// Waits for each holder asked to stop (`asked`: the first) to let go,

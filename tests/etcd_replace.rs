@@ -128,38 +128,3 @@ fn start_replacer(etcd: &Etcd, lock: &str, go: &File, say: &File) -> KillOnDrop 
     inherit_fd_as(&mut command, go.as_raw_fd(), 3);
     KillOnDrop(command.spawn().unwrap())
 }
-
-/// A --replace started inside the etcd instance it replaces (by COMMAND,
-/// or under a --fork supervisor) runs its COMMAND, as with a kernel lock:
-/// it leaves the instance first (closes the ME_ONLY_FD it inherited, kills
-/// its ancestors there), where the keeper's fence took it along with the
-/// rest and the new COMMAND never ran (found by review).
-#[test]
-fn a_replacer_inside_the_etcd_instance_runs_its_command() {
-    let Some(etcd) = Etcd::start() else { return };
-    for mode in [&[][..], &["--fork"]] {
-        let lock = lock_name("replace-inside");
-        let inner = format!(
-            "{ME_ONLY} --etcd {} --ttl {TTL} --kill-after {KILL_AFTER} --replace {lock} echo inner ran",
-            etcd.endpoint
-        );
-        let output = std::process::Command::new(ME_ONLY)
-            .args([
-                "--etcd",
-                &etcd.endpoint,
-                "--ttl",
-                TTL,
-                "--kill-after",
-                KILL_AFTER,
-            ])
-            .args(mode)
-            .args([&lock, "sh", "-c", &inner])
-            .stderr(Stdio::piped())
-            .output()
-            .unwrap();
-        assert!(
-            String::from_utf8_lossy(&output.stdout).contains("inner ran"),
-            "{mode:?}: {output:?}"
-        );
-    }
-}

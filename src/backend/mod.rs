@@ -135,14 +135,6 @@ pub trait Backend: Send {
         None
     }
 
-    /// What this process inherited from an instance of this lock where no
-    /// descriptor of the lock itself is to be found (etcd: the write end
-    /// of the instance's pipe, ME_ONLY_FD): a replacer started inside the
-    /// instance leaves it by that. Kernel locks: None (held_through serves).
-    fn inherited_from_instance(&self) -> Option<Opened> {
-        None
-    }
-
     /// Lets go of the lock just taken, which will not be used (a --slots
     /// waiter's slot taken once the wait was over). Kernel locks need
     /// nothing: they go with their descriptor.

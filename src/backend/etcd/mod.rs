@@ -31,8 +31,7 @@ pub use tls::TlsOptions;
 
 use super::{Attempt, Backend, Holder, Probe, StopRequest, Waited};
 use crate::error::Error;
-use crate::launch::{ENV_FD, ENV_FENCE, ENV_LOCK};
-use crate::procfs::Opened;
+use crate::launch::ENV_FENCE;
 
 /// What the command line says about the etcd lock.
 #[derive(Debug, Clone)]
@@ -331,32 +330,6 @@ impl Backend for EtcdLock {
             taken.renewed = renewed;
         }
         Ok(())
-    }
-
-    /// Inside the instance that holds this lock (COMMAND, or what it
-    /// started), ME_ONLY_FD names the write end of the instance's pipe: so
-    /// says the environment, whose fencing token is the holder's key's (a
-    /// process left by an earlier instance has an older one, and its
-    /// ME_ONLY_FD, if open, is not the holder's pipe).
-    fn inherited_from_instance(&self) -> Option<Opened> {
-        let inside = std::env::var_os(ENV_LOCK)?;
-        if inside.as_bytes() != &self.prefix[..self.prefix.len() - 1] {
-            return None;
-        }
-        let fence: i64 = std::env::var(ENV_FENCE).ok()?.parse().ok()?;
-        let holder = self.gateway().first_under(&self.prefix).ok()??;
-        if holder.create_revision != fence {
-            return None;
-        }
-        let fd = std::env::var(ENV_FD).ok()?;
-        let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.trim())).ok()?;
-        let inode = link
-            .to_str()?
-            .strip_prefix("pipe:[")?
-            .strip_suffix(']')?
-            .parse()
-            .ok()?;
-        Some(Opened::PipeWriter(inode))
     }
 
     fn hand_over(&self, holder: i32) -> Result<(), Error> {
