@@ -153,7 +153,7 @@ fn keep(watch: &Watch, holder: Holders, mut ready: File) {
     let mut next_renewal = renewed + period;
     let mut retry = Retry::default();
     loop {
-        let lost_at = renewed + ttl - fencing_margin(ttl);
+        let lost_at = self::lost_at(renewed, ttl);
         let wake = next_renewal.min(lost_at);
         let wait = wake.saturating_duration_since(Instant::now());
         let mut events = [
@@ -214,7 +214,7 @@ fn keep(watch: &Watch, holder: Holders, mut ready: File) {
                 renewed = sent;
                 next_renewal = sent + period;
                 retry = Retry::default();
-                beat(&heartbeat, renewed + ttl - fencing_margin(ttl));
+                beat(&heartbeat, self::lost_at(renewed, ttl));
             }
             Renewal::Lost(reason) => {
                 return stand_down_and_fence(heartbeat, watch, &holder, reason);
@@ -294,7 +294,7 @@ fn stand_guard(
     let ttl = Duration::from_secs(watch.settings.ttl.max(1) as u64);
     let grace = fencing_margin(ttl) / 4;
     let mut heartbeat = Some(heartbeat);
-    let mut deadline = Some(watch.renewed + ttl - fencing_margin(ttl) + grace);
+    let mut deadline = Some(lost_at(watch.renewed, ttl) + grace);
     loop {
         let wait = deadline.map_or(PollTimeout::NONE, |deadline| {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -378,6 +378,12 @@ fn last_beat(heartbeat: &mut File) -> Option<Duration> {
 fn stand_down_and_fence(heartbeat: File, watch: &Watch, holder: &Holders, reason: &str) {
     drop(heartbeat);
     fence(watch, holder, reason);
+}
+
+/// When a lease renewed (or granted) by a request sent at `renewed` is
+/// given up: its TTL, less the fencing margin.
+pub fn lost_at(renewed: Instant, ttl: Duration) -> Instant {
+    renewed + ttl - fencing_margin(ttl)
 }
 
 /// How long before the lease can run out in etcd the keeper gives it up

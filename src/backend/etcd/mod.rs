@@ -411,7 +411,7 @@ impl EtcdLock {
             lock: self.name.clone(),
             what: format!("cannot keep the lease: {why}"),
         };
-        let lost_at = taken.renewed + ttl - keeper::fencing_margin(ttl);
+        let lost_at = keeper::lost_at(taken.renewed, ttl);
         if Instant::now() >= lost_at {
             return Err(cannot_keep(format!(
                 "taking the lock took {:.1} s of its TTL ({} s)",

@@ -19,7 +19,7 @@
 use std::time::{Duration, Instant};
 
 use super::gateway::{self, CallError, Watched};
-use super::keeper::{fencing_margin, renewal_period};
+use super::keeper::{self, renewal_period};
 use super::{EtcdLock, Taken, holder_value};
 use crate::error::Error;
 
@@ -173,7 +173,7 @@ impl EtcdLock {
     /// call of the waiter's may go on past it.
     fn lost_at(&self, place: &Taken) -> Instant {
         let ttl = Duration::from_secs(self.settings.ttl.max(1) as u64);
-        place.renewed + ttl - fencing_margin(ttl)
+        keeper::lost_at(place.renewed, ttl)
     }
 
     /// Renews the place's lease before it may run out; false if it is gone.
