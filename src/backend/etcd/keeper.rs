@@ -209,7 +209,7 @@ fn keep(watch: &Watch, holder: Holders, mut ready: File) {
         // The lease runs from when etcd got the renewal, which is after
         // the request that got it was sent: counting from then errs on the
         // side of fencing early.
-        match renew(gateway, watch, lost_at.min(now + period)) {
+        match renew(gateway, watch, call_deadline(now, period, lost_at)) {
             Renewal::Renewed(sent) => {
                 renewed = sent;
                 next_renewal = sent + period;
@@ -394,6 +394,18 @@ pub fn fencing_margin(ttl: Duration) -> Duration {
     (ttl / 4).min(Duration::from_secs(1))
 }
 
+/// By when one renewal must be answered: within a renewal period, and
+/// within half the time left before `lost_at`. A member without a leader
+/// holds a request until it sees one, and then some: etcd 3.4's
+/// waitLeader looks again only after a whole election timeout, so a
+/// request sent during an election may be answered well after a new
+/// leader is there. Given up half-way, it leaves time for a fresh request,
+/// which a member that knows the new leader forwards at once.
+fn call_deadline(now: Instant, period: Duration, lost_at: Instant) -> Instant {
+    let half_of_what_is_left = lost_at.saturating_duration_since(now) / 2;
+    now + period.min(half_of_what_is_left)
+}
+
 /// How soon a renewal that got no answer is tried again: at first, and at
 /// most (never later than the keeper's deadline, which bounds every wait).
 const FIRST_RETRY: Duration = Duration::from_millis(50);
@@ -521,5 +533,23 @@ mod tests {
         // Never below the first wait, however close the deadline.
         let mut retry = Retry::default();
         assert_eq!(retry.next_wait(period, Duration::ZERO), FIRST_RETRY);
+    }
+
+    #[test]
+    fn a_renewal_leaves_half_the_time_left_for_another() {
+        let now = Instant::now();
+        let period = Duration::from_millis(1333);
+        // Plenty of time: one period.
+        let deadline = call_deadline(now, period, now + Duration::from_secs(9));
+        assert_eq!(deadline, now + period);
+        // A retry 0.8 s before the deadline gives up after 0.4 s, so that a
+        // request sent once a new leader is elected still fits.
+        let deadline = call_deadline(now, period, now + Duration::from_millis(800));
+        assert_eq!(deadline, now + Duration::from_millis(400));
+        // Past the deadline: no time at all.
+        assert_eq!(
+            call_deadline(now, period, now - Duration::from_secs(1)),
+            now
+        );
     }
 }
