@@ -2,6 +2,8 @@
 //! (/proc/PID/cmdline): the memory of the argument strings the kernel
 //! handed to me-only, which main reads once, at start-up.
 
+use std::sync::Mutex;
+
 /// Rewrites the command line to `words`: a keeper inherits COMMAND's, and a
 /// `pkill -f job` meant for the job hit it. The new words go into the
 /// memory of the old ones (as setproctitle does), cut to their length; the
@@ -26,33 +28,58 @@ pub fn retitle(words: &[&str]) {
 /// Replaces `secret` with one `*` wherever it ends an argument
 /// (`--password SECRET`, `--password=SECRET`, `--user USER:SECRET`), so
 /// that ps and /proc show no password for as long as me-only runs
-/// (waiting, or with --fork), nor its length: the arguments after it move
-/// up, and the area's end is zeroed. (The kernel keeps the area's size:
-/// the count of bytes of /proc/PID/cmdline still adds up the lengths.)
+/// (waiting, or with --fork), nor its length. Left as arguments apart, the
+/// area would still give the length away: the kernel reports it whole as
+/// /proc/PID/cmdline, and its size adds up the arguments as given. So the
+/// masked arguments are written as setproctitle(3) does, as one string
+/// (joined by spaces, as ps shows them) of which the kernel reports only
+/// its first 4 KiB, up to its NUL (fs/proc/base.c, get_mm_proctitle).
 pub fn hide(secret: &str) {
-    const MASK: &[u8] = b"*";
     let secret = secret.as_bytes();
-    let Some(area) = argument_area() else {
-        return;
-    };
     if secret.is_empty() {
         return;
     }
-    let mut hidden = Vec::with_capacity(area.len());
-    for argument in area.split(|&b| b == 0) {
-        match secret_at(argument, secret) {
-            Some(start) => {
-                hidden.extend_from_slice(&argument[..start]);
-                hidden.extend_from_slice(MASK);
-            }
-            None => hidden.extend_from_slice(argument),
+    let Some(area) = argument_area() else {
+        return;
+    };
+    let mut masked = MASKED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let arguments = masked.get_or_insert_with(|| arguments_in(area));
+    for argument in arguments.iter_mut() {
+        if let Some(start) = secret_at(argument, secret) {
+            argument.truncate(start);
+            argument.push(b'*');
         }
-        hidden.push(0);
     }
-    // One NUL more than the area holds: the split's last piece ends it.
-    hidden.pop();
-    area[..hidden.len()].copy_from_slice(&hidden);
-    area[hidden.len()..].fill(0);
+    set_title(area, &arguments.join(&b' '));
+}
+
+/// The arguments as masked so far: once written as one string, the area no
+/// longer tells them apart, and `hide` may be called for several secrets.
+static MASKED: Mutex<Option<Vec<Vec<u8>>>> = Mutex::new(None);
+
+/// The arguments in `area`, each ended by a NUL.
+fn arguments_in(area: &[u8]) -> Vec<Vec<u8>> {
+    let arguments = area.strip_suffix(&[0]).unwrap_or(area);
+    arguments.split(|&b| b == 0).map(<[u8]>::to_vec).collect()
+}
+
+/// Writes `title` over `area` as setproctitle(3) does: the string and its
+/// NUL at the start, zeros after, and a last byte that is not NUL, by which
+/// the kernel tells a title from arguments as exec left them: it shows the
+/// string up to its NUL, not the area whole. (A title whose NUL is the
+/// area's last byte is the area whole: the same bytes.)
+fn set_title(area: &mut [u8], title: &[u8]) {
+    let Some(room) = area.len().checked_sub(1) else {
+        return;
+    };
+    let kept = title.len().min(room);
+    area[..kept].copy_from_slice(&title[..kept]);
+    area[kept..].fill(0);
+    if kept < room {
+        area[room] = b' ';
+    }
 }
 
 /// Where `secret` starts in `argument`, if it ends the argument as its
@@ -79,4 +106,28 @@ fn argument_area() -> Option<&'static mut [u8]> {
     // me-only read them into its own strings at start-up and reads them no
     // more.
     Some(unsafe { std::slice::from_raw_parts_mut(start as *mut u8, end - start) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_title_shorter_than_the_area_ends_it_with_a_byte_not_nul() {
+        let mut area = *b"me-only\0--password\0secret\0";
+        set_title(&mut area, b"me-only --password *");
+        assert_eq!(&area, b"me-only --password *\0\0\0\0\0 ");
+    }
+
+    #[test]
+    fn a_title_that_fills_the_area_is_ended_by_its_last_nul() {
+        let mut area = *b"me-only\0--password\0s\0";
+        set_title(&mut area, b"me-only --password *");
+        assert_eq!(&area, b"me-only --password *\0");
+    }
+
+    #[test]
+    fn empty_arguments_are_kept_apart() {
+        assert_eq!(arguments_in(b"a\0\0b\0"), [&b"a"[..], b"", b"b"]);
+    }
 }

@@ -6,10 +6,13 @@
 mod common;
 
 use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsFd;
 use std::process::Stdio;
 
 use common::etcd::*;
-use common::{Holding, refused, text};
+use common::{Holding, KillOnDrop, me_only, refused, text};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -182,6 +185,69 @@ fn a_password_in_user_is_split_off_and_never_shown() {
         // Its keeper gives the lock back just after COMMAND exits.
         common::wait_until_gone(keeper.as_raw());
     }
+}
+
+/// Two launches whose command lines differ only in the password's length
+/// show /proc/PID/cmdline of the same size (the kernel reports the whole
+/// argument area, whose size adds up the arguments as given), with the
+/// other words still readable by ps. No etcd is needed: the password is
+/// hidden as the options are read, before a launch connects to its
+/// endpoint, here one that never answers.
+#[test]
+fn the_length_of_a_password_does_not_show_in_proc_cmdline() {
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", silent.local_addr().unwrap());
+    let lock = lock_name("password-length");
+    // `{}`: where the password goes; `{2}`: a second one (the first
+    // with `-2`), where both are given.
+    for login in [
+        &["--user", "jobs", "--password", "{}"][..],
+        &["--user", "jobs", "--password={}"],
+        &["--user", "jobs:{}"],
+        &["--user", "jobs:{}", "--password={2}"],
+    ] {
+        let with = |password: &str, second: &str| -> Vec<String> {
+            let words = ["--etcd", &endpoint]
+                .into_iter()
+                .chain(login.iter().copied());
+            let words = words.chain(["--wait", &lock, "echo", "ran"]);
+            let words = words.map(|word| word.replace("{2}", second).replace("{}", password));
+            words.collect()
+        };
+        let cmdlines = ["Sh0rt", "a-L0nger-s3cret-pa55word"].map(|password| {
+            let launch = KillOnDrop(
+                me_only()
+                    .args(with(password, &format!("{password}-2")))
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            );
+            let _connection = connected(&silent);
+            let cmdline = std::fs::read(format!("/proc/{}/cmdline", launch.0.id())).unwrap();
+            assert!(!text(&cmdline).contains(password), "{}", text(&cmdline));
+            cmdline
+        });
+        assert_eq!(
+            cmdlines[0].len(),
+            cmdlines[1].len(),
+            "{login:?}: {:?}",
+            cmdlines.each_ref().map(|cmdline| text(cmdline))
+        );
+        // As ps shows it: NULs read as spaces, the password one `*`.
+        let masked = format!("{} {}", common::ME_ONLY, with("*", "*").join(" "));
+        for cmdline in &cmdlines {
+            assert_eq!(text(cmdline).replace('\0', " ").trim_end(), masked);
+        }
+    }
+}
+
+/// The next connection to `listener`, once a launch makes it (within 5 s).
+fn connected(listener: &TcpListener) -> TcpStream {
+    let mut ready = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+    let waited = poll(&mut ready, PollTimeout::from(5000u16)).unwrap();
+    assert_eq!(waited, 1, "no launch connected within 5 s");
+    listener.accept().unwrap().0
 }
 
 /// --list with no prefix reads the whole keyspace, here over 1 MiB of key
