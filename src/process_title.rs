@@ -5,24 +5,14 @@
 use std::sync::Mutex;
 
 /// Rewrites the command line to `words`: a keeper inherits COMMAND's, and a
-/// `pkill -f job` meant for the job hit it. The new words go into the
-/// memory of the old ones (as setproctitle does), cut to their length; the
-/// rest is zeroed.
+/// `pkill -f job` meant for the job hit it. Written as one title (see
+/// `set_title`), so that /proc/PID/cmdline is the title alone, not the
+/// area of the old words, whose size would add up a password's length.
 pub fn retitle(words: &[&str]) {
     let Some(area) = argument_area() else {
         return;
     };
-    let mut title = Vec::new();
-    for word in words {
-        title.extend_from_slice(word.as_bytes());
-        title.push(0);
-    }
-    let kept = title.len().min(area.len());
-    area[..kept].copy_from_slice(&title[..kept]);
-    area[kept..].fill(0);
-    if let Some(last) = area.last_mut() {
-        *last = 0;
-    }
+    set_title(area, words.join(" ").as_bytes());
 }
 
 /// Replaces `secret` with one `*` wherever it ends an argument

@@ -50,7 +50,9 @@ fn an_ignored_sigchld_neither_stops_the_launch_nor_changes_for_command() {
 }
 
 /// The keeper's command line names the lock, not COMMAND's words (so that
-/// `pkill -f job` does not hit it); and a keeper told to stop (SIGTERM)
+/// `pkill -f job` does not hit it), and is that alone, whatever the size of
+/// the command line it replaced (whose size would give away the length of
+/// a password given there); and a keeper told to stop (SIGTERM)
 /// stops COMMAND before it gives the lock back: a new holder never runs
 /// beside the old command.
 #[test]
@@ -60,12 +62,7 @@ fn a_keeper_told_to_stop_fences_the_command_first() {
     let (mut holder, _stdout) = fenced_holder(&etcd, &lock, "30");
     let keeper = keeper_of(&lock).expect("a keeper runs");
     let cmdline = std::fs::read(format!("/proc/{keeper}/cmdline")).unwrap();
-    let words: Vec<String> = cmdline
-        .split(|&b| b == 0)
-        .filter(|word| !word.is_empty())
-        .map(text)
-        .collect();
-    assert_eq!(words, ["me-only-keeper", lock.as_str()]);
+    assert_eq!(text(&cmdline), format!("me-only-keeper {lock}\0"));
     kill(keeper, Signal::SIGTERM).unwrap();
     // The command said "terminated" and exited 0 on the keeper's SIGTERM.
     assert!(

@@ -655,7 +655,7 @@ pub fn helper_of(name: &str, lock: &str) -> Option<Pid> {
             let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
             let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            let names_lock = cmdline.split(|&b| b == 0).any(|arg| arg == lock.as_bytes());
+            let names_lock = cmdline == format!("{name} {lock}\0").as_bytes();
             (comm.trim() == name && names_lock).then(|| Pid::from_raw(pid))
         })
 }
