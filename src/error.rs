@@ -1,5 +1,6 @@
-//! Everything that can go wrong, and the one place that turns it into
-//! me-only's exit codes and its one line on stderr.
+//! Everything that can go wrong, each with what it concerns (the lock, the
+//! command, the errno). Exit codes, -E, -q and the line on stderr are the
+//! command's business (its exit.rs), not the locks'.
 
 use std::fmt;
 use std::io;
@@ -7,18 +8,7 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 
-use crate::backend::Holder;
-
-/// Exit code for COMMAND not found, not executable, or exec failed.
-pub const EXIT_FAILURE: u8 = 1;
-/// Exit code for invalid usage.
-pub const EXIT_USAGE: u8 = 2;
-/// Exit code for a lock that could not be set up.
-pub const EXIT_LOCK_ERROR: u8 = 3;
-/// Default exit code for a lock held by another instance.
-pub const EXIT_CONFLICT: u8 = 4;
-/// Exit code of a run stopped by --max-time: timeout(1)'s.
-pub const EXIT_MAX_TIME: u8 = 124;
+use crate::holder::Holder;
 
 #[derive(Debug)]
 pub enum Error {
@@ -69,47 +59,7 @@ pub enum Error {
     },
 }
 
-/// How a conflict is reported, as the command line asked.
-#[derive(Debug, Clone, Copy)]
-pub struct ConflictPolicy {
-    pub exit_code: u8,
-    pub quiet: bool,
-}
-
-impl Default for ConflictPolicy {
-    fn default() -> Self {
-        ConflictPolicy {
-            exit_code: EXIT_CONFLICT,
-            quiet: false,
-        }
-    }
-}
-
 impl Error {
-    pub fn exit_code(&self, conflict: ConflictPolicy) -> u8 {
-        match self {
-            Error::Usage(_) => EXIT_USAGE,
-            Error::Busy { .. } | Error::SlotsBusy { .. } | Error::NotReplaced { .. } => {
-                conflict.exit_code
-            }
-            Error::Lock { .. } | Error::NotALockFile { .. } => EXIT_LOCK_ERROR,
-            #[cfg(feature = "etcd")]
-            Error::Etcd { .. } => EXIT_LOCK_ERROR,
-            Error::Exec { .. } => EXIT_FAILURE,
-        }
-    }
-
-    /// The line on stderr: `me-only: <what went wrong>`, one line whatever
-    /// the names in it hold.
-    pub fn line(&self) -> String {
-        format!("me-only: {}\n", printable(&self.to_string()))
-    }
-
-    /// Whether the line on stderr is wanted; `--quiet` silences conflicts only.
-    pub fn is_reported(&self, conflict: ConflictPolicy) -> bool {
-        !(conflict.quiet && matches!(self, Error::Busy { .. } | Error::SlotsBusy { .. }))
-    }
-
     /// A lock error from a failed system call.
     pub fn lock(lock: &str, action: &'static str, err: &io::Error) -> Error {
         Error::lock_errno(lock, action, errno_of(err))
@@ -226,24 +176,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn conflict_code_follows_the_policy_and_nothing_else_does() {
-        let policy = ConflictPolicy {
-            exit_code: 75,
-            quiet: true,
-        };
-        let busy = Error::Busy {
-            lock: "/tmp/a".into(),
-            holder: Holder::unknown(),
-            waited: None,
-        };
-        let usage = Error::Usage("bad".into());
-        assert_eq!(busy.exit_code(policy), 75);
-        assert_eq!(usage.exit_code(policy), EXIT_USAGE);
-        assert!(!busy.is_reported(policy));
-        assert!(usage.is_reported(policy));
-    }
-
-    #[test]
     fn messages_name_the_lock_and_the_holder() {
         let holder = Holder {
             pid: Some(4242),
@@ -264,15 +196,6 @@ mod tests {
         assert_eq!(
             timed_out.to_string(),
             "/tmp/a: still held by pid 4242 (uid 0) after 0.5 s"
-        );
-        let odd = Error::Busy {
-            lock: "a\nb\x1b[2J".into(),
-            holder: Holder::unknown(),
-            waited: None,
-        };
-        assert_eq!(
-            odd.line(),
-            "me-only: a\\nb\\u{1b}[2J: already held by another process\n"
         );
         let lock = Error::lock("127.0.0.1:80", "bind", &io::Error::from_raw_os_error(13));
         assert_eq!(

@@ -1,0 +1,293 @@
+//! `--fork`: me-only keeps the lock and runs COMMAND as its child, for
+//! commands that close every descriptor they inherit but stay in the
+//! foreground. The lock lives exactly as long as me-only, which lives as
+//! long as its child, and the child no longer than me-only. With
+//! --max-time, the supervisor also stops the child, and all it started,
+//! once its time is up.
+
+use std::ffi::OsString;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, ExitStatus};
+use std::time::Instant;
+
+use log::debug;
+use nix::errno::Errno;
+use nix::libc;
+use nix::poll::{PollFd, PollFlags, poll};
+use nix::sys::signal::{
+    SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, sigaction, sigprocmask,
+};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::unistd::Pid;
+use std::os::fd::AsFd;
+
+use crate::cli::MaxTime;
+use crate::error::{Error, errno_of};
+use crate::exit::EXIT_MAX_TIME;
+use crate::run::launch::{self, Held, exec_error};
+use crate::sys::deadline;
+use crate::sys::poll_time;
+use crate::sys::procfs;
+use crate::sys::tree::{DescriptorLimit, Tree};
+
+/// The signals a supervisor passes on, as util-linux flock and tini do.
+const FORWARDED: [Signal; 7] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+];
+
+/// A signal the kernel generated (a terminal's ^C, ^\\, hang-up, resize) went
+/// to the whole foreground process group, the child included: passing it on
+/// would deliver it twice.
+const SI_KERNEL: i32 = 0x80;
+
+/// Runs COMMAND as a child while holding the lock; returns its status as
+/// me-only's exit code, or 124 when `max_time` ran out and it was stopped.
+pub fn run(held: Held, command: &[OsString], max_time: Option<MaxTime>) -> Result<u8, Error> {
+    // Counted from the moment the lock is held, which is now. A limit of 0
+    // (timeout(1)'s convention) or past what the clock can count to is no
+    // limit.
+    let cap = max_time.and_then(|max_time| {
+        if max_time.limit.is_zero() {
+            return None;
+        }
+        Some(Cap {
+            deadline: deadline::after(max_time.limit)?,
+            max_time,
+        })
+    });
+    let lock_name = held.name();
+    let system_error = |action, errno| Error::lock_errno(lock_name, action, errno);
+    // Signals are taken from a signalfd, in order and without handlers, so
+    // no waitpid is ever interrupted and no SIGCHLD is lost.
+    let mut watched = SigSet::empty();
+    FORWARDED.iter().for_each(|&signal| watched.add(signal));
+    watched.add(Signal::SIGCHLD);
+    let mut original_mask = SigSet::empty();
+    sigprocmask(
+        SigmaskHow::SIG_BLOCK,
+        Some(&watched),
+        Some(&mut original_mask),
+    )
+    .map_err(|errno| system_error("block signals", errno))?;
+    // An ignored SIGCHLD would reap the child before we could see its status.
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    // SAFETY: installs the default disposition, no handler.
+    let original_sigchld = unsafe { sigaction(Signal::SIGCHLD, &default) }
+        .map_err(|errno| system_error("reset SIGCHLD", errno))?;
+    let signals = SignalFd::with_flags(&watched, SfdFlags::SFD_CLOEXEC)
+        .map_err(|errno| system_error("create a signalfd", errno))?;
+
+    // me-only keeps the lock (and COMMAND shares its descriptor, below).
+    held.lock.hand_over(std::process::id() as i32)?;
+    // What COMMAND leaves running when it exits (`job &`) is still the
+    // instance: as a child subreaper, me-only gets it back as its child,
+    // keeps the lock until it is gone too, and stops it with the rest at
+    // --max-time. After hand_over, whose etcd keeper must not come back.
+    nix::sys::prctl::set_child_subreaper(true)
+        .map_err(|errno| system_error("become a child subreaper", errno))?;
+    // Children me-only has before COMMAND starts are not COMMAND's: those
+    // of the program that exec'd me-only, or an etcd keeper that came back
+    // to it (me-only is pid 1, or inherited the subreaper flag). Neither
+    // waited for nor stopped.
+    let adopted = procfs::children(std::process::id() as i32);
+    let mut child = launch::child(command, &held, original_mask);
+    // COMMAND and what it starts inherit the lock as well: should me-only
+    // be killed (kill -9, the OOM killer), COMMAND dies with it (its death
+    // signal) but what it left running holds the lock until it is gone,
+    // instead of running beside the next instance.
+    launch::share_with(&mut child, &held)?;
+    let supervisor = nix::unistd::getpid();
+    // SAFETY: sigaction, prctl and getppid are async-signal-safe.
+    unsafe {
+        child.pre_exec(move || {
+            sigaction(Signal::SIGCHLD, &original_sigchld)?;
+            die_with(supervisor)
+        });
+    }
+    let mut child = child
+        .spawn()
+        .map_err(|err| exec_error(lock_name, &command[0], errno_of(&err)))?;
+    // A tree to stop holds a pidfd for each of its processes; COMMAND,
+    // started, keeps the limit it was given.
+    let _raised = DescriptorLimit::raise();
+    debug!(
+        "{lock_name}: lock held {} by me-only; child pid {}",
+        held.whereabouts(),
+        child.id()
+    );
+    let (status, capped) = supervise(&mut child, &signals, cap, adopted)
+        .map_err(|errno| system_error("supervise the command", errno))?;
+    drop(held.fd);
+    if capped {
+        debug!("stopped after --max-time: {status}");
+        return Ok(EXIT_MAX_TIME);
+    }
+    if let Some(signal) = status.signal() {
+        die_of(signal);
+    }
+    Ok(exit_code(status))
+}
+
+/// Dies of the signal that killed the child, as exec mode would have, so
+/// that the caller sees it: a shell stops a loop when its job died of ^C,
+/// not when it exited 130. A core-dumping signal dumps no core of
+/// me-only's: the core, if any, was the child's. Returns if the signal
+/// does not kill (it cannot, having killed the child).
+fn die_of(signal: i32) {
+    let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
+    let Ok(signal) = Signal::try_from(signal) else {
+        return;
+    };
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    // SAFETY: installs the default disposition, no handler.
+    let _ = unsafe { sigaction(signal, &default) };
+    let _ = nix::sys::signal::raise(signal);
+    let mut only = SigSet::empty();
+    only.add(signal);
+    let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&only), None);
+}
+
+/// In the child: be killed when the supervisor dies, however it dies
+/// (SIGKILL, the OOM killer), for the lock dies with it. The kernel sends
+/// the signal when the thread that forked the child exits; me-only forks
+/// from its main thread, which lives as long as the process. It sends it
+/// after closing the supervisor's descriptors, so the lock is free a few
+/// microseconds before the child is marked for death; but then it runs no
+/// more of its own code, while a new holder has still to start its
+/// COMMAND. A supervisor already dead is seen as a new parent.
+fn die_with(supervisor: Pid) -> std::io::Result<()> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+    if nix::unistd::getppid() != supervisor {
+        // SAFETY: _exit is async-signal-safe; nothing is left to clean up.
+        unsafe { libc::_exit(libc::EXIT_FAILURE) };
+    }
+    Ok(())
+}
+
+/// When --max-time runs out.
+#[derive(Clone, Copy)]
+struct Cap {
+    deadline: Instant,
+    max_time: MaxTime,
+}
+
+/// Forwards signals to the child until it and every process it left
+/// behind have exited, and stops them all if `cap` runs out first; the
+/// child's status, and whether it was capped before it had exited (a
+/// child that ended in time tells its own status, even where what it left
+/// running had to be stopped). `adopted`: children that are not the
+/// child's.
+fn supervise(
+    child: &mut Child,
+    signals: &SignalFd,
+    mut cap: Option<Cap>,
+    mut adopted: Vec<i32>,
+) -> Result<(ExitStatus, bool), Errno> {
+    let pid = Pid::from_raw(child.id() as i32);
+    // A terminal's hang-up goes to its session leader alone (the rest of
+    // the session hears of it only when the leader exits): when me-only
+    // leads the session (ssh -t host me-only --fork ...), the child has
+    // not had it and must.
+    let leads_session = nix::unistd::getsid(None).is_ok_and(|sid| sid == nix::unistd::getpid());
+    let mut capped = false;
+    let mut status = None;
+    loop {
+        if let Some(Cap { deadline, max_time }) = cap {
+            if !readable_before(signals, deadline)? {
+                debug!("--max-time is up: stopping {pid} and what it started");
+                cap = None;
+                capped = status.is_none();
+                Tree::freeze_descendants(&adopted).terminate(max_time.signal, max_time.kill_after);
+                continue;
+            }
+        }
+        let info = match signals.read_signal() {
+            Ok(Some(info)) => info,
+            Ok(None) | Err(Errno::EINTR) => continue,
+            Err(errno) => return Err(errno),
+        };
+        let Ok(signal) = Signal::try_from(info.ssi_signo as i32) else {
+            continue;
+        };
+        if signal == Signal::SIGCHLD {
+            // Also sent when a child stops or continues.
+            let children_left = reap(pid, &mut status, &mut adopted)?;
+            match status {
+                Some(status) if !children_left => return Ok((status, capped)),
+                _ => continue,
+            }
+        }
+        let child_had_it =
+            info.ssi_code == SI_KERNEL && !(signal == Signal::SIGHUP && leads_session);
+        if child_had_it {
+            continue;
+        }
+        if status.is_none() {
+            debug!("forwarding {signal} to {pid}");
+            // The child may have exited already; its SIGCHLD is on the way.
+            let _ = nix::sys::signal::kill(pid, signal);
+        } else {
+            debug!("forwarding {signal} to what the child left running");
+            Tree::descendants(&adopted).signal(signal as i32);
+        }
+    }
+}
+
+/// Reaps every child that has exited: COMMAND (`command`), whose status it
+/// records, and the processes it left behind, which came back to me-only
+/// as their subreaper. Whether any child is left that is not `adopted`
+/// (from which those reaped are taken out: their pids may be given again).
+fn reap(
+    command: Pid,
+    status: &mut Option<ExitStatus>,
+    adopted: &mut Vec<i32>,
+) -> Result<bool, Errno> {
+    loop {
+        let mut raw = 0;
+        // SAFETY: waitpid writes the status into `raw`, ours.
+        let reaped = unsafe { libc::waitpid(-1, &mut raw, libc::WNOHANG) };
+        match Errno::result(reaped) {
+            Ok(0) => break,
+            Ok(reaped) if reaped == command.as_raw() => *status = Some(ExitStatus::from_raw(raw)),
+            Ok(reaped) => adopted.retain(|&pid| pid != reaped),
+            Err(Errno::EINTR) => {}
+            Err(Errno::ECHILD) => return Ok(false),
+            Err(errno) => return Err(errno),
+        }
+    }
+    // Some child is left; only where some were adopted must /proc say
+    // whether it is one of them.
+    if adopted.is_empty() {
+        return Ok(true);
+    }
+    let me = std::process::id() as i32;
+    Ok(procfs::children(me)
+        .iter()
+        .any(|child| !adopted.contains(child)))
+}
+
+/// Whether `signals` has a signal to read before `deadline`.
+fn readable_before(signals: &SignalFd, deadline: Instant) -> Result<bool, Errno> {
+    let mut readable = [PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+    match poll(&mut readable, poll_time::until(Some(deadline))) {
+        Ok(0) => Ok(Instant::now() < deadline),
+        Ok(_) | Err(Errno::EINTR) => Ok(true),
+        Err(errno) => Err(errno),
+    }
+}
+
+/// The child's exit code, or 128+N when signal N killed it, as a shell does.
+fn exit_code(status: ExitStatus) -> u8 {
+    let code = match (status.code(), status.signal()) {
+        (Some(code), _) => code,
+        (None, Some(signal)) => 128 + signal,
+        (None, None) => libc::EXIT_FAILURE,
+    };
+    code as u8
+}

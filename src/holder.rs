@@ -1,0 +1,39 @@
+//! Who holds a lock: what a message names, and what --test prints. Never
+//! whom to signal (that is sys::instance's question, answered apart).
+
+use std::fmt;
+
+/// Who holds a lock, as far as the kernel tells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub pid: Option<i32>,
+    pub uid: Option<u32>,
+    /// The host it runs on, where the lock spans hosts (etcd).
+    pub host: Option<String>,
+}
+
+impl Holder {
+    /// Held, by whom the kernel does not tell.
+    pub fn unknown() -> Holder {
+        Holder {
+            pid: None,
+            uid: None,
+            host: None,
+        }
+    }
+}
+
+impl fmt::Display for Holder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.pid, self.uid) {
+            (Some(pid), Some(uid)) => write!(f, "pid {pid} (uid {uid})"),
+            (Some(pid), None) => write!(f, "pid {pid}"),
+            (None, Some(uid)) => write!(f, "a process of uid {uid}"),
+            (None, None) => write!(f, "another process"),
+        }?;
+        match &self.host {
+            Some(host) => write!(f, " on {host}"),
+            None => Ok(()),
+        }
+    }
+}

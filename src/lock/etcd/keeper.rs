@@ -1,0 +1,555 @@
+//! The lease keeper: a small process that me-only starts once it holds the
+//! etcd lock, before it execs COMMAND. It renews the lease while the
+//! instance runs, revokes it the moment the instance is gone (COMMAND,
+//! watched through a pidfd, so no pid is ever mistaken for another, and
+//! every process that keeps ME_ONLY_FD: holders.rs), and fences the
+//! instance off (SIGTERM, then SIGKILL) if the lease is lost: etcd
+//! unreachable until the lease ran out, or the key deleted by an operator.
+//!
+//! It is started through a double fork, so it is not COMMAND's child: a
+//! COMMAND that waits for all its children never meets it, and COMMAND keeps
+//! me-only's pid. It forks a sentry that fences COMMAND off should the
+//! keeper die, and watches the sentry in turn.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::libc;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
+use nix::sys::signal::{
+    SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, sigaction, sigprocmask,
+};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::WaitStatus;
+use nix::unistd::{ForkResult, fork};
+
+use crate::sys::pidfd::pidfd_open;
+use crate::sys::process_title;
+
+use super::gateway::{self, Gateway};
+use super::holders::Holders;
+use super::{Settings, is_marked};
+
+/// What the keeper looks after.
+pub struct Watch {
+    pub lock: String,
+    pub settings: Settings,
+    pub lease: i64,
+    pub key: Vec<u8>,
+    /// When the lease was last granted or renewed.
+    pub renewed: Instant,
+    /// COMMAND's pid (me-only's own, before exec; with --fork, me-only's).
+    pub holder: i32,
+}
+
+/// How often a lease is renewed: three times per TTL, as etcd's own clients
+/// do, so that two renewals may fail before it runs out.
+pub fn renewal_period(ttl: i64) -> Duration {
+    Duration::from_millis((ttl.max(1) as u64) * 1000 / 3)
+}
+
+/// Starts the keeper, which keeps `writers`, the read end of the pipe whose
+/// write end holds the lock with COMMAND. Returns once it runs on its own,
+/// watching.
+pub fn start(watch: Watch, writers: OwnedFd) -> Result<(), Errno> {
+    // With SIGCHLD ignored (as a caller may have left it) the kernel reaps
+    // children itself, and the wait for the first one fails: the default,
+    // for as long as the start takes; COMMAND gets the caller's back.
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    // SAFETY: installs the default disposition, no handler.
+    let inherited = unsafe { sigaction(Signal::SIGCHLD, &default) }?;
+    let started = start_with_sigchld_at_default(watch, writers);
+    // SAFETY: puts back what sigaction just returned.
+    unsafe { sigaction(Signal::SIGCHLD, &inherited) }?;
+    started
+}
+
+/// A pipe on which a child says it is ready (a byte) or died first (end of
+/// file), closed on exec so that COMMAND never holds either end.
+fn ready_pipe() -> Result<(File, File), Errno> {
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    Ok((File::from(read), File::from(write)))
+}
+
+fn start_with_sigchld_at_default(watch: Watch, writers: OwnedFd) -> Result<(), Errno> {
+    let holder = Holders::open(watch.holder, writers)?;
+    let (mut ready, ready_write) = ready_pipe()?;
+    // SAFETY: me-only is single-threaded here (a waiter's renewal thread has
+    // been joined); the children run only their own code.
+    match unsafe { fork() }? {
+        ForkResult::Parent { child } => {
+            drop(holder);
+            drop(ready_write);
+            if nix::sys::wait::waitpid(child, None)? != WaitStatus::Exited(child, 0) {
+                return Err(Errno::EAGAIN);
+            }
+            // One byte once the keeper watches; end of file if it died first.
+            let mut byte = [0];
+            match ready.read(&mut byte) {
+                Ok(1) => Ok(()),
+                _ => Err(Errno::ECHILD),
+            }
+        }
+        ForkResult::Child => {
+            // A session of its own: a terminal's ^C or hang-up is for
+            // COMMAND, and the keeper acts on COMMAND's exit.
+            let _ = nix::unistd::setsid();
+            // SAFETY: as above, single-threaded.
+            let code = match unsafe { fork() } {
+                Ok(ForkResult::Parent { .. }) => 0,
+                Ok(ForkResult::Child) => {
+                    drop(ready);
+                    keep(&watch, holder, ready_write);
+                    0
+                }
+                Err(_) => 1,
+            };
+            // SAFETY: _exit ends this process without running anything of
+            // the parent's (no atexit handlers, no buffered output).
+            unsafe { libc::_exit(code) }
+        }
+    }
+}
+
+fn keep(watch: &Watch, holder: Holders, mut ready: File) {
+    let mut signals = SigSet::empty();
+    for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        signals.add(signal);
+    }
+    let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&signals), None);
+    let Ok(signals) = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC) else {
+        return;
+    };
+    let _ = nix::sys::prctl::set_name(c"me-only-keeper");
+    process_title::retitle(&["me-only-keeper", &watch.lock]);
+    // A fence holds a pidfd for every process of COMMAND's tree: as many
+    // descriptors as the hard limit allows.
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+    let Ok((sentry, heartbeat)) = start_sentry(watch, &holder) else {
+        return;
+    };
+    if ready.write_all(&[1]).is_err() {
+        return;
+    }
+    drop(ready);
+    let [holder_fd, writers_fd] = holder.raw_fds();
+    detach_from_inherited(&[
+        holder_fd,
+        writers_fd,
+        signals.as_fd().as_raw_fd(),
+        sentry.as_raw_fd(),
+        heartbeat.as_raw_fd(),
+    ]);
+    let gateway = &watch.settings.gateway;
+    let ttl = Duration::from_secs(watch.settings.ttl.max(1) as u64);
+    let period = renewal_period(watch.settings.ttl);
+    let mut renewed = watch.renewed;
+    let mut next_renewal = renewed + period;
+    let mut retry = Retry::default();
+    loop {
+        let lost_at = self::lost_at(renewed, ttl);
+        let wake = next_renewal.min(lost_at);
+        let wait = wake.saturating_duration_since(Instant::now());
+        let mut events = [
+            holder.poll_fd(),
+            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+            PollFd::new(sentry.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(
+            &mut events,
+            PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX),
+        ) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(_) => return,
+        }
+        let ready = |event: &PollFd| event.revents().is_some_and(|r| !r.is_empty());
+        if (ready(&events[0]) || ready(&events[2])) && holder.are_gone() {
+            // The instance is gone: the lock goes at once, not after the
+            // TTL. (COMMAND gone, ME_ONLY_FD still kept: it is held on.)
+            let _ = gateway.revoke(watch.lease, gateway::soon());
+            return;
+        }
+        if ready(&events[1]) {
+            // Told to stop (a unit being stopped, an operator): the lock
+            // goes with the keeper, so COMMAND goes first, or it would run
+            // beside the next holder.
+            let signal = signals
+                .read_signal()
+                .ok()
+                .flatten()
+                .and_then(|info| Signal::try_from(info.ssi_signo as i32).ok())
+                .map_or("a signal", Signal::as_str);
+            let reason = format!("the lease keeper got {signal}");
+            return stand_down_and_fence(heartbeat, watch, &holder, &reason);
+        }
+        if ready(&events[2]) {
+            // The sentry died (the OOM killer, kill -9): with it gone, the
+            // keeper's own death would leave COMMAND unfenced.
+            let reason = "the lease keeper's sentry died";
+            return stand_down_and_fence(heartbeat, watch, &holder, reason);
+        }
+        let now = Instant::now();
+        if now >= lost_at {
+            let reason = format!(
+                "lease lost: etcd unreachable for {:.1} s (TTL {} s)",
+                renewed.elapsed().as_secs_f64(),
+                watch.settings.ttl
+            );
+            return stand_down_and_fence(heartbeat, watch, &holder, &reason);
+        }
+        if now < next_renewal {
+            continue;
+        }
+        // The lease runs from when etcd got the renewal, which is after
+        // the request that got it was sent: counting from then errs on the
+        // side of fencing early.
+        match renew(gateway, watch, call_deadline(now, period, lost_at)) {
+            Renewal::Renewed(sent) => {
+                renewed = sent;
+                next_renewal = sent + period;
+                retry = Retry::default();
+                beat(&heartbeat, self::lost_at(renewed, ttl));
+            }
+            Renewal::Lost(reason) => {
+                return stand_down_and_fence(heartbeat, watch, &holder, reason);
+            }
+            Renewal::NoAnswer => {
+                // Soon, and elsewhere: a new leader may answer well before
+                // the deadline (the wake-up is bounded by it).
+                gateway.prefer_next();
+                let left = lost_at.saturating_duration_since(Instant::now());
+                next_renewal = Instant::now() + retry.next_wait(period, left);
+            }
+        }
+    }
+}
+
+/// Forks the sentry: a second small process that watches the keeper, and
+/// fences COMMAND off and gives the lock back if the keeper dies while
+/// COMMAND runs (kill -9, the OOM killer), since nothing would then renew
+/// the lease nor stop COMMAND when it ran out, or if the keeper misses its
+/// own deadline (stopped, frozen in a cgroup, starved of CPU), since the
+/// lease then runs out with nobody to fence COMMAND. The keeper watches
+/// the sentry likewise, so that either may die alone. Returns the sentry's
+/// pidfd and the heartbeat's write end (see `beat`).
+fn start_sentry(watch: &Watch, holder: &Holders) -> Result<(OwnedFd, File), Errno> {
+    let keeper = pidfd_open(nix::unistd::getpid().as_raw())?;
+    let (mut ready, mut ready_write) = ready_pipe()?;
+    let (heartbeat, heartbeat_write) = heartbeat_pipe()?;
+    // SAFETY: the keeper is single-threaded; the child runs only its own
+    // code and leaves by _exit.
+    match unsafe { fork() }? {
+        ForkResult::Parent { child } => {
+            drop(ready_write);
+            drop(heartbeat);
+            // One byte once the sentry watches, under its own name: only
+            // then may COMMAND start.
+            let mut byte = [0];
+            match ready.read(&mut byte) {
+                Ok(1) => Ok((pidfd_open(child.as_raw())?, heartbeat_write)),
+                _ => Err(Errno::ECHILD),
+            }
+        }
+        ForkResult::Child => {
+            drop(ready);
+            drop(heartbeat_write);
+            let _ = nix::sys::prctl::set_name(c"me-only-sentry");
+            process_title::retitle(&["me-only-sentry", &watch.lock]);
+            let _ = ready_write.write_all(&[1]);
+            drop(ready_write);
+            let [holder_fd, writers_fd] = holder.raw_fds();
+            detach_from_inherited(&[
+                holder_fd,
+                writers_fd,
+                keeper.as_raw_fd(),
+                heartbeat.as_raw_fd(),
+            ]);
+            // The keeper ends only once the instance has, or after fencing
+            // it: if some of it still runs, the keeper died or stalled.
+            if let Some(reason) = stand_guard(watch, holder, &keeper, heartbeat) {
+                fence(watch, holder, &reason);
+            }
+            // SAFETY: _exit runs nothing of the parent's.
+            unsafe { libc::_exit(0) }
+        }
+    }
+}
+
+/// The sentry's watch: returns when the instance is gone (None), or when
+/// the keeper has exited or missed its deadline (no heartbeat by the time
+/// it would have fenced COMMAND itself, and a little more) while some of
+/// the instance runs: why the keeper failed.
+fn stand_guard(
+    watch: &Watch,
+    holder: &Holders,
+    keeper: &OwnedFd,
+    heartbeat: File,
+) -> Option<String> {
+    let ttl = Duration::from_secs(watch.settings.ttl.max(1) as u64);
+    let grace = fencing_margin(ttl) / 4;
+    let mut heartbeat = Some(heartbeat);
+    let mut deadline = Some(lost_at(watch.renewed, ttl) + grace);
+    loop {
+        let wait = deadline.map_or(PollTimeout::NONE, |deadline| {
+            let left = deadline.saturating_duration_since(Instant::now());
+            PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX)
+        });
+        let mut events = vec![
+            holder.poll_fd(),
+            PollFd::new(keeper.as_fd(), PollFlags::POLLIN),
+        ];
+        if let Some(heartbeat) = &heartbeat {
+            events.push(PollFd::new(heartbeat.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut events, wait) {
+            Ok(_) | Err(Errno::EINTR) if holder.are_gone() => return None,
+            // poll counts in whole milliseconds: it may wake a little early.
+            Ok(0) if deadline.is_some_and(|deadline| Instant::now() >= deadline) => {
+                return Some(format!(
+                    "the lease keeper stalled: it missed its deadline to renew the lease \
+                     (TTL {} s)",
+                    watch.settings.ttl
+                ));
+            }
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(_) => return Some("the sentry cannot watch the lease keeper".into()),
+        }
+        let ready = |event: &PollFd| event.revents().is_some_and(|r| !r.is_empty());
+        if ready(&events[1]) {
+            return Some("the lease keeper died".into());
+        }
+        if events.get(2).is_some_and(ready) {
+            match heartbeat.as_mut().and_then(last_beat) {
+                Some(good_for) => deadline = Some(Instant::now() + good_for + grace),
+                // The keeper stands down: it fences COMMAND itself, or ends.
+                None => (heartbeat, deadline) = (None, None),
+            }
+        }
+    }
+}
+
+/// The heartbeat from keeper to sentry: non-blocking both ways (a stalled
+/// sentry never stops the keeper; the sentry reads what has come), closed
+/// on exec.
+fn heartbeat_pipe() -> Result<(File, File), Errno> {
+    use nix::fcntl::OFlag;
+    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+    Ok((File::from(read), File::from(write)))
+}
+
+/// Tells the sentry that the lease was renewed and the keeper will fence
+/// COMMAND itself by `lost_at`: the milliseconds until then, 8 bytes, one
+/// write (atomic on a pipe).
+fn beat(heartbeat: &File, lost_at: Instant) {
+    let good_for = lost_at
+        .saturating_duration_since(Instant::now())
+        .as_millis() as u64;
+    let _ = (&*heartbeat).write(&good_for.to_ne_bytes());
+}
+
+/// The time the last heartbeat that came says the keeper has; None at the
+/// end of the pipe (the keeper stands down, or died).
+fn last_beat(heartbeat: &mut File) -> Option<Duration> {
+    let mut beats = [0; 8 * 64];
+    let mut last = None;
+    loop {
+        match heartbeat.read(&mut beats) {
+            Ok(0) => return None,
+            Ok(read) => {
+                let beat = beats[..read].chunks_exact(8).next_back()?;
+                last = Some(u64::from_ne_bytes(beat.try_into().ok()?));
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            // WouldBlock: all that came is read.
+            Err(_) => return Some(Duration::from_millis(last?)),
+        }
+    }
+}
+
+/// The keeper fences COMMAND off: the sentry is told first (the end of
+/// the heartbeat) to leave it to the keeper, whose fence outlasts its
+/// deadline.
+fn stand_down_and_fence(heartbeat: File, watch: &Watch, holder: &Holders, reason: &str) {
+    drop(heartbeat);
+    fence(watch, holder, reason);
+}
+
+/// When a lease renewed (or granted) by a request sent at `renewed` is
+/// given up: its TTL, less the fencing margin.
+pub fn lost_at(renewed: Instant, ttl: Duration) -> Instant {
+    renewed + ttl - fencing_margin(ttl)
+}
+
+/// How long before the lease can run out in etcd the keeper gives it up
+/// and fences COMMAND off: etcd counts the TTL from when it got the last
+/// renewal, later than the keeper sent it, so COMMAND has at least this
+/// long to stop before another holder can start.
+pub fn fencing_margin(ttl: Duration) -> Duration {
+    (ttl / 4).min(Duration::from_secs(1))
+}
+
+/// By when one renewal must be answered: within a renewal period, and
+/// within half the time left before `lost_at`. A member without a leader
+/// holds a request until it sees one, and then some: etcd 3.4's
+/// waitLeader looks again only after a whole election timeout, so a
+/// request sent during an election may be answered well after a new
+/// leader is there. Given up half-way, it leaves time for a fresh request,
+/// which a member that knows the new leader forwards at once.
+fn call_deadline(now: Instant, period: Duration, lost_at: Instant) -> Instant {
+    let half_of_what_is_left = lost_at.saturating_duration_since(now) / 2;
+    now + period.min(half_of_what_is_left)
+}
+
+/// How soon a renewal that got no answer is tried again: at first, and at
+/// most (never later than the keeper's deadline, which bounds every wait).
+const FIRST_RETRY: Duration = Duration::from_millis(50);
+const RETRY: Duration = Duration::from_secs(1);
+
+/// The waits between renewals that got no answer: short, for a leader
+/// election is over in a second or two and the deadline may come sooner
+/// than a fixed RETRY would try again; doubled each time, so that a member
+/// that refuses at once is not asked in a busy loop; and at most a quarter
+/// of the time `left` before the deadline, so that a new leader elected
+/// shortly before it is still asked in time.
+#[derive(Default)]
+struct Retry {
+    last: Option<Duration>,
+}
+
+impl Retry {
+    fn next_wait(&mut self, period: Duration, left: Duration) -> Duration {
+        let wait = self
+            .last
+            .map_or(FIRST_RETRY, |last| last * 2)
+            .min(RETRY)
+            .min(period)
+            .min((left / 4).max(FIRST_RETRY));
+        self.last = Some(wait);
+        wait
+    }
+}
+
+enum Renewal {
+    /// Renewed by the request sent then.
+    Renewed(Instant),
+    Lost(&'static str),
+    NoAnswer,
+}
+
+/// Renews the lease and checks that the key is still ours, both by
+/// `deadline`.
+fn renew(gateway: &Gateway, watch: &Watch, deadline: Instant) -> Renewal {
+    let sent = match gateway.keep_alive(watch.lease, deadline) {
+        Ok(0) => return Renewal::Lost("lease lost: it expired or was revoked"),
+        Ok(_) => gateway.last_sent(),
+        Err(err) => {
+            log::debug!("{}: renewing the lease: {err}", watch.lock);
+            return Renewal::NoAnswer;
+        }
+    };
+    match gateway.get(&watch.key, deadline) {
+        Ok(Some(kv)) if kv.lease == watch.lease && is_marked(&kv.value) => {
+            Renewal::Lost("replaced (another instance ran me-only --replace)")
+        }
+        Ok(Some(kv)) if kv.lease == watch.lease => {
+            log::trace!("{}: lease renewed, key still ours", watch.lock);
+            Renewal::Renewed(sent)
+        }
+        Ok(_) => Renewal::Lost("lock key deleted"),
+        // The lease was renewed: the key is checked again next time.
+        Err(_) => Renewal::Renewed(sent),
+    }
+}
+
+/// Ends the instance: SIGTERM, then SIGKILL to what is still there after
+/// --kill-after. Says why on stderr, in one line.
+fn fence(watch: &Watch, holder: &Holders, reason: &str) {
+    let kill_after = watch.settings.kill_after;
+    let line = format!(
+        "me-only: {}: {reason}; terminating pid {} and its descendants (SIGKILL after {} s)\n",
+        crate::error::printable(&watch.lock),
+        watch.holder,
+        kill_after.as_secs_f64()
+    );
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    // COMMAND and all it started, and what keeps ME_ONLY_FD: a child that
+    // outlived its parent would run beside the next holder.
+    holder.stop(kill_after);
+    let _ = watch.settings.gateway.revoke(watch.lease, gateway::soon());
+}
+
+/// Lets go of every descriptor inherited from me-only's caller but stderr
+/// (a pipe someone reads to its end must not wait for the keeper), keeping
+/// only its own.
+fn detach_from_inherited(keep: &[i32]) {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        for standard in [0, 1].into_iter().filter(|fd| !keep.contains(fd)) {
+            // SAFETY: dup2 onto a standard descriptor the keeper does not use.
+            unsafe { libc::dup2(null.as_raw_fd(), standard) };
+        }
+    }
+    // Close 3 and up, around the two kept ones.
+    let mut first = 3;
+    let mut kept: Vec<i32> = keep.iter().copied().filter(|&fd| fd >= first).collect();
+    kept.sort_unstable();
+    for last in kept.into_iter().map(|fd| fd - 1).chain([i32::MAX]) {
+        if first <= last {
+            // SAFETY: close_range takes plain numbers; the descriptors it
+            // closes are inherited ones this code does not use.
+            unsafe { libc::syscall(libc::SYS_close_range, first as u32, last as u32, 0u32) };
+        }
+        first = last.saturating_add(2);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_double_up_to_a_second_and_a_quarter_of_what_is_left() {
+        let period = Duration::from_secs(10);
+        let plenty = Duration::from_secs(60);
+        let mut retry = Retry::default();
+        let waits: Vec<u128> = (0..7)
+            .map(|_| retry.next_wait(period, plenty).as_millis())
+            .collect();
+        assert_eq!(waits, [50, 100, 200, 400, 800, 1000, 1000]);
+        // 1.2 s before the deadline: 300 ms, not the second it had come to.
+        assert_eq!(
+            retry.next_wait(period, Duration::from_millis(1200)),
+            Duration::from_millis(300)
+        );
+        // Never below the first wait, however close the deadline.
+        let mut retry = Retry::default();
+        assert_eq!(retry.next_wait(period, Duration::ZERO), FIRST_RETRY);
+    }
+
+    #[test]
+    fn a_renewal_leaves_half_the_time_left_for_another() {
+        let now = Instant::now();
+        let period = Duration::from_millis(1333);
+        // Plenty of time: one period.
+        let deadline = call_deadline(now, period, now + Duration::from_secs(9));
+        assert_eq!(deadline, now + period);
+        // A retry 0.8 s before the deadline gives up after 0.4 s, so that a
+        // request sent once a new leader is elected still fits.
+        let deadline = call_deadline(now, period, now + Duration::from_millis(800));
+        assert_eq!(deadline, now + Duration::from_millis(400));
+        // Past the deadline: no time at all.
+        assert_eq!(
+            call_deadline(now, period, now - Duration::from_secs(1)),
+            now
+        );
+    }
+}

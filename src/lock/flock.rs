@@ -1,0 +1,271 @@
+//! `--flock`: LOCK is a file, locked with flock(2) as util-linux flock(1)
+//! locks it, so the two contend. The lock belongs to the open file
+//! description: it passes to COMMAND across exec and to every process that
+//! inherits the descriptor, and the kernel drops it when the last of them
+//! closes it. Unlike an abstract name, a file is the same lock from every
+//! network namespace that shares the filesystem.
+//!
+//! me-only never deletes the file: a process waiting on the old file would
+//! then hold a lock that a newcomer, locking a new file by that name, does
+//! not see.
+
+use std::cell::Cell;
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, OFlag, fcntl, open};
+use nix::libc;
+use nix::sys::stat::{FileStat, Mode, SFlag, fstat, lstat, major, minor};
+
+use super::{Attempt, Backend, Holder, Probe, Waited, above_standard_fds, current_holder};
+use crate::error::{Error, errno_of};
+use crate::sys::procfs::{self, Opened};
+
+pub struct FlockLock {
+    name: String,
+    path: PathBuf,
+    /// The lock file, opened by the first try and kept for the next ones: a
+    /// waiter's blocking flock takes the lock for this open file, which the
+    /// next try then finds already its own.
+    file: Cell<Option<OwnedFd>>,
+}
+
+/// How often creating the file may lose a race with another creator and a
+/// deleter before me-only gives up: each loss means that someone else
+/// created the file, and someone removed it again, in the instant between
+/// two calls.
+const OPEN_ATTEMPTS: usize = 100;
+
+impl FlockLock {
+    pub fn parse(lock: &OsStr) -> Result<FlockLock, Error> {
+        if lock.is_empty() {
+            return Err(Error::Usage("the lock file name is empty".into()));
+        }
+        Ok(FlockLock {
+            name: lock.to_string_lossy().into_owned(),
+            path: PathBuf::from(lock),
+            file: Cell::new(None),
+        })
+    }
+
+    /// The open lock file: the one kept from an earlier try, or a new one.
+    fn take_file(&self) -> Result<OwnedFd, Error> {
+        match self.file.take() {
+            Some(file) => Ok(file),
+            None => self.open(),
+        }
+    }
+
+    /// Opens LOCK, creating it (mode 0644 less the umask) if missing. The
+    /// last component is never followed if it is a symbolic link: in a
+    /// world-writable directory such as /tmp anyone may plant one, pointing
+    /// at a file they want locked or created. A FIFO or a device does not
+    /// block the open (O_NONBLOCK) and is refused.
+    fn open(&self) -> Result<OwnedFd, Error> {
+        let flags = OFlag::O_RDONLY
+            | OFlag::O_NOCTTY
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_NONBLOCK
+            | OFlag::O_CLOEXEC;
+        let open_error = |errno| self.open_error(errno);
+        let file = open_or_create(&self.path, flags).map_err(open_error)?;
+        let status = fstat(&file).map_err(open_error)?;
+        if let Some(kind) = not_regular(&status) {
+            return Err(Error::NotALockFile {
+                lock: self.name.clone(),
+                kind,
+            });
+        }
+        // COMMAND inherits this open file; it gets it as flock(1) would
+        // give it, blocking.
+        fcntl(&file, FcntlArg::F_SETFL(OFlag::empty())).map_err(open_error)?;
+        above_standard_fds(file).map_err(|err| Error::lock(&self.name, "open", &err))
+    }
+
+    fn open_error(&self, errno: Errno) -> Error {
+        if errno == Errno::ELOOP && self.is_symlink() {
+            return Error::NotALockFile {
+                lock: self.name.clone(),
+                kind: "a symbolic link",
+            };
+        }
+        Error::lock_errno(&self.name, "open", errno)
+    }
+
+    fn is_symlink(&self) -> bool {
+        lstat(&self.path).is_ok_and(|status| file_type(&status) == SFlag::S_IFLNK)
+    }
+
+    /// Blocks in flock(2) until the lock is this open file's, or until
+    /// `deadline`. flock has no timeout, so a bounded wait blocks in a
+    /// thread: at the deadline me-only goes on without it, and exits soon
+    /// after, which ends the thread's wait (no signal or timer is involved,
+    /// so nothing of the kind leaks into COMMAND).
+    fn lock_before(file: &OwnedFd, deadline: Instant) -> Result<(), Errno> {
+        let waiter_file = file.try_clone().map_err(|err| errno_of(&err))?;
+        let (done, outcome) = mpsc::channel();
+        let waiter = std::thread::Builder::new()
+            .name("flock waiter".into())
+            .spawn(move || {
+                let _ = done.send(flock(&waiter_file, libc::LOCK_EX));
+            })
+            .map_err(|err| errno_of(&err))?;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match outcome.recv_timeout(remaining) {
+            Ok(result) => {
+                let _ = waiter.join();
+                result
+            }
+            // Out of time (the waiter cannot hang up without sending): the
+            // caller's next try finds the lock held, and gives up.
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+impl Backend for FlockLock {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn try_acquire(&self) -> Result<Attempt, Error> {
+        let file = self.take_file()?;
+        match flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
+            Ok(()) => Ok(Attempt::Acquired(Some(file))),
+            Err(Errno::EWOULDBLOCK) => {
+                self.file.set(Some(file));
+                Ok(Attempt::Busy)
+            }
+            Err(errno) => Err(Error::lock_errno(&self.name, "lock", errno)),
+        }
+    }
+
+    /// Looks the file up in /proc/locks. Taking even a shared lock to look
+    /// would, for that instant, turn a real launch away.
+    fn probe(&self) -> Result<Probe, Error> {
+        let status = match lstat(&self.path) {
+            // No file, no lock on it; me-only would create it.
+            Err(Errno::ENOENT) => return Ok(Probe::Free),
+            Err(errno) => return Err(Error::lock_errno(&self.name, "look up", errno)),
+            Ok(status) => status,
+        };
+        if let Some(kind) = not_regular(&status) {
+            return Err(Error::NotALockFile {
+                lock: self.name.clone(),
+                kind,
+            });
+        }
+        // Device numbers are 12 + 20 bits wide.
+        let device = procfs::superblock_device(&self.path)
+            .unwrap_or((major(status.st_dev) as u32, minor(status.st_dev) as u32));
+        let lockers = procfs::flock_lockers(device, status.st_ino);
+        let Some(recorded) = lockers.holder else {
+            return Ok(Probe::Free);
+        };
+        let opened = Opened::LockedFile {
+            device: status.st_dev,
+            inode: status.st_ino,
+        };
+        // 0: the locker is in a pid namespace this one cannot see into.
+        let recorded = (recorded != 0).then_some(recorded);
+        let pid = current_holder(recorded, opened, None, &lockers.waiting);
+        Ok(Probe::Held(Holder {
+            pid,
+            uid: pid.and_then(procfs::process_uid),
+            host: None,
+        }))
+    }
+
+    fn held_through(&self) -> Option<Opened> {
+        let status = lstat(&self.path).ok()?;
+        if not_regular(&status).is_some() {
+            return None;
+        }
+        Some(Opened::LockedFile {
+            device: status.st_dev,
+            inode: status.st_ino,
+        })
+    }
+
+    /// The kernel queues a blocking flock and wakes it when the lock is
+    /// free: no polling, and the lock is taken in the same call.
+    fn wait_for_release(&self, deadline: Option<Instant>) -> Result<Waited, Error> {
+        let file = self.take_file()?;
+        log::debug!("{}: waiting for the holder to let go", self.name);
+        let locked = match deadline {
+            None => flock(&file, libc::LOCK_EX),
+            Some(deadline) => FlockLock::lock_before(&file, deadline),
+        };
+        self.file.set(Some(file));
+        match locked {
+            Ok(()) | Err(Errno::EINTR) => Ok(Waited::Event),
+            Err(errno) => Err(Error::lock_errno(&self.name, "wait for the lock", errno)),
+        }
+    }
+}
+
+/// Opens `path`, or creates it (mode 0644 less the umask) if it is missing.
+///
+/// O_CREAT only where the file is missing: with fs.protected_regular
+/// (Debian's default) O_CREAT is refused for another user's existing file in
+/// a sticky directory like /tmp, which flock(1) users of that file can lock.
+/// O_EXCL makes the create fail rather than open what another process just
+/// created, or follow a symbolic link just planted; the open is then tried
+/// again.
+fn open_or_create(path: &Path, flags: OFlag) -> Result<OwnedFd, Errno> {
+    let mode = Mode::from_bits_truncate(0o644);
+    let mut attempts = 0;
+    loop {
+        let opened = match open(path, flags, mode) {
+            Err(Errno::ENOENT) => open(path, flags | OFlag::O_CREAT | OFlag::O_EXCL, mode),
+            opened => opened,
+        };
+        attempts += 1;
+        match opened {
+            Err(Errno::EEXIST) if attempts < OPEN_ATTEMPTS => continue,
+            opened => return opened,
+        }
+    }
+}
+
+/// flock(2) itself: nix's `Flock` owns the file and unlocks it when dropped,
+/// but this lock must outlive me-only, in COMMAND.
+fn flock(file: &impl AsFd, operation: libc::c_int) -> Result<(), Errno> {
+    // SAFETY: flock reads no memory; the descriptor is borrowed, so open.
+    Errno::result(unsafe { libc::flock(file.as_fd().as_raw_fd(), operation) }).map(drop)
+}
+
+fn file_type(status: &FileStat) -> SFlag {
+    SFlag::from_bits_truncate(status.st_mode) & SFlag::S_IFMT
+}
+
+/// What kind of file this is, when it is not a regular file.
+fn not_regular(status: &FileStat) -> Option<&'static str> {
+    match file_type(status) {
+        SFlag::S_IFREG => None,
+        SFlag::S_IFLNK => Some("a symbolic link"),
+        SFlag::S_IFDIR => Some("a directory"),
+        SFlag::S_IFIFO => Some("a FIFO"),
+        SFlag::S_IFSOCK => Some("a socket"),
+        SFlag::S_IFCHR | SFlag::S_IFBLK => Some("a device"),
+        _ => Some("an unknown kind of file"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lock::usage_message;
+
+    #[test]
+    fn an_empty_file_name_is_a_usage_error() {
+        assert_eq!(
+            usage_message(FlockLock::parse(OsStr::new(""))),
+            "the lock file name is empty"
+        );
+    }
+}
