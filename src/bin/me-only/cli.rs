@@ -251,6 +251,9 @@ where
     I: IntoIterator<Item = OsString>,
 {
     let args: Vec<OsString> = args.into_iter().collect();
+    if let Some(cli) = plain_launch(&args) {
+        return Ok(Request::Run(cli));
+    }
     let full = full_command_needed(&args);
     let lockless = |arg: &&OsString| {
         let arg = arg.as_encoded_bytes();
@@ -289,6 +292,38 @@ where
         }
         Err(err) => Err(usage_error(&err)),
     }
+}
+
+/// `me-only LOCK COMMAND [ARGS]...` with no option before COMMAND, the
+/// form of cron lines and ExecStart=, read without clap: building its
+/// parser was most of such a launch's work. Once COMMAND begins every word
+/// is COMMAND's, so only LOCK and COMMAND must not look like options;
+/// LOCK is checked by its backend, as after clap.
+fn plain_launch(args: &[OsString]) -> Option<Cli> {
+    let [_, lock, command @ ..] = args else {
+        return None;
+    };
+    let plain = |word: &OsString| !word.as_encoded_bytes().starts_with(b"-");
+    if !plain(lock) || !command.first().is_some_and(plain) {
+        return None;
+    }
+    Some(Cli {
+        tcp: false,
+        flock: false,
+        wait: false,
+        timeout: None,
+        test: false,
+        fork: false,
+        detach: false,
+        conflict_exit_code: crate::exit::EXIT_CONFLICT,
+        quiet: false,
+        verbose: false,
+        lock: lock.clone(),
+        command: command.to_vec(),
+        #[cfg(feature = "etcd")]
+        etcd: None,
+        occasional: OccasionalOptions::default(),
+    })
 }
 
 /// The words parsed by `command`, the lean or (`full`) the full definition.
@@ -412,6 +447,47 @@ mod tests {
         match parse_words(words) {
             Ok(Request::Run(cli)) => cli,
             other => panic!("{words:?} did not parse to a run: {other:?}"),
+        }
+    }
+
+    /// What clap's lean definition makes of `words`, the plain form's
+    /// reading bypassed (the full one reads COMMAND's words the same).
+    fn clap_reading(words: &[&str]) -> Cli {
+        let args: Vec<OsString> = words.iter().map(OsString::from).collect();
+        parse_with(Cli::command(), args, false).unwrap()
+    }
+
+    #[test]
+    fn the_plain_form_reads_as_clap_reads_it() {
+        for words in [
+            &["me-only", "/tmp/a", "ls"][..],
+            &["me-only", "backup", "ls", "-l", "--all", "--etcd", "x"],
+            &["me-only", "", "true"],
+            &["me-only", "a b", "sh", "-c", "echo --help"],
+            &["me-only", "lock", "cmd", "--", "-q"],
+        ] {
+            let plain = plain_launch(&words.iter().map(OsString::from).collect::<Vec<_>>())
+                .unwrap_or_else(|| panic!("{words:?} is plain"));
+            assert_eq!(
+                format!("{plain:?}"),
+                format!("{:?}", clap_reading(words)),
+                "{words:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_option_before_command_is_left_to_clap() {
+        for words in [
+            &["me-only", "-q", "/tmp/a", "ls"][..],
+            &["me-only", "/tmp/a", "-q", "ls"],
+            &["me-only", "/tmp/a", "--", "ls"],
+            &["me-only", "--help"],
+            &["me-only", "/tmp/a"],
+            &["me-only"],
+        ] {
+            let args: Vec<OsString> = words.iter().map(OsString::from).collect();
+            assert!(plain_launch(&args).is_none(), "{words:?}");
         }
     }
 
