@@ -2,8 +2,10 @@
 //! library's, so that a lock handed on (by the command, or by a Rust
 //! program that shares its guard) is read the same way everywhere.
 
-/// Names COMMAND learns its lock by.
+/// The lock COMMAND holds, as it was given (a name, a TCP address, a
+/// file).
 pub const ENV_LOCK: &str = "ME_ONLY_LOCK";
+/// The number of COMMAND's descriptor that holds the lock.
 pub const ENV_FD: &str = "ME_ONLY_FD";
 /// Which of --slots' locks COMMAND holds, 1 to N.
 pub const ENV_SLOT: &str = "ME_ONLY_SLOT";

@@ -3,10 +3,15 @@
 
 use std::fmt;
 
-/// Who holds a lock, as far as the kernel tells.
+/// Who holds a lock, as far as the kernel tells. It names the holder for a
+/// message (its `Display` is the command's: "pid 4242 (uid 1000)"); the
+/// process may have let go, and its pid gone to another, since.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holder {
+    /// Its process, where the kernel tells (not for another pid namespace's,
+    /// nor always for another user's).
     pub pid: Option<i32>,
+    /// The user it runs as, where the kernel tells.
     pub uid: Option<u32>,
     /// The host it runs on, where the lock spans hosts (etcd).
     pub host: Option<String>,

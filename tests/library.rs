@@ -1,0 +1,323 @@
+//! The library and the command guard each other: a Rust program holding a
+//! lock through `me_only::Lock` (examples/hold.rs, examples/worker.rs) and
+//! `me-only` on the same lock, in both directions, for each kernel lock.
+
+mod common;
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{Holding, each_kernel_lock, first_line, me_only, text};
+use me_only::{Error, Lock, Wait};
+
+/// "At once", generously: a waiter sleeps on the holder's hang-up (or in
+/// flock(2)) and starts within milliseconds.
+const PROMPT: Duration = Duration::from_millis(500);
+
+/// One kernel lock as both sides name it.
+struct Case {
+    /// The example's and the library's kind: named, tcp or file.
+    kind: &'static str,
+    /// The lock as given (name, ADDR:PORT, path).
+    lock: String,
+    /// me-only's options for it.
+    cli: Vec<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Case {
+    fn library(&self) -> Lock {
+        match self.kind {
+            "named" => Lock::named(&self.lock),
+            "tcp" => Lock::tcp(&self.lock),
+            _ => Lock::file(&self.lock),
+        }
+        .unwrap()
+    }
+
+    /// `me-only <lock options> ARGS...`.
+    fn me_only<'a>(&self, args: impl IntoIterator<Item = &'a str>) -> Command {
+        let mut command = me_only();
+        command.args(&self.cli).args(args);
+        command
+    }
+
+    /// The example `hold` holding this lock until released.
+    fn held_by_the_library(&self) -> Holding {
+        let mut hold = Command::new(example("hold"));
+        // Its line naming its pid is for a person; the test knows the pid.
+        hold.args([self.kind, &self.lock]).stderr(Stdio::null());
+        Holding::spawn(hold)
+    }
+}
+
+/// A fresh lock of each kernel kind; `ports` consecutive free ports for TCP.
+fn cases(tag: &str, ports: u16) -> Vec<Case> {
+    each_kernel_lock(tag, ports)
+        .into_iter()
+        .map(|(label, cli, dir)| Case {
+            kind: match label {
+                "abstract" => "named",
+                "tcp" => "tcp",
+                _ => "file",
+            },
+            lock: cli.last().unwrap().clone(),
+            cli,
+            _dir: dir,
+        })
+        .collect()
+}
+
+/// An example program, built by `cargo test` next to the test binaries.
+fn example(name: &str) -> PathBuf {
+    let deps = std::env::current_exe().unwrap();
+    let path = deps
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: `cargo test` builds it (or `cargo build --examples`)",
+        path.display()
+    );
+    path
+}
+
+fn uid() -> u32 {
+    nix::unistd::getuid().as_raw()
+}
+
+#[test]
+fn a_library_holder_turns_me_only_away_naming_its_pid() {
+    for case in cases("library-holds", 1) {
+        let holder = case.held_by_the_library();
+        let name = case.library().name().to_owned();
+        assert_eq!(
+            common::refused(&mut case.me_only(["echo", "ran"]), 4),
+            format!(
+                "me-only: {name}: already held by pid {} (uid {})\n",
+                holder.pid,
+                uid()
+            ),
+            "{}",
+            case.kind
+        );
+        let tested = case.me_only([]).arg("--test").output().unwrap();
+        assert_eq!(tested.status.code(), Some(4), "{}: {tested:?}", case.kind);
+        assert_eq!(text(&tested.stdout), format!("{}\n", holder.pid));
+        assert!(holder.release().success());
+        assert!(case.me_only(["true"]).status().unwrap().success());
+    }
+}
+
+#[test]
+fn me_only_wait_starts_as_the_library_guard_drops() {
+    for case in cases("library-wait", 1) {
+        let holder = case.held_by_the_library();
+        let cli: Vec<&str> = case.cli.iter().map(String::as_str).collect();
+        let latency = common::handover(holder, &cli);
+        println!("{}: started {latency:?} after the guard dropped", case.kind);
+        assert!(latency < PROMPT, "{}: {latency:?}", case.kind);
+    }
+}
+
+#[test]
+fn while_me_only_holds_the_library_is_turned_away_with_its_pid() {
+    for case in cases("library-refused", 1) {
+        let holder = Holding::start(&case.cli);
+        let lock = case.library();
+        assert!(lock.try_acquire().unwrap().is_none(), "{}", case.kind);
+        let wait = Duration::from_millis(200);
+        match lock.acquire(Wait::For(wait)) {
+            Err(Error::Busy {
+                holder: busy,
+                waited,
+                ..
+            }) => {
+                assert_eq!(busy.pid, Some(holder.pid as i32), "{}", case.kind);
+                assert!(waited.is_some_and(|waited| waited >= wait), "{waited:?}");
+            }
+            other => panic!("{}: expected Busy, got {other:?}", case.kind),
+        }
+        match lock.acquire(Wait::No) {
+            Err(err @ Error::Busy { waited: None, .. }) => assert_eq!(
+                err.to_string(),
+                format!(
+                    "{}: already held by pid {} (uid {})",
+                    lock.name(),
+                    holder.pid,
+                    uid()
+                )
+            ),
+            other => panic!("{}: expected Busy, got {other:?}", case.kind),
+        }
+        let probed = lock.probe().unwrap().expect("held");
+        assert_eq!(probed.pid, Some(holder.pid as i32), "{}", case.kind);
+        assert!(holder.release().success());
+        // Not try_acquire: the file lock's timed wait above left a thread
+        // blocked in flock(2) (flock has no timeout), which the release
+        // wakes and which holds the lock for an instant before it lets go.
+        let taken = lock.acquire(Wait::For(Duration::from_secs(2)));
+        assert!(taken.is_ok(), "{}: {taken:?}", case.kind);
+    }
+}
+
+/// A wait that ran out kept what it waited with in the Lock: for a file,
+/// the open file whose blocked flock(2) the holder's release then granted,
+/// so the lock stayed held by the Lock object that had given up on it.
+#[test]
+fn a_wait_that_ran_out_leaves_nothing_holding_the_lock() {
+    for case in cases("library-gave-up", 1) {
+        let holder = Holding::start(&case.cli);
+        let lock = case.library();
+        let gave_up = lock.acquire(Wait::For(Duration::from_millis(100)));
+        assert!(matches!(gave_up, Err(Error::Busy { .. })), "{gave_up:?}");
+        assert!(holder.release().success());
+        // A waiter's blocked flock(2) may win the release for an instant
+        // before it lets go; it must not keep the lock.
+        let after = case
+            .me_only(["--wait", "--timeout", "2", "true"])
+            .output()
+            .unwrap();
+        assert!(after.status.success(), "{}: {after:?}", case.kind);
+        drop(lock);
+    }
+}
+
+#[test]
+fn a_command_of_me_only_adopts_the_lock_it_inherited() {
+    for case in cases("library-adopts", 1) {
+        let name = case.library().name().to_owned();
+        let (mut adopted, line) = first_line(case.me_only([]).arg(example("worker")).arg("adopt"));
+        let fd = line
+            .strip_prefix(&format!("inherited {name} on fd "))
+            .and_then(|fd| fd.trim_end().parse::<i32>().ok())
+            .unwrap_or_else(|| panic!("{}: said {line:?}", case.kind));
+        // Adopted, the descriptor is close-on-exec, as any guard's.
+        let pid = adopted.0.id();
+        let fdinfo = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap();
+        let flags = fdinfo
+            .lines()
+            .find_map(|line| line.strip_prefix("flags:"))
+            .map(|flags| i32::from_str_radix(flags.trim(), 8).unwrap())
+            .unwrap();
+        assert_ne!(flags & nix::libc::O_CLOEXEC, 0, "{}: {fdinfo}", case.kind);
+        // It holds the lock.
+        let refused = common::refused(&mut case.me_only(["echo", "ran"]), 4);
+        assert!(refused.contains(&format!("by pid {pid} ")), "{refused}");
+        drop(adopted.0.stdin.take());
+        assert!(adopted.0.wait().unwrap().success());
+    }
+}
+
+#[test]
+fn a_forged_me_only_fd_is_not_taken_for_the_lock() {
+    use std::os::fd::AsRawFd;
+
+    for case in cases("library-forged", 2) {
+        let _holder = Holding::start(&case.cli);
+        let adopt = || {
+            let mut worker = Command::new(example("worker"));
+            worker
+                .arg("adopt")
+                .env("ME_ONLY_LOCK", &case.lock)
+                .stdin(Stdio::null());
+            worker
+        };
+        // A descriptor that is no lock at all.
+        let not_a_lock = std::fs::File::open("/dev/null").unwrap();
+        let mut forged = adopt();
+        forged.env("ME_ONLY_FD", "7");
+        common::inherit_fd_as(&mut forged, not_a_lock.as_raw_fd(), 7);
+        let said = forged.output().unwrap();
+        assert_eq!(text(&said.stdout), "none\n", "{}: {said:?}", case.kind);
+        // The descriptor of another lock of the same kind: me-only's
+        // COMMAND holds that one, while the environment names this one.
+        let other = cases("library-forged-other", 1)
+            .into_iter()
+            .find(|other| other.kind == case.kind)
+            .unwrap();
+        let mut under_other = other.me_only(["env", &format!("ME_ONLY_LOCK={}", case.lock)]);
+        under_other
+            .arg(example("worker"))
+            .arg("adopt")
+            .stdin(Stdio::null());
+        let said = under_other.output().unwrap();
+        assert_eq!(text(&said.stdout), "none\n", "{}: {said:?}", case.kind);
+        assert_eq!(said.status.code(), Some(1));
+        // And no ME_ONLY_FD at all.
+        let said = adopt().env_remove("ME_ONLY_FD").output().unwrap();
+        assert_eq!(text(&said.stdout), "none\n", "{}: {said:?}", case.kind);
+    }
+}
+
+#[test]
+fn a_shared_guard_is_held_by_the_child_too() {
+    for case in cases("library-shares", 1) {
+        let name = case.library().name().to_owned();
+        let (mut share, mut stdout) = common::spawn_piped(
+            Command::new(example("worker")).args(["share", case.kind, &case.lock]),
+        );
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert!(
+            line.starts_with(&format!("inherited {name} on fd ")),
+            "{}: {line:?}",
+            case.kind
+        );
+        common::refused(&mut case.me_only(["echo", "ran"]), 4);
+        drop(share.0.stdin.take());
+        assert!(share.0.wait().unwrap().success());
+        assert!(case.me_only(["true"]).status().unwrap().success());
+    }
+}
+
+#[test]
+fn a_guard_is_not_inherited_unless_shared() {
+    use std::os::fd::AsRawFd;
+
+    for case in cases("library-cloexec", 1) {
+        let guard = case.library().try_acquire().unwrap().expect("free");
+        let fd = guard.as_raw_fd();
+        let listed = |share: bool| {
+            let mut child = Command::new("sh");
+            child.args(["-c", &format!("test -e /proc/$$/fd/{fd}")]);
+            if share {
+                guard.share_with(&mut child).unwrap();
+            }
+            child.status().unwrap().success()
+        };
+        assert!(!listed(false), "{}: inherited unshared", case.kind);
+        assert!(listed(true), "{}: not inherited when shared", case.kind);
+    }
+}
+
+#[test]
+fn flock1_and_the_library_keep_each_other_out() {
+    if !common::programs_or_skip(&["flock"]) {
+        return;
+    }
+    let case = cases("library-flock1", 1).pop().unwrap();
+    assert_eq!(case.kind, "file");
+    let holder = case.held_by_the_library();
+    let flock = Command::new("flock")
+        .args(["-n", &case.lock, "true"])
+        .status()
+        .unwrap();
+    assert_eq!(flock.code(), Some(1));
+    assert!(holder.release().success());
+    let flock1 = common::flock_holder(std::path::Path::new(&case.lock));
+    let lock = case.library();
+    assert!(lock.try_acquire().unwrap().is_none());
+    assert_eq!(
+        lock.probe().unwrap().and_then(|holder| holder.pid),
+        Some(flock1.pid as i32)
+    );
+    assert!(flock1.release().success());
+    assert!(lock.try_acquire().unwrap().is_some());
+}
