@@ -13,8 +13,8 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::etcd::{Etcd, fenced_holder_at, lock_name};
-use common::{KillOnDrop, ME_ONLY, inherit_fd_as, pipe};
+use common::etcd::{Etcd, fenced_holder_at, hostname, lock_name, on};
+use common::{KillOnDrop, ME_ONLY, gone_within, inherit_fd_as, pipe};
 
 /// The holder's and the replacers' lease TTL and --kill-after, in seconds.
 const TTL: &str = "2";
@@ -67,12 +67,169 @@ fn of_two_replacers_at_once_one_runs_then_the_other_replaces_it() {
     }
 }
 
+/// Review of issue 22: a `--replace-older --wait` launch whose wait for
+/// the old holder it asked ran out just before that holder let go, to a
+/// waiter younger than --replace-older, gave up at once (exit 4) instead of
+/// waiting for the young one, which --replace-older leaves alone: its
+/// --wait still looked for the key of the holder it had asked, and that
+/// key was gone. The old holder is a key that names a pid gone from this
+/// host, on a lease etcdctl keeps alive: nothing stops it when asked, and a
+/// launch that meets it waits a moment for it to go (its keeper would be
+/// revoking it), which is when the test lets it go.
+#[test]
+fn a_replacer_that_waits_waits_for_a_young_holder_that_took_over_from_the_asked_one() {
+    let Some(etcd) = Etcd::start_with_etcdctl() else {
+        return;
+    };
+    let lock = lock_name("replace-older-wait");
+    let (lease, _kept_alive) = old_holder_gone_from_here(&etcd, &lock);
+    let waiter_args = ["-v", "--wait", "--ttl", TTL, &lock, "sh", "-c"];
+    let (mut waiter, _) = started_saying(
+        on(&etcd, &waiter_args).arg("echo ready; read line || :"),
+        "waiting for the holder to let go",
+    );
+    let replacer_args = [
+        "-v",
+        "--replace-older",
+        "100",
+        "--wait",
+        "--ttl",
+        TTL,
+        "--kill-after",
+        "0",
+        &lock,
+        "echo",
+        "replacer ran",
+    ];
+    let (mut replacer, mut said) = started_saying(
+        &mut on(&etcd, &replacer_args),
+        // Its wait for the old holder (TTL + 5 s) has run out, and it
+        // tries once more.
+        "trying again after",
+    );
+    said.until("is gone: waiting for its key to go");
+    let revoked = etcd
+        .ctl()
+        .args(["lease", "revoke", &lease])
+        .output()
+        .unwrap();
+    assert!(revoked.status.success(), "{revoked:?}");
+    said.until("let go, to another");
+    said.until("waiting for the holder to let go");
+    let mut ready = String::new();
+    BufReader::new(waiter.0.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready, "ready\n", "the young holder runs");
+    // One look at the line, a call of a few ms, is all it took to give up;
+    // the young holder lets go only once that look is surely over.
+    let pid = replacer.0.id() as i32;
+    assert!(
+        !gone_within(pid, Duration::from_millis(500)),
+        "the replacer gave up: {}",
+        said.rest()
+    );
+    drop(waiter.0.stdin.take());
+    assert!(waiter.0.wait().unwrap().success());
+    let mut stdout = String::new();
+    let mut ran = replacer.0.stdout.take().unwrap();
+    ran.read_to_string(&mut stdout).unwrap();
+    let status = replacer.0.wait().unwrap();
+    assert!(status.success(), "{status}: {}", said.rest());
+    assert_eq!(stdout, "replacer ran\n");
+}
+
+/// A holder of `lock` that took it long ago, as its key's value says, and
+/// whose pid is gone from this host, on a lease of TTL seconds that
+/// etcdctl keeps alive (until the returned process is dropped): the
+/// lease's ID.
+fn old_holder_gone_from_here(etcd: &Etcd, lock: &str) -> (String, KillOnDrop) {
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let pid = gone.id();
+    gone.wait().unwrap();
+    let lease = etcd.grant_lease(TTL.parse().unwrap());
+    let kept_alive = etcd
+        .ctl()
+        .args(["lease", "keep-alive", &lease])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let put = etcd
+        .ctl()
+        .args(["put", &format!("--lease={lease}")])
+        .arg(format!("{lock}/{lease}"))
+        .arg(format!("{} {pid} {}", hostname(), epoch.as_secs() - 1000))
+        .output()
+        .unwrap();
+    assert!(put.status.success(), "{put:?}");
+    (lease, KillOnDrop(kept_alive))
+}
+
+/// What a launch says on stderr, line by line, as it comes.
+struct Said {
+    lines: mpsc::Receiver<String>,
+    /// Every line read so far, for a failure's message.
+    so_far: String,
+}
+
+impl Said {
+    /// Reads lines until one contains `text`, for up to LINE_WAIT.
+    fn until(&mut self, text: &str) {
+        let deadline = Instant::now() + LINE_WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = self.lines.recv_timeout(left) else {
+                panic!("did not say {text:?}; said:\n{}", self.so_far);
+            };
+            self.so_far.push_str(&line);
+            self.so_far.push('\n');
+            if line.contains(text) {
+                return;
+            }
+        }
+    }
+
+    /// Everything said, up to the end (or LINE_WAIT).
+    fn rest(&mut self) -> &str {
+        while let Ok(line) = self.lines.recv_timeout(LINE_WAIT) {
+            self.so_far.push_str(&line);
+            self.so_far.push('\n');
+        }
+        &self.so_far
+    }
+}
+
+/// How long a test waits for a launch to say what it is doing.
+const LINE_WAIT: Duration = Duration::from_secs(20);
+
+/// Starts `command` (stdin, stdout and stderr piped) and returns once it
+/// has said `text` on stderr.
+fn started_saying(command: &mut std::process::Command, text: &str) -> (KillOnDrop, Said) {
+    let mut child = KillOnDrop(
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut said = Said {
+        lines: lines_of(child.0.stderr.take().unwrap()),
+        so_far: String::new(),
+    };
+    said.until(text);
+    (child, said)
+}
+
 fn seconds(option: &str) -> Duration {
     Duration::from_secs(option.parse().unwrap())
 }
 
 /// The lines read from `pipe`, as they come.
-fn lines_of(pipe: File) -> mpsc::Receiver<String> {
+fn lines_of(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
     let (sender, lines) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(pipe).lines() {
