@@ -80,8 +80,9 @@ pub struct EtcdLock {
     prefix: Vec<u8>,
     settings: Settings,
     taken: RefCell<Option<Taken>>,
-    /// The key of the holder that --replace asked to stop: a wait for it
-    /// ends once it has let go, whoever took the lock then.
+    /// The key of the holder that --replace asked to stop: the wait in
+    /// line for it ends once it has let go, whoever took the lock then;
+    /// cleared when that wait ends.
     asked: RefCell<Option<Vec<u8>>>,
     /// Once taken, the read end of the pipe whose write end holds the lock
     /// on this host (ME_ONLY_FD), until the keeper is handed it.

@@ -49,6 +49,17 @@ impl EtcdLock {
     /// gives up. A replacer whose asked holder let go to another gives up
     /// as on a conflict (Busy): replace.rs then meets that holder.
     pub(super) fn wait_in_line(&self, deadline: Option<Instant>) -> Result<Option<Taken>, Error> {
+        let waited = self.queue_until_done(deadline);
+        // The asked holder is this wait's alone, however it ended: one
+        // that lets go only after it (to a holder younger than
+        // --replace-older, left alone) has no say in the launch's own
+        // --wait, which follows, for whoever holds the lock then.
+        self.asked.borrow_mut().take();
+        waited
+    }
+
+    /// wait_in_line's queueing, again whenever the place is lost.
+    fn queue_until_done(&self, deadline: Option<Instant>) -> Result<Option<Taken>, Error> {
         let mut first_time = true;
         loop {
             let mut place = self.join_line()?;
@@ -72,10 +83,7 @@ impl EtcdLock {
                 Ok(Look::PlaceLost) => {
                     log::debug!("{}: the place in line was lost: queueing again", self.name);
                 }
-                Ok(Look::HolderGone) => {
-                    self.asked.borrow_mut().take();
-                    return Err(self.taken_by_another());
-                }
+                Ok(Look::HolderGone) => return Err(self.taken_by_another()),
                 Ok(_) => return Ok(None),
                 Err(err) => return Err(self.place_error("wait for the lock", err)),
             }
