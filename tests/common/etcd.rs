@@ -116,6 +116,7 @@ impl Etcd {
             .args(["--initial-cluster", &format!("test={peer_url}")]);
         let mut server = spawn_logging(&mut server);
         if !serves(&mut server) {
+            let _ = server.kill();
             let _ = server.wait();
             return None;
         }
@@ -257,26 +258,49 @@ fn spawn_logging(etcd: &mut Command) -> Child {
         .unwrap()
 }
 
-/// Returns once `etcd` says it serves clients (a member of a cluster: once
-/// the cluster has a leader); the rest of its log is read and dropped.
-fn until_serving(etcd: &mut Child) {
-    assert!(serves(etcd), "etcd ended before serving");
+/// Returns once every one of `servers` says it serves clients; panics if
+/// one ends first, or if they do not within SERVE_WITHIN.
+fn until_serving(servers: Vec<&mut Child>) {
+    assert!(all_serve(servers), "etcd ended before serving");
 }
 
-/// Whether `etcd` comes to serve clients, or ends first; the rest of its
-/// log is read and dropped.
+/// Whether `etcd` comes to serve clients, or ends first.
 fn serves(etcd: &mut Child) -> bool {
-    let mut log = BufReader::new(etcd.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("ready to serve client requests") {
-        line.clear();
-        if log.read_line(&mut line).unwrap_or(0) == 0 {
-            return false;
-        }
-    }
-    std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
-    true
+    all_serve(vec![etcd])
 }
+
+/// Whether every one of `servers` comes to serve clients (a member of a
+/// cluster: once the cluster has a leader), within SERVE_WITHIN: false as
+/// soon as one ends first (its port taken meanwhile), where reading the
+/// others' logs would wait for ever for a quorum that cannot come. Their
+/// logs are read by threads of their own, which then read the rest and
+/// drop it.
+fn all_serve(servers: Vec<&mut Child>) -> bool {
+    let (said, heard) = std::sync::mpsc::channel();
+    let count = servers.len();
+    for server in servers {
+        let mut log = BufReader::new(server.stderr.take().unwrap());
+        let said = said.clone();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let serving = loop {
+                if line.contains("ready to serve client requests") {
+                    break true;
+                }
+                line.clear();
+                if log.read_line(&mut line).unwrap_or(0) == 0 {
+                    break false;
+                }
+            };
+            let _ = said.send(serving);
+            std::io::copy(&mut log, &mut std::io::sink())
+        });
+    }
+    (0..count).all(|_| heard.recv_timeout(SERVE_WITHIN) == Ok(true))
+}
+
+/// How long etcd may take to serve, on a loaded machine.
+const SERVE_WITHIN: Duration = Duration::from_secs(60);
 
 /// How many pairs of free ports a test's etcd is tried on.
 const PORT_ATTEMPTS: usize = 3;
@@ -311,6 +335,17 @@ impl Cluster {
         if !super::programs_or_skip(&["etcd"]) {
             return None;
         }
+        for _ in 0..PORT_ATTEMPTS {
+            if let Some(cluster) = Cluster::try_start() {
+                return Some(cluster);
+            }
+        }
+        panic!("a cluster did not serve, on {PORT_ATTEMPTS} sets of free ports");
+    }
+
+    /// Starts three members on free ports; None if one ended before they
+    /// served (its port taken meanwhile), or they did not in time.
+    fn try_start() -> Option<Cluster> {
         let data = tempfile::tempdir().unwrap();
         let names = ["m0", "m1", "m2"];
         let peers: Vec<String> = names
@@ -368,13 +403,18 @@ impl Cluster {
             })
             .collect();
         // Each says it serves only once the three have a leader.
-        for member in &mut members {
-            until_serving(member.server.as_mut().unwrap());
-        }
-        Some(Cluster {
+        let serving = all_serve(
+            members
+                .iter_mut()
+                .map(|m| m.server.as_mut().unwrap())
+                .collect(),
+        );
+        let cluster = Cluster {
             members,
             _data: data,
-        })
+        };
+        // Dropped, it stops those that run.
+        serving.then_some(cluster)
     }
 
     /// The client URLs of all members, joined by ',' as --etcd takes them.
@@ -450,9 +490,14 @@ impl Cluster {
             assert!(member.server.is_none(), "member {i} runs");
             member.server = Some(spawn_logging(Command::new("etcd").args(&member.command)));
         }
-        for &i in members {
-            until_serving(self.members[i].server.as_mut().unwrap());
-        }
+        let restarted = self
+            .members
+            .iter_mut()
+            .enumerate()
+            .filter(|(i, _)| members.contains(i))
+            .map(|(_, member)| member.server.as_mut().unwrap())
+            .collect();
+        until_serving(restarted);
     }
 
     /// SIGSTOP of member `i`: it holds its connections open and says nothing.
