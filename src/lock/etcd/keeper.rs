@@ -209,7 +209,12 @@ fn keep(watch: &Watch, holder: Holders, mut ready: File) {
         // The lease runs from when etcd got the renewal, which is after
         // the request that got it was sent: counting from then errs on the
         // side of fencing early.
-        match renew(gateway, watch, call_deadline(now, period, lost_at)) {
+        let retrying = retry.last.is_some();
+        match renew(
+            gateway,
+            watch,
+            call_deadline(now, period, lost_at, retrying),
+        ) {
             Renewal::Renewed(sent) => {
                 renewed = sent;
                 next_renewal = sent + period;
@@ -394,16 +399,18 @@ pub fn fencing_margin(ttl: Duration) -> Duration {
     (ttl / 4).min(Duration::from_secs(1))
 }
 
-/// By when one renewal must be answered: within a renewal period, and
-/// within half the time left before `lost_at`. A member without a leader
-/// holds a request until it sees one, and then some: etcd 3.4's
-/// waitLeader looks again only after a whole election timeout, so a
-/// request sent during an election may be answered well after a new
-/// leader is there. Given up half-way, it leaves time for a fresh request,
-/// which a member that knows the new leader forwards at once.
-fn call_deadline(now: Instant, period: Duration, lost_at: Instant) -> Instant {
-    let half_of_what_is_left = lost_at.saturating_duration_since(now) / 2;
-    now + period.min(half_of_what_is_left)
+/// By when one renewal must be answered: within a renewal period and the
+/// time left before `lost_at`; and when `retrying` after one that got no
+/// answer, within half that time. A member without a leader holds a
+/// request until it sees one, and then some: etcd 3.4's waitLeader looks
+/// again only after a whole election timeout, so a request sent during an
+/// election may be answered well after a new leader is there. Given up
+/// half-way, it leaves time for a fresh request, which a member that knows
+/// the new leader forwards at once. The routine renewal keeps the whole
+/// time: a slow link's round trips fit in it.
+fn call_deadline(now: Instant, period: Duration, lost_at: Instant, retrying: bool) -> Instant {
+    let left = lost_at.saturating_duration_since(now);
+    now + period.min(if retrying { left / 2 } else { left })
 }
 
 /// How soon a renewal that got no answer is tried again: at first, and at
@@ -536,20 +543,19 @@ mod tests {
     }
 
     #[test]
-    fn a_renewal_leaves_half_the_time_left_for_another() {
+    fn a_retry_leaves_half_the_time_left_for_another() {
         let now = Instant::now();
         let period = Duration::from_millis(1333);
-        // Plenty of time: one period.
-        let deadline = call_deadline(now, period, now + Duration::from_secs(9));
-        assert_eq!(deadline, now + period);
-        // A retry 0.8 s before the deadline gives up after 0.4 s, so that a
-        // request sent once a new leader is elected still fits.
-        let deadline = call_deadline(now, period, now + Duration::from_millis(800));
-        assert_eq!(deadline, now + Duration::from_millis(400));
+        let soon = |ms| now + Duration::from_millis(ms);
+        // Plenty of time: one period, retrying or not.
+        assert_eq!(call_deadline(now, period, soon(9000), false), now + period);
+        assert_eq!(call_deadline(now, period, soon(9000), true), now + period);
+        // The routine renewal 0.8 s before the deadline may take all of it.
+        assert_eq!(call_deadline(now, period, soon(800), false), soon(800));
+        // A retry then gives up after 0.4 s, so that a request sent once a
+        // new leader is elected still fits.
+        assert_eq!(call_deadline(now, period, soon(800), true), soon(400));
         // Past the deadline: no time at all.
-        assert_eq!(
-            call_deadline(now, period, now - Duration::from_secs(1)),
-            now
-        );
+        assert_eq!(call_deadline(now, period, now, true), now);
     }
 }
