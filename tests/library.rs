@@ -277,6 +277,42 @@ fn a_shared_guard_is_held_by_the_child_too() {
     }
 }
 
+/// share_with used to tell the child the guard's descriptor number: a
+/// child spawned after the guard dropped got whatever had that number by
+/// then (another lock, taken meanwhile), and kept that lock.
+#[test]
+fn a_command_shared_with_keeps_its_lock_after_the_guard_dropped() {
+    let tag = format!("library-share-late-{}", std::process::id());
+    let (a, b) = (
+        Lock::named(format!("{tag}-a")).unwrap(),
+        Lock::named(format!("{tag}-b")).unwrap(),
+    );
+    let guard_a = a.try_acquire().unwrap().expect("free");
+    let mut child = Command::new("sh");
+    child
+        .args(["-c", "echo ready; exec cat >/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    guard_a.share_with(&mut child).unwrap();
+    drop(guard_a);
+    let guard_b = b.try_acquire().unwrap().expect("free");
+    let mut running = child.spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(running.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n");
+    // The command's copy goes with it: the child alone holds lock a.
+    drop(child);
+    drop(guard_b);
+    assert!(b.try_acquire().unwrap().is_some(), "the child holds lock b");
+    let holder = a.probe().unwrap().expect("the child holds lock a");
+    assert_eq!(holder.pid, Some(running.id() as i32));
+    drop(running.stdin.take());
+    assert!(running.wait().unwrap().success());
+    assert!(a.try_acquire().unwrap().is_some(), "lock a is still held");
+}
+
 #[test]
 fn a_guard_is_not_inherited_unless_shared() {
     use std::os::fd::AsRawFd;

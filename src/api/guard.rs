@@ -59,7 +59,10 @@ impl Guard {
     ///
     /// Only that child gets the descriptor (close-on-exec is cleared
     /// between its fork and exec), not what other threads start meanwhile.
-    /// Spawn it while the guard lives: the number is the guard's.
+    /// `command` keeps a copy of the descriptor for its children, and so
+    /// the lock too, until it is dropped: a child spawned after the guard
+    /// dropped still gets this lock, never another descriptor that came to
+    /// have the guard's number.
     ///
     /// ```
     /// use std::process::Command;
@@ -74,7 +77,15 @@ impl Guard {
     /// # Ok::<(), me_only::Error>(())
     /// ```
     pub fn share_with(&self, command: &mut Command) -> Result<(), Error> {
-        let fd = self.fd.as_raw_fd();
+        // A copy of its own (close-on-exec, above 2) that lives as long as
+        // `command`: the number the child is told must still be this lock's
+        // when the child is spawned.
+        let copy = self.fd.try_clone().map_err(|source| Error::Io {
+            lock: self.name.clone(),
+            action: "copy the lock's descriptor",
+            source,
+        })?;
+        let fd = copy.as_raw_fd();
         command
             .env(ENV_LOCK, &self.given)
             .env(ENV_FD, fd.to_string())
@@ -84,7 +95,7 @@ impl Guard {
         // SAFETY: between fork and exec only fcntl is called, which is
         // async-signal-safe.
         unsafe {
-            command.pre_exec(move || keep_across_exec(fd));
+            command.pre_exec(move || keep_across_exec(copy.as_raw_fd()));
         }
         Ok(())
     }
