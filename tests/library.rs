@@ -320,16 +320,25 @@ fn a_guard_is_not_inherited_unless_shared() {
     for case in cases("library-cloexec", 1) {
         let guard = case.library().try_acquire().unwrap().expect("free");
         let fd = guard.as_raw_fd();
+        // Which descriptors the child has: the guard's own, and the one
+        // ME_ONLY_FD names (shared, a copy of the guard's).
         let listed = |share: bool| {
             let mut child = Command::new("sh");
-            child.args(["-c", &format!("test -e /proc/$$/fd/{fd}")]);
+            child.args([
+                "-c",
+                &format!(
+                    "test -e /proc/$$/fd/{fd} && echo own; \
+                     test -n \"$ME_ONLY_FD\" && test -e /proc/$$/fd/$ME_ONLY_FD && echo shared; :"
+                ),
+            ]);
+            child.env_remove("ME_ONLY_FD");
             if share {
                 guard.share_with(&mut child).unwrap();
             }
-            child.status().unwrap().success()
+            text(&child.output().unwrap().stdout)
         };
-        assert!(!listed(false), "{}: inherited unshared", case.kind);
-        assert!(listed(true), "{}: not inherited when shared", case.kind);
+        assert_eq!(listed(false), "", "{}: inherited unshared", case.kind);
+        assert_eq!(listed(true), "shared\n", "{}: shared", case.kind);
     }
 }
 
