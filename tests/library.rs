@@ -305,12 +305,17 @@ fn a_command_shared_with_keeps_its_lock_after_the_guard_dropped() {
     // The command's copy goes with it: the child alone holds lock a.
     drop(child);
     drop(guard_b);
-    assert!(b.try_acquire().unwrap().is_some(), "the child holds lock b");
+    // Waited for: a child that another test forks meanwhile holds every
+    // descriptor of this process until its exec.
+    assert!(
+        b.acquire(Wait::For(PROMPT)).is_ok(),
+        "the child holds lock b"
+    );
     let holder = a.probe().unwrap().expect("the child holds lock a");
     assert_eq!(holder.pid, Some(running.id() as i32));
     drop(running.stdin.take());
     assert!(running.wait().unwrap().success());
-    assert!(a.try_acquire().unwrap().is_some(), "lock a is still held");
+    assert!(a.acquire(Wait::For(PROMPT)).is_ok(), "lock a is still held");
 }
 
 #[test]
