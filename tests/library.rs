@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -275,6 +276,62 @@ fn a_shared_guard_is_held_by_the_child_too() {
         assert!(share.0.wait().unwrap().success());
         assert!(case.me_only(["true"]).status().unwrap().success());
     }
+}
+
+/// Each timed-out wait for a file lock left a thread blocked in flock(2)
+/// and its descriptor: without bound in a program that waits again and
+/// again, and each took the lock for an instant once the holder let go.
+#[test]
+fn timed_out_waits_for_a_file_leave_no_thread_or_descriptor_behind() {
+    let count = |dir: &str| std::fs::read_dir(dir).unwrap().count();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lock");
+    let holder = Lock::file(&path)
+        .unwrap()
+        .try_acquire()
+        .unwrap()
+        .expect("free");
+    let lock = Lock::file(&path).unwrap();
+    let threads = count("/proc/self/task");
+    let descriptors = count("/proc/self/fd");
+    for _ in 0..20 {
+        match lock.acquire(Wait::For(Duration::from_millis(5))) {
+            Err(Error::Busy { .. }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    // Other tests start and end threads and descriptors meanwhile: twenty
+    // more of either is what the waits left.
+    assert!(
+        count("/proc/self/task") < threads + 20,
+        "threads left behind"
+    );
+    assert!(
+        count("/proc/self/fd") < descriptors + 20,
+        "descriptors left behind"
+    );
+    drop(holder);
+    assert!(lock.acquire(Wait::For(PROMPT)).is_ok());
+}
+
+/// A bounded wait for a file lock watches the file: it ends as the holder
+/// lets go, not at its deadline.
+#[test]
+fn a_bounded_wait_for_a_file_ends_as_the_holder_lets_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lock");
+    let holder = Holding::start([OsStr::new("--flock"), path.as_os_str()]);
+    let lock = Lock::file(&path).unwrap();
+    let waiter = std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        lock.acquire(Wait::For(Duration::from_secs(60)))
+            .map(|guard| (guard, started.elapsed()))
+    });
+    // The waiter is in its wait, or about to be: either way it must get the
+    // lock once the holder is gone, long before its minute is up.
+    assert!(holder.release().success());
+    let (_guard, waited) = waiter.join().unwrap().expect("taken");
+    assert!(waited < Duration::from_secs(30), "waited {waited:?}");
 }
 
 /// share_with used to tell the child the guard's descriptor number: a

@@ -110,7 +110,7 @@ impl Lock {
     /// LOCK.
     pub(crate) fn new(given: &OsStr, kind: Kind) -> Result<Lock, Error> {
         Ok(Lock {
-            backend: lock::from_cli(given, kind.clone()).public()?,
+            backend: lock::for_library(given, kind.clone()).public()?,
             given: given.to_owned(),
             kind,
         })
@@ -172,7 +172,7 @@ impl Lock {
         // connection queued at the holder, the lock file open): kept in
         // `self`, a wait that ran out would hold them on, and a waiter's
         // flock(2) that the release then grants would hold the lock.
-        let waiter = lock::from_cli(&self.given, self.kind.clone()).public()?;
+        let waiter = lock::for_library(&self.given, self.kind.clone()).public()?;
         let fd = acquire(waiter.as_ref(), patience, true).public()?;
         self.guard(fd)
     }

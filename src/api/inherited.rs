@@ -77,7 +77,7 @@ fn inherited_fd() -> Option<RawFd> {
 fn lock_held_by(given: &OsString, fd: RawFd) -> Option<Box<dyn Backend>> {
     [Kind::AbstractSocket, Kind::Tcp, Kind::Flock]
         .into_iter()
-        .filter_map(|kind| lock::from_cli(given, kind).ok())
+        .filter_map(|kind| lock::for_library(given, kind).ok())
         .find(|lock| holds(lock.as_ref(), fd))
 }
 

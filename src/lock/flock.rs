@@ -14,15 +14,18 @@ use std::ffi::OsStr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, fcntl, open};
 use nix::libc;
+use nix::poll::{PollFd, PollFlags, poll};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat, lstat, major, minor};
 
 use super::{Attempt, Backend, Holder, Probe, Waited, above_standard_fds, current_holder};
 use crate::error::{Error, errno_of};
+use crate::sys::poll_time;
 use crate::sys::procfs::{self, Opened};
 
 pub struct FlockLock {
@@ -32,6 +35,10 @@ pub struct FlockLock {
     /// waiter's blocking flock takes the lock for this open file, which the
     /// next try then finds already its own.
     file: Cell<Option<OwnedFd>>,
+    /// Whether a wait with a deadline watches the file (a process that
+    /// lives on: the library) rather than block in a thread (the command,
+    /// which exits soon after).
+    watch_a_bounded_wait: bool,
 }
 
 /// How often creating the file may lose a race with another creator and a
@@ -49,6 +56,15 @@ impl FlockLock {
             name: lock.to_string_lossy().into_owned(),
             path: PathBuf::from(lock),
             file: Cell::new(None),
+            watch_a_bounded_wait: false,
+        })
+    }
+
+    /// As `parse`, for a process that lives on after a wait runs out.
+    pub fn parse_for_library(lock: &OsStr) -> Result<FlockLock, Error> {
+        Ok(FlockLock {
+            watch_a_bounded_wait: true,
+            ..FlockLock::parse(lock)?
         })
     }
 
@@ -101,10 +117,12 @@ impl FlockLock {
     }
 
     /// Blocks in flock(2) until the lock is this open file's, or until
-    /// `deadline`. flock has no timeout, so a bounded wait blocks in a
-    /// thread: at the deadline me-only goes on without it, and exits soon
-    /// after, which ends the thread's wait (no signal or timer is involved,
-    /// so nothing of the kind leaks into COMMAND).
+    /// `deadline`: the command's way. flock has no timeout, so a bounded
+    /// wait blocks in a thread: at the deadline me-only goes on without
+    /// it, and exits soon after, which ends the thread's wait (no signal or
+    /// timer is involved, so nothing of the kind leaks into COMMAND). The
+    /// holder's release wakes it at once, where a watch's teardown costs
+    /// the next command ~15 ms (see `wait_before`).
     fn lock_before(file: &OwnedFd, deadline: Instant) -> Result<(), Errno> {
         let waiter_file = file.try_clone().map_err(|err| errno_of(&err))?;
         let (done, outcome) = mpsc::channel();
@@ -125,6 +143,66 @@ impl FlockLock {
             Err(_) => Ok(()),
         }
     }
+
+    /// Waits, by `deadline`, until the lock may have come free, or is this
+    /// open file's: the library's way. A thread left blocked in flock(2)
+    /// past the deadline would take the lock later for nobody, and one per
+    /// wait would pile up in a program that waits again and again. So a
+    /// bounded wait watches the file instead (its teardown, an RCU grace
+    /// period in the kernel, makes the handover ~15 ms slower): a holder lets go when the
+    /// last descriptor of its open file closes (it exits, or closes it),
+    /// which inotify reports as IN_CLOSE; one that unlocks and keeps the
+    /// file open (`flock -u`) is noticed by a look every LOOK_AGAIN. The
+    /// watch is set before the last try, so that no close between the two
+    /// is missed.
+    fn wait_before(&self, file: &OwnedFd, deadline: Instant) -> Result<(), Errno> {
+        let watch =
+            Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).and_then(|inotify| {
+                inotify.add_watch(&self.path, AddWatchFlags::IN_CLOSE)?;
+                Ok(inotify)
+            });
+        match flock(file, libc::LOCK_EX | libc::LOCK_NB) {
+            Err(Errno::EWOULDBLOCK) => {}
+            taken_or_failed => return taken_or_failed,
+        }
+        let wait = deadline
+            .saturating_duration_since(Instant::now())
+            .min(LOOK_AGAIN);
+        match &watch {
+            Ok(inotify) => {
+                let mut events = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
+                match poll(&mut events, poll_time::whole_milliseconds(wait)) {
+                    Ok(0) | Err(Errno::EINTR) => Ok(()),
+                    Ok(_) => just_closed(file),
+                    Err(errno) => Err(errno),
+                }
+            }
+            // No watch to be had (the user's inotify instances used up):
+            // looks every LOOK_AGAIN only.
+            Err(_) => {
+                std::thread::sleep(wait);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// How often a bounded wait looks again when no close was reported.
+const LOOK_AGAIN: Duration = Duration::from_millis(250);
+
+/// Takes the lock for `file` once the holder's last close has come: the
+/// kernel reports a close (fsnotify_close) just before it drops the file's
+/// locks, and a waiter woken at once may find the lock still held for a
+/// moment. A few short tries; the caller's next look, or LOOK_AGAIN, is
+/// the last resort.
+fn just_closed(file: &OwnedFd) -> Result<(), Errno> {
+    for _ in 0..4 {
+        match flock(file, libc::LOCK_EX | libc::LOCK_NB) {
+            Err(Errno::EWOULDBLOCK) => std::thread::sleep(Duration::from_millis(1)),
+            taken_or_failed => return taken_or_failed,
+        }
+    }
+    Ok(())
 }
 
 impl Backend for FlockLock {
@@ -198,6 +276,7 @@ impl Backend for FlockLock {
         log::debug!("{}: waiting for the holder to let go", self.name);
         let locked = match deadline {
             None => flock(&file, libc::LOCK_EX),
+            Some(deadline) if self.watch_a_bounded_wait => self.wait_before(&file, deadline),
             Some(deadline) => FlockLock::lock_before(&file, deadline),
         };
         self.file.set(Some(file));

@@ -167,6 +167,15 @@ pub fn from_cli(lock: &OsStr, kind: Kind) -> Result<Box<dyn Backend>, Error> {
     })
 }
 
+/// As `from_cli`, for the library: a process that lives on after a wait
+/// runs out must not leave anything waiting behind (see flock.rs).
+pub fn for_library(lock: &OsStr, kind: Kind) -> Result<Box<dyn Backend>, Error> {
+    match kind {
+        Kind::Flock => Ok(Box::new(flock::FlockLock::parse_for_library(lock)?)),
+        kind => from_cli(lock, kind),
+    }
+}
+
 /// A TCP lock as user `uid` names it (`PORT` is on that user's address):
 /// for --list, which reads other processes' LOCK.
 pub fn tcp_lock_of_user(lock: &OsStr, uid: u32) -> Result<Box<dyn Backend>, Error> {
