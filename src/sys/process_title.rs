@@ -8,7 +8,16 @@ use std::sync::Mutex;
 /// `pkill -f job` meant for the job hit it. Written as one title (see
 /// `set_title`), so that /proc/PID/cmdline is the title alone, not the
 /// area of the old words, whose size would add up a password's length.
-pub fn retitle(words: &[&str]) {
+///
+/// # Safety
+/// The argument strings are written in place: no other thread may run
+/// meanwhile, and nothing may read them afterwards for the words given
+/// (std::env::args() reads that very memory). A freshly forked keeper, or
+/// the command before it starts any thread, may.
+pub unsafe fn retitle(words: &[&str]) {
+    let _alone = MASKED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let Some(area) = argument_area() else {
         return;
     };
@@ -24,7 +33,11 @@ pub fn retitle(words: &[&str]) {
 /// masked arguments are written as setproctitle(3) does, as one string
 /// (joined by spaces, as ps shows them) of which the kernel reports only
 /// its first 4 KiB, up to its NUL (fs/proc/base.c, get_mm_proctitle).
-pub fn hide(secret: &str) {
+///
+/// # Safety
+/// As for `retitle`: no other thread may run meanwhile, and nothing may
+/// read the argument strings afterwards for the words given.
+pub unsafe fn hide(secret: &str) {
     let secret = secret.as_bytes();
     if secret.is_empty() {
         return;

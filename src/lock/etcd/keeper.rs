@@ -125,7 +125,9 @@ fn keep(watch: &Watch, holder: Holders, mut ready: File) {
         return;
     };
     let _ = nix::sys::prctl::set_name(c"me-only-keeper");
-    process_title::retitle(&["me-only-keeper", &watch.lock]);
+    // SAFETY: the keeper, just forked, runs no other thread, and reads no
+    // arguments.
+    unsafe { process_title::retitle(&["me-only-keeper", &watch.lock]) };
     // A fence holds a pidfd for every process of COMMAND's tree: as many
     // descriptors as the hard limit allows.
     if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
@@ -265,7 +267,9 @@ fn start_sentry(watch: &Watch, holder: &Holders) -> Result<(OwnedFd, File), Errn
             drop(ready);
             drop(heartbeat_write);
             let _ = nix::sys::prctl::set_name(c"me-only-sentry");
-            process_title::retitle(&["me-only-sentry", &watch.lock]);
+            // SAFETY: as the keeper's: the sentry, just forked, runs no
+            // other thread, and reads no arguments.
+            unsafe { process_title::retitle(&["me-only-sentry", &watch.lock]) };
             let _ = ready_write.write_all(&[1]);
             drop(ready_write);
             let [holder_fd, writers_fd] = holder.raw_fds();

@@ -156,7 +156,10 @@ impl EtcdOptions {
         };
         let given = [argument, self.password.clone()];
         for password in given.iter().flatten() {
-            crate::sys::process_title::hide(password);
+            // SAFETY: me-only read its arguments once, into its own
+            // strings, at start-up, and runs no other thread while it
+            // reads its options.
+            unsafe { crate::sys::process_title::hide(password) };
         }
         let password = given
             .into_iter()
