@@ -35,6 +35,10 @@ static ADOPTED: AtomicBool = AtomicBool::new(false);
 /// - it was adopted already, by an earlier call in this process;
 /// - the lock is an etcd lock (a lease, which this does not adopt).
 ///
+/// The guard owns the descriptor from then on: a program that wraps
+/// ME_ONLY_FD's descriptor itself (as a `File`, say) must not also adopt
+/// it here, or it would be closed twice.
+///
 /// ```
 /// match me_only::inherited()? {
 ///     Some(guard) => println!("started under me-only, holding {}", guard.name()),
