@@ -158,7 +158,10 @@ impl FlockLock {
     fn wait_before(&self, file: &OwnedFd, deadline: Instant) -> Result<(), Errno> {
         let watch =
             Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).and_then(|inotify| {
-                inotify.add_watch(&self.path, AddWatchFlags::IN_CLOSE)?;
+                inotify.add_watch(
+                    format!("/proc/self/fd/{}", file.as_raw_fd()).as_str(),
+                    AddWatchFlags::IN_CLOSE,
+                )?;
                 Ok(inotify)
             });
         match flock(file, libc::LOCK_EX | libc::LOCK_NB) {
