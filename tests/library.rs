@@ -336,9 +336,10 @@ fn a_bounded_wait_for_a_file_ends_as_the_holder_lets_go() {
 
 /// share_with used to tell the child the guard's descriptor number: a
 /// child spawned after the guard dropped got whatever had that number by
-/// then (another lock, taken meanwhile), and kept that lock.
+/// then (another lock, taken meanwhile), and kept that lock. Now the spawn
+/// fails, and the other lock stays its taker's alone.
 #[test]
-fn a_command_shared_with_keeps_its_lock_after_the_guard_dropped() {
+fn a_command_shared_with_cannot_be_spawned_once_its_guard_dropped() {
     let tag = format!("library-share-late-{}", std::process::id());
     let (a, b) = (
         Lock::named(format!("{tag}-a")).unwrap(),
@@ -346,33 +347,118 @@ fn a_command_shared_with_keeps_its_lock_after_the_guard_dropped() {
     );
     let guard_a = a.try_acquire().unwrap().expect("free");
     let mut child = Command::new("sh");
-    child
-        .args(["-c", "echo ready; exec cat >/dev/null"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped());
+    child.args(["-c", "exec sleep 30"]);
     guard_a.share_with(&mut child).unwrap();
     drop(guard_a);
     let guard_b = b.try_acquire().unwrap().expect("free");
-    let mut running = child.spawn().unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(running.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line, "ready\n");
-    // The command's copy goes with it: the child alone holds lock a.
-    drop(child);
+    let spawned = child.spawn();
+    assert!(spawned.is_err(), "spawned without its lock: {spawned:?}");
     drop(guard_b);
     // Waited for: a child that another test forks meanwhile holds every
     // descriptor of this process until its exec.
+    assert!(b.acquire(Wait::For(PROMPT)).is_ok(), "lock b is held");
+    assert!(a.acquire(Wait::For(PROMPT)).is_ok(), "lock a is held");
+}
+
+/// A Command that a guard was shared with kept a copy of the descriptor,
+/// and so the lock, for as long as it lived, though its child had ended
+/// and the guard dropped.
+#[test]
+fn a_dropped_guard_lets_go_though_a_command_it_was_shared_with_lives() {
+    let lock = Lock::named(format!("library-share-kept-{}", std::process::id())).unwrap();
+    let guard = lock.try_acquire().unwrap().expect("free");
+    let mut command = Command::new("true");
+    guard.share_with(&mut command).unwrap();
+    assert!(command.status().unwrap().success());
+    drop(guard);
     assert!(
-        b.acquire(Wait::For(PROMPT)).is_ok(),
-        "the child holds lock b"
+        lock.acquire(Wait::For(PROMPT)).is_ok(),
+        "held by the Command"
     );
-    let holder = a.probe().unwrap().expect("the child holds lock a");
-    assert_eq!(holder.pid, Some(running.id() as i32));
-    drop(running.stdin.take());
-    assert!(running.wait().unwrap().success());
-    assert!(a.acquire(Wait::For(PROMPT)).is_ok(), "lock a is still held");
+    drop(command);
+}
+
+/// Shared twice with one Command, the child got two descriptors of the
+/// lock: closing (or adopting and dropping) the one ME_ONLY_FD names did
+/// not let go.
+#[test]
+fn sharing_twice_gives_the_child_one_descriptor() {
+    use std::os::fd::AsRawFd;
+
+    let lock = Lock::named(format!("library-share-twice-{}", std::process::id())).unwrap();
+    let guard = lock.try_acquire().unwrap().expect("free");
+    let socket = std::fs::read_link(format!("/proc/self/fd/{}", guard.as_raw_fd())).unwrap();
+    let mut command = Command::new("sh");
+    command.args(["-c", "for fd in /proc/$$/fd/*; do readlink $fd; done"]);
+    guard.share_with(&mut command).unwrap();
+    guard.share_with(&mut command).unwrap();
+    let listed = text(&command.output().unwrap().stdout);
+    let copies = listed
+        .lines()
+        .filter(|line| *line == socket.to_str().unwrap())
+        .count();
+    assert_eq!(copies, 1, "{listed}");
+}
+
+/// The inodes that this process's inotify instances watch (fdinfo's
+/// `ino:`, in hex).
+fn watched_inodes() -> Vec<u64> {
+    let mut inodes = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fdinfo").unwrap().flatten() {
+        let Ok(info) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        for line in info.lines().filter(|l| l.starts_with("inotify wd:")) {
+            if let Some(ino) = line.split(' ').find_map(|w| w.strip_prefix("ino:")) {
+                inodes.push(u64::from_str_radix(ino, 16).unwrap());
+            }
+        }
+    }
+    inodes
+}
+
+/// A bounded wait for a file watched the path afresh at every look: once
+/// another file was renamed over the path (or a symbolic link planted
+/// there), it watched that one, not the file it had open and waited on.
+#[test]
+fn a_bounded_wait_watches_the_file_it_waits_on_not_what_the_path_names_now() {
+    use std::os::unix::fs::MetadataExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lock");
+    let holder = Lock::file(&path)
+        .unwrap()
+        .try_acquire()
+        .unwrap()
+        .expect("free");
+    let waited_on = std::fs::metadata(&path).unwrap().ino();
+    let waiter_path = path.clone();
+    let waiter = std::thread::spawn(move || {
+        Lock::file(&waiter_path)
+            .unwrap()
+            .acquire(Wait::For(Duration::from_secs(60)))
+            .is_ok()
+    });
+    // The waiter watches the file it waits on: it is in its wait.
+    assert!(
+        common::within(Duration::from_secs(30), || watched_inodes()
+            .contains(&waited_on)),
+        "the waiter never watched the file"
+    );
+    let new = dir.path().join("new");
+    std::fs::write(&new, "").unwrap();
+    let replacement = std::fs::metadata(&new).unwrap().ino();
+    std::fs::rename(&new, &path).unwrap();
+    // Eight looks (one each 250 ms): none may watch the replacement.
+    let watched_the_replacement = common::within(Duration::from_secs(2), || {
+        watched_inodes().contains(&replacement)
+    });
+    assert!(
+        !watched_the_replacement,
+        "it watches what the path names now"
+    );
+    drop(holder);
+    assert!(waiter.join().unwrap());
 }
 
 #[test]
@@ -382,8 +468,8 @@ fn a_guard_is_not_inherited_unless_shared() {
     for case in cases("library-cloexec", 1) {
         let guard = case.library().try_acquire().unwrap().expect("free");
         let fd = guard.as_raw_fd();
-        // Which descriptors the child has: the guard's own, and the one
-        // ME_ONLY_FD names (shared, a copy of the guard's).
+        // Which descriptors the child has: the guard's, and the one
+        // ME_ONLY_FD names (shared: the same).
         let listed = |share: bool| {
             let mut child = Command::new("sh");
             child.args([
@@ -400,7 +486,7 @@ fn a_guard_is_not_inherited_unless_shared() {
             text(&child.output().unwrap().stdout)
         };
         assert_eq!(listed(false), "", "{}: inherited unshared", case.kind);
-        assert_eq!(listed(true), "shared\n", "{}: shared", case.kind);
+        assert_eq!(listed(true), "own\nshared\n", "{}: shared", case.kind);
     }
 }
 

@@ -6,6 +6,7 @@ use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
+use std::sync::Arc;
 
 use super::error::Error;
 use crate::env::{ENV_FD, ENV_FENCE, ENV_LOCK, ENV_LOCKED_AT, ENV_SLOT};
@@ -17,7 +18,9 @@ use crate::sys::procfs;
 /// descriptor is close-on-exec: a program started otherwise does not keep
 /// the lock.
 pub struct Guard {
-    fd: OwnedFd,
+    /// Shared only with the commands it was shared with, as a Weak: in
+    /// their child, whether the guard still lived when it was forked.
+    fd: Arc<OwnedFd>,
     /// The lock as messages name it.
     name: String,
     /// The lock as it was given, for ME_ONLY_LOCK.
@@ -36,7 +39,7 @@ impl Guard {
         locked_at: Option<OsString>,
     ) -> Guard {
         Guard {
-            fd,
+            fd: Arc::new(fd),
             name: name.to_owned(),
             given: given.to_owned(),
             locked_at: locked_at.unwrap_or_else(|| seconds_since_boot().into()),
@@ -59,10 +62,9 @@ impl Guard {
     ///
     /// Only that child gets the descriptor (close-on-exec is cleared
     /// between its fork and exec), not what other threads start meanwhile.
-    /// `command` keeps a copy of the descriptor for its children, and so
-    /// the lock too, until it is dropped: a child spawned after the guard
-    /// dropped still gets this lock, never another descriptor that came to
-    /// have the guard's number.
+    /// Spawn it while the guard lives: `command` does not keep the lock,
+    /// and once the guard has dropped, spawning it fails (rather than hand
+    /// the child whatever descriptor came to have the guard's number).
     ///
     /// ```
     /// use std::process::Command;
@@ -77,25 +79,24 @@ impl Guard {
     /// # Ok::<(), me_only::Error>(())
     /// ```
     pub fn share_with(&self, command: &mut Command) -> Result<(), Error> {
-        // A copy of its own (close-on-exec, above 2) that lives as long as
-        // `command`: the number the child is told must still be this lock's
-        // when the child is spawned.
-        let copy = self.fd.try_clone().map_err(|source| Error::Io {
-            lock: self.name.clone(),
-            action: "copy the lock's descriptor",
-            source,
-        })?;
-        let fd = copy.as_raw_fd();
+        let fd = self.fd.as_raw_fd();
+        let guard = Arc::downgrade(&self.fd);
         command
             .env(ENV_LOCK, &self.given)
             .env(ENV_FD, fd.to_string())
             .env(ENV_LOCKED_AT, &self.locked_at)
             .env_remove(ENV_SLOT)
             .env_remove(ENV_FENCE);
-        // SAFETY: between fork and exec only fcntl is called, which is
-        // async-signal-safe.
+        // SAFETY: between fork and exec only an atomic count is looked at
+        // and fcntl is called, both async-signal-safe. The child's memory
+        // is a copy made after its descriptors were: a guard that still
+        // lived in the copy had not closed its descriptor when they were
+        // copied, so `fd` is this lock in the child.
         unsafe {
-            command.pre_exec(move || keep_across_exec(copy.as_raw_fd()));
+            command.pre_exec(move || match guard.upgrade() {
+                Some(_alive) => keep_across_exec(fd),
+                None => Err(std::io::Error::from_raw_os_error(nix::libc::EBADF)),
+            });
         }
         Ok(())
     }

@@ -254,6 +254,21 @@ pub fn one_error_line(stderr: &[u8]) -> String {
     stderr
 }
 
+/// Whether `condition` comes true within `limit`, looked at every 5 ms: for
+/// a state that no event announces (what /proc shows of a process).
+pub fn within(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let until = std::time::Instant::now() + limit;
+    loop {
+        if condition() {
+            return true;
+        }
+        if std::time::Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Blocks until process `pid` (not necessarily our child) has exited, which
 /// is after the kernel closed its descriptors.
 pub fn wait_until_gone(pid: i32) {
