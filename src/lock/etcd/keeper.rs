@@ -188,13 +188,13 @@ fn keep(watch: &Watch, holder: Holders, mut ready: File) {
                 .and_then(|info| Signal::try_from(info.ssi_signo as i32).ok())
                 .map_or("a signal", Signal::as_str);
             let reason = format!("the lease keeper got {signal}");
-            return stand_down_and_fence(heartbeat, watch, &holder, &reason);
+            return stand_down_and_fence(heartbeat, watch, &holder, &reason, renewed + ttl);
         }
         if ready(&events[2]) {
             // The sentry died (the OOM killer, kill -9): with it gone, the
             // keeper's own death would leave COMMAND unfenced.
             let reason = "the lease keeper's sentry died";
-            return stand_down_and_fence(heartbeat, watch, &holder, reason);
+            return stand_down_and_fence(heartbeat, watch, &holder, reason, renewed + ttl);
         }
         let now = Instant::now();
         if now >= lost_at {
@@ -203,7 +203,7 @@ fn keep(watch: &Watch, holder: Holders, mut ready: File) {
                 renewed.elapsed().as_secs_f64(),
                 watch.settings.ttl
             );
-            return stand_down_and_fence(heartbeat, watch, &holder, &reason);
+            return stand_down_and_fence(heartbeat, watch, &holder, &reason, renewed + ttl);
         }
         if now < next_renewal {
             continue;
@@ -224,7 +224,11 @@ fn keep(watch: &Watch, holder: Holders, mut ready: File) {
                 beat(&heartbeat, self::lost_at(renewed, ttl));
             }
             Renewal::Lost(reason) => {
-                return stand_down_and_fence(heartbeat, watch, &holder, reason);
+                return stand_down_and_fence(heartbeat, watch, &holder, reason, renewed + ttl);
+            }
+            Renewal::Gone(reason) => {
+                // Another may hold the lock already.
+                return stand_down_and_fence(heartbeat, watch, &holder, reason, Instant::now());
             }
             Renewal::NoAnswer => {
                 // Soon, and elsewhere: a new leader may answer well before
@@ -281,8 +285,8 @@ fn start_sentry(watch: &Watch, holder: &Holders) -> Result<(OwnedFd, File), Errn
             ]);
             // The keeper ends only once the instance has, or after fencing
             // it: if some of it still runs, the keeper died or stalled.
-            if let Some(reason) = stand_guard(watch, holder, &keeper, heartbeat) {
-                fence(watch, holder, &reason);
+            if let Some((reason, expires)) = stand_guard(watch, holder, &keeper, heartbeat) {
+                fence(watch, holder, &reason, expires);
             }
             // SAFETY: _exit runs nothing of the parent's.
             unsafe { libc::_exit(0) }
@@ -293,17 +297,20 @@ fn start_sentry(watch: &Watch, holder: &Holders) -> Result<(OwnedFd, File), Errn
 /// The sentry's watch: returns when the instance is gone (None), or when
 /// the keeper has exited or missed its deadline (no heartbeat by the time
 /// it would have fenced COMMAND itself, and a little more) while some of
-/// the instance runs: why the keeper failed.
+/// the instance runs: why the keeper failed, and when the lease it kept
+/// may run out.
 fn stand_guard(
     watch: &Watch,
     holder: &Holders,
     keeper: &OwnedFd,
     heartbeat: File,
-) -> Option<String> {
+) -> Option<(String, Instant)> {
     let ttl = Duration::from_secs(watch.settings.ttl.max(1) as u64);
-    let grace = fencing_margin(ttl) / 4;
+    let margin = fencing_margin(ttl);
+    let grace = margin / 4;
     let mut heartbeat = Some(heartbeat);
     let mut deadline = Some(lost_at(watch.renewed, ttl) + grace);
+    let mut expires = watch.renewed + ttl;
     loop {
         let wait = deadline.map_or(PollTimeout::NONE, |deadline| {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -320,22 +327,26 @@ fn stand_guard(
             Ok(_) | Err(Errno::EINTR) if holder.are_gone() => return None,
             // poll counts in whole milliseconds: it may wake a little early.
             Ok(0) if deadline.is_some_and(|deadline| Instant::now() >= deadline) => {
-                return Some(format!(
+                let reason = format!(
                     "the lease keeper stalled: it missed its deadline to renew the lease \
                      (TTL {} s)",
                     watch.settings.ttl
-                ));
+                );
+                return Some((reason, expires));
             }
             Ok(_) | Err(Errno::EINTR) => {}
-            Err(_) => return Some("the sentry cannot watch the lease keeper".into()),
+            Err(_) => return Some(("the sentry cannot watch the lease keeper".into(), expires)),
         }
         let ready = |event: &PollFd| event.revents().is_some_and(|r| !r.is_empty());
         if ready(&events[1]) {
-            return Some("the lease keeper died".into());
+            return Some(("the lease keeper died".into(), expires));
         }
         if events.get(2).is_some_and(ready) {
             match heartbeat.as_mut().and_then(last_beat) {
-                Some(good_for) => deadline = Some(Instant::now() + good_for + grace),
+                Some(good_for) => {
+                    let lost_at = Instant::now() + good_for;
+                    (deadline, expires) = (Some(lost_at + grace), lost_at + margin);
+                }
                 // The keeper stands down: it fences COMMAND itself, or ends.
                 None => (heartbeat, deadline) = (None, None),
             }
@@ -384,9 +395,15 @@ fn last_beat(heartbeat: &mut File) -> Option<Duration> {
 /// The keeper fences COMMAND off: the sentry is told first (the end of
 /// the heartbeat) to leave it to the keeper, whose fence outlasts its
 /// deadline.
-fn stand_down_and_fence(heartbeat: File, watch: &Watch, holder: &Holders, reason: &str) {
+fn stand_down_and_fence(
+    heartbeat: File,
+    watch: &Watch,
+    holder: &Holders,
+    reason: &str,
+    expires: Instant,
+) {
     drop(heartbeat);
-    fence(watch, holder, reason);
+    fence(watch, holder, reason, expires);
 }
 
 /// When a lease renewed (or granted) by a request sent at `renewed` is
@@ -449,7 +466,10 @@ impl Retry {
 enum Renewal {
     /// Renewed by the request sent then.
     Renewed(Instant),
+    /// To be given up, though the lease lives on until it runs out.
     Lost(&'static str),
+    /// The lease or its key is gone: the lock may be another's already.
+    Gone(&'static str),
     NoAnswer,
 }
 
@@ -457,7 +477,7 @@ enum Renewal {
 /// `deadline`.
 fn renew(gateway: &Gateway, watch: &Watch, deadline: Instant) -> Renewal {
     let sent = match gateway.keep_alive(watch.lease, deadline) {
-        Ok(0) => return Renewal::Lost("lease lost: it expired or was revoked"),
+        Ok(0) => return Renewal::Gone("lease lost: it expired or was revoked"),
         Ok(_) => gateway.last_sent(),
         Err(err) => {
             log::debug!("{}: renewing the lease: {err}", watch.lock);
@@ -472,7 +492,7 @@ fn renew(gateway: &Gateway, watch: &Watch, deadline: Instant) -> Renewal {
             log::trace!("{}: lease renewed, key still ours", watch.lock);
             Renewal::Renewed(sent)
         }
-        Ok(_) => Renewal::Lost("lock key deleted"),
+        Ok(_) => Renewal::Gone("lock key deleted"),
         // The lease was renewed: the key is checked again next time.
         Err(_) => Renewal::Renewed(sent),
     }
@@ -480,8 +500,17 @@ fn renew(gateway: &Gateway, watch: &Watch, deadline: Instant) -> Renewal {
 
 /// Ends the instance: SIGTERM, then SIGKILL to what is still there after
 /// --kill-after. Says why on stderr, in one line.
-fn fence(watch: &Watch, holder: &Holders, reason: &str) {
-    let kill_after = watch.settings.kill_after;
+fn fence(watch: &Watch, holder: &Holders, reason: &str, expires: Instant) {
+    let ttl = Duration::from_secs(watch.settings.ttl.max(1) as u64);
+    // Time for the last round (freeze, a walk of /proc for what was
+    // started meanwhile, SIGKILL) before the lease may run out.
+    let last_round = fencing_margin(ttl) / 4;
+    let kill_after = kill_after_before(
+        watch.settings.kill_after,
+        expires,
+        Instant::now(),
+        last_round,
+    );
     let line = format!(
         "me-only: {}: {reason}; terminating pid {} and its descendants (SIGKILL after {} s)\n",
         crate::error::printable(&watch.lock),
@@ -493,6 +522,23 @@ fn fence(watch: &Watch, holder: &Holders, reason: &str) {
     // outlived its parent would run beside the next holder.
     holder.stop(kill_after);
     let _ = watch.settings.gateway.revoke(watch.lease, gateway::soon());
+}
+
+/// How long a fenced COMMAND has between SIGTERM and SIGKILL: --kill-after,
+/// but never so long that the `last_round` of the fence would end past the
+/// moment the lease may run out in etcd (`expires`: it is not renewed
+/// while COMMAND stops). A COMMAND slow to stop, or a machine slow to run
+/// it, would otherwise run on beside the next holder.
+fn kill_after_before(
+    kill_after: Duration,
+    expires: Instant,
+    now: Instant,
+    last_round: Duration,
+) -> Duration {
+    let left = expires
+        .saturating_duration_since(now)
+        .saturating_sub(last_round);
+    kill_after.min(left)
 }
 
 /// Lets go of every descriptor inherited from me-only's caller but stderr
@@ -544,6 +590,24 @@ mod tests {
         // Never below the first wait, however close the deadline.
         let mut retry = Retry::default();
         assert_eq!(retry.next_wait(period, Duration::ZERO), FIRST_RETRY);
+    }
+
+    #[test]
+    fn sigkill_comes_before_the_lease_may_run_out() {
+        let now = Instant::now();
+        let ten = Duration::from_secs(10);
+        let round = Duration::from_millis(200);
+        // Time enough: --kill-after as given.
+        let expires = now + Duration::from_secs(60);
+        assert_eq!(kill_after_before(ten, expires, now, round), ten);
+        // 0.7 s left: SIGKILL 0.5 s later, with the last round's 0.2 s to go.
+        let expires = now + Duration::from_millis(700);
+        assert_eq!(
+            kill_after_before(ten, expires, now, round),
+            Duration::from_millis(500)
+        );
+        // Run out already: at once.
+        assert_eq!(kill_after_before(ten, now, now, round), Duration::ZERO);
     }
 
     #[test]
