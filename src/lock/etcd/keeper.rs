@@ -226,10 +226,6 @@ fn keep(watch: &Watch, holder: Holders, mut ready: File) {
             Renewal::Lost(reason) => {
                 return stand_down_and_fence(heartbeat, watch, &holder, reason, renewed + ttl);
             }
-            Renewal::Gone(reason) => {
-                // Another may hold the lock already.
-                return stand_down_and_fence(heartbeat, watch, &holder, reason, Instant::now());
-            }
             Renewal::NoAnswer => {
                 // Soon, and elsewhere: a new leader may answer well before
                 // the deadline (the wake-up is bounded by it).
@@ -466,10 +462,7 @@ impl Retry {
 enum Renewal {
     /// Renewed by the request sent then.
     Renewed(Instant),
-    /// To be given up, though the lease lives on until it runs out.
     Lost(&'static str),
-    /// The lease or its key is gone: the lock may be another's already.
-    Gone(&'static str),
     NoAnswer,
 }
 
@@ -477,7 +470,7 @@ enum Renewal {
 /// `deadline`.
 fn renew(gateway: &Gateway, watch: &Watch, deadline: Instant) -> Renewal {
     let sent = match gateway.keep_alive(watch.lease, deadline) {
-        Ok(0) => return Renewal::Gone("lease lost: it expired or was revoked"),
+        Ok(0) => return Renewal::Lost("lease lost: it expired or was revoked"),
         Ok(_) => gateway.last_sent(),
         Err(err) => {
             log::debug!("{}: renewing the lease: {err}", watch.lock);
@@ -492,7 +485,7 @@ fn renew(gateway: &Gateway, watch: &Watch, deadline: Instant) -> Renewal {
             log::trace!("{}: lease renewed, key still ours", watch.lock);
             Renewal::Renewed(sent)
         }
-        Ok(_) => Renewal::Gone("lock key deleted"),
+        Ok(_) => Renewal::Lost("lock key deleted"),
         // The lease was renewed: the key is checked again next time.
         Err(_) => Renewal::Renewed(sent),
     }
