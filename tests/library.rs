@@ -278,12 +278,8 @@ fn a_shared_guard_is_held_by_the_child_too() {
     }
 }
 
-/// Each timed-out wait for a file lock left a thread blocked in flock(2)
-/// and its descriptor: without bound in a program that waits again and
-/// again, and each took the lock for an instant once the holder let go.
-#[test]
-fn timed_out_waits_for_a_file_leave_no_thread_or_descriptor_behind() {
-    let count = |dir: &str| std::fs::read_dir(dir).unwrap().count();
+/// A lock file in a directory of its own, and the guard that holds it.
+fn a_held_lock_file() -> (tempfile::TempDir, PathBuf, me_only::Guard) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("lock");
     let holder = Lock::file(&path)
@@ -291,6 +287,16 @@ fn timed_out_waits_for_a_file_leave_no_thread_or_descriptor_behind() {
         .try_acquire()
         .unwrap()
         .expect("free");
+    (dir, path, holder)
+}
+
+/// Each timed-out wait for a file lock left a thread blocked in flock(2)
+/// and its descriptor: without bound in a program that waits again and
+/// again, and each took the lock for an instant once the holder let go.
+#[test]
+fn timed_out_waits_for_a_file_leave_no_thread_or_descriptor_behind() {
+    let count = |dir: &str| std::fs::read_dir(dir).unwrap().count();
+    let (_dir, path, holder) = a_held_lock_file();
     let lock = Lock::file(&path).unwrap();
     let threads = count("/proc/self/task");
     let descriptors = count("/proc/self/fd");
@@ -424,13 +430,7 @@ fn watched_inodes() -> Vec<u64> {
 fn a_bounded_wait_watches_the_file_it_waits_on_not_what_the_path_names_now() {
     use std::os::unix::fs::MetadataExt;
 
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("lock");
-    let holder = Lock::file(&path)
-        .unwrap()
-        .try_acquire()
-        .unwrap()
-        .expect("free");
+    let (dir, path, holder) = a_held_lock_file();
     let waited_on = std::fs::metadata(&path).unwrap().ino();
     let waiter_path = path.clone();
     let waiter = std::thread::spawn(move || {
