@@ -149,7 +149,7 @@ fn keep(watch: &Watch, holder: Holders, mut ready: File) {
         heartbeat.as_raw_fd(),
     ]);
     let gateway = &watch.settings.gateway;
-    let ttl = Duration::from_secs(watch.settings.ttl.max(1) as u64);
+    let ttl = lease_ttl(watch);
     let period = renewal_period(watch.settings.ttl);
     let mut renewed = watch.renewed;
     let mut next_renewal = renewed + period;
@@ -301,7 +301,7 @@ fn stand_guard(
     keeper: &OwnedFd,
     heartbeat: File,
 ) -> Option<(String, Instant)> {
-    let ttl = Duration::from_secs(watch.settings.ttl.max(1) as u64);
+    let ttl = lease_ttl(watch);
     let margin = fencing_margin(ttl);
     let grace = margin / 4;
     let mut heartbeat = Some(heartbeat);
@@ -402,6 +402,11 @@ fn stand_down_and_fence(
     fence(watch, holder, reason, expires);
 }
 
+/// The lease's TTL, as the keeper, the sentry and a fence count it.
+fn lease_ttl(watch: &Watch) -> Duration {
+    Duration::from_secs(watch.settings.ttl.max(1) as u64)
+}
+
 /// When a lease renewed (or granted) by a request sent at `renewed` is
 /// given up: its TTL, less the fencing margin.
 pub fn lost_at(renewed: Instant, ttl: Duration) -> Instant {
@@ -494,7 +499,7 @@ fn renew(gateway: &Gateway, watch: &Watch, deadline: Instant) -> Renewal {
 /// Ends the instance: SIGTERM, then SIGKILL to what is still there after
 /// --kill-after. Says why on stderr, in one line.
 fn fence(watch: &Watch, holder: &Holders, reason: &str, expires: Instant) {
-    let ttl = Duration::from_secs(watch.settings.ttl.max(1) as u64);
+    let ttl = lease_ttl(watch);
     // Time for the last round (freeze, a walk of /proc for what was
     // started meanwhile, SIGKILL) before the lease may run out.
     let last_round = fencing_margin(ttl) / 4;
