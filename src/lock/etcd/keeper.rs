@@ -30,9 +30,10 @@ use nix::unistd::{ForkResult, fork};
 use crate::sys::pidfd::pidfd_open;
 use crate::sys::process_title;
 
-use super::gateway::{self, Gateway};
+use super::Settings;
+use super::gateway;
 use super::holders::Holders;
-use super::{Settings, is_marked};
+use super::lease::{Renewer, Step, fencing_margin, lost_at, ttl_duration};
 
 /// What the keeper looks after.
 pub struct Watch {
@@ -44,12 +45,6 @@ pub struct Watch {
     pub renewed: Instant,
     /// COMMAND's pid (me-only's own, before exec; with --fork, me-only's).
     pub holder: i32,
-}
-
-/// How often a lease is renewed: three times per TTL, as etcd's own clients
-/// do, so that two renewals may fail before it runs out.
-pub fn renewal_period(ttl: i64) -> Duration {
-    Duration::from_millis((ttl.max(1) as u64) * 1000 / 3)
 }
 
 /// Starts the keeper, which keeps `writers`, the read end of the pipe whose
@@ -149,15 +144,15 @@ fn keep(watch: &Watch, holder: Holders, mut ready: File) {
         heartbeat.as_raw_fd(),
     ]);
     let gateway = &watch.settings.gateway;
-    let ttl = lease_ttl(watch);
-    let period = renewal_period(watch.settings.ttl);
-    let mut renewed = watch.renewed;
-    let mut next_renewal = renewed + period;
-    let mut retry = Retry::default();
+    let mut renewer = Renewer::new(
+        &watch.lock,
+        watch.lease,
+        watch.key.clone(),
+        watch.settings.ttl,
+        watch.renewed,
+    );
     loop {
-        let lost_at = self::lost_at(renewed, ttl);
-        let wake = next_renewal.min(lost_at);
-        let wait = wake.saturating_duration_since(Instant::now());
+        let wait = renewer.wake().saturating_duration_since(Instant::now());
         let mut events = [
             holder.poll_fd(),
             PollFd::new(signals.as_fd(), PollFlags::POLLIN),
@@ -177,6 +172,7 @@ fn keep(watch: &Watch, holder: Holders, mut ready: File) {
             let _ = gateway.revoke(watch.lease, gateway::soon());
             return;
         }
+        let expires = renewer.expires();
         if ready(&events[1]) {
             // Told to stop (a unit being stopped, an operator): the lock
             // goes with the keeper, so COMMAND goes first, or it would run
@@ -188,50 +184,19 @@ fn keep(watch: &Watch, holder: Holders, mut ready: File) {
                 .and_then(|info| Signal::try_from(info.ssi_signo as i32).ok())
                 .map_or("a signal", Signal::as_str);
             let reason = format!("the lease keeper got {signal}");
-            return stand_down_and_fence(heartbeat, watch, &holder, &reason, renewed + ttl);
+            return stand_down_and_fence(heartbeat, watch, &holder, &reason, expires);
         }
         if ready(&events[2]) {
             // The sentry died (the OOM killer, kill -9): with it gone, the
             // keeper's own death would leave COMMAND unfenced.
             let reason = "the lease keeper's sentry died";
-            return stand_down_and_fence(heartbeat, watch, &holder, reason, renewed + ttl);
+            return stand_down_and_fence(heartbeat, watch, &holder, reason, expires);
         }
-        let now = Instant::now();
-        if now >= lost_at {
-            let reason = format!(
-                "lease lost: etcd unreachable for {:.1} s (TTL {} s)",
-                renewed.elapsed().as_secs_f64(),
-                watch.settings.ttl
-            );
-            return stand_down_and_fence(heartbeat, watch, &holder, &reason, renewed + ttl);
-        }
-        if now < next_renewal {
-            continue;
-        }
-        // The lease runs from when etcd got the renewal, which is after
-        // the request that got it was sent: counting from then errs on the
-        // side of fencing early.
-        let retrying = retry.last.is_some();
-        match renew(
-            gateway,
-            watch,
-            call_deadline(now, period, lost_at, retrying),
-        ) {
-            Renewal::Renewed(sent) => {
-                renewed = sent;
-                next_renewal = sent + period;
-                retry = Retry::default();
-                beat(&heartbeat, self::lost_at(renewed, ttl));
-            }
-            Renewal::Lost(reason) => {
-                return stand_down_and_fence(heartbeat, watch, &holder, reason, renewed + ttl);
-            }
-            Renewal::NoAnswer => {
-                // Soon, and elsewhere: a new leader may answer well before
-                // the deadline (the wake-up is bounded by it).
-                gateway.prefer_next();
-                let left = lost_at.saturating_duration_since(Instant::now());
-                next_renewal = Instant::now() + retry.next_wait(period, left);
+        match renewer.step(gateway, Instant::now()) {
+            Step::Later => {}
+            Step::Renewed => beat(&heartbeat, renewer.lost_at()),
+            Step::Lost(reason) => {
+                return stand_down_and_fence(heartbeat, watch, &holder, &reason, expires);
             }
         }
     }
@@ -301,7 +266,7 @@ fn stand_guard(
     keeper: &OwnedFd,
     heartbeat: File,
 ) -> Option<(String, Instant)> {
-    let ttl = lease_ttl(watch);
+    let ttl = ttl_duration(watch.settings.ttl);
     let margin = fencing_margin(ttl);
     let grace = margin / 4;
     let mut heartbeat = Some(heartbeat);
@@ -402,104 +367,10 @@ fn stand_down_and_fence(
     fence(watch, holder, reason, expires);
 }
 
-/// The lease's TTL, as the keeper, the sentry and a fence count it.
-fn lease_ttl(watch: &Watch) -> Duration {
-    Duration::from_secs(watch.settings.ttl.max(1) as u64)
-}
-
-/// When a lease renewed (or granted) by a request sent at `renewed` is
-/// given up: its TTL, less the fencing margin.
-pub fn lost_at(renewed: Instant, ttl: Duration) -> Instant {
-    renewed + ttl - fencing_margin(ttl)
-}
-
-/// How long before the lease can run out in etcd the keeper gives it up
-/// and fences COMMAND off: etcd counts the TTL from when it got the last
-/// renewal, later than the keeper sent it, so COMMAND has at least this
-/// long to stop before another holder can start.
-pub fn fencing_margin(ttl: Duration) -> Duration {
-    (ttl / 4).min(Duration::from_secs(1))
-}
-
-/// By when one renewal must be answered: within a renewal period and the
-/// time left before `lost_at`; and when `retrying` after one that got no
-/// answer, within half that time. A member without a leader holds a
-/// request until it sees one, and then some: etcd 3.4's waitLeader looks
-/// again only after a whole election timeout, so a request sent during an
-/// election may be answered well after a new leader is there. Given up
-/// half-way, it leaves time for a fresh request, which a member that knows
-/// the new leader forwards at once. The routine renewal keeps the whole
-/// time: a slow link's round trips fit in it.
-fn call_deadline(now: Instant, period: Duration, lost_at: Instant, retrying: bool) -> Instant {
-    let left = lost_at.saturating_duration_since(now);
-    now + period.min(if retrying { left / 2 } else { left })
-}
-
-/// How soon a renewal that got no answer is tried again: at first, and at
-/// most (never later than the keeper's deadline, which bounds every wait).
-const FIRST_RETRY: Duration = Duration::from_millis(50);
-const RETRY: Duration = Duration::from_secs(1);
-
-/// The waits between renewals that got no answer: short, for a leader
-/// election is over in a second or two and the deadline may come sooner
-/// than a fixed RETRY would try again; doubled each time, so that a member
-/// that refuses at once is not asked in a busy loop; and at most a quarter
-/// of the time `left` before the deadline, so that a new leader elected
-/// shortly before it is still asked in time.
-#[derive(Default)]
-struct Retry {
-    last: Option<Duration>,
-}
-
-impl Retry {
-    fn next_wait(&mut self, period: Duration, left: Duration) -> Duration {
-        let wait = self
-            .last
-            .map_or(FIRST_RETRY, |last| last * 2)
-            .min(RETRY)
-            .min(period)
-            .min((left / 4).max(FIRST_RETRY));
-        self.last = Some(wait);
-        wait
-    }
-}
-
-enum Renewal {
-    /// Renewed by the request sent then.
-    Renewed(Instant),
-    Lost(&'static str),
-    NoAnswer,
-}
-
-/// Renews the lease and checks that the key is still ours, both by
-/// `deadline`.
-fn renew(gateway: &Gateway, watch: &Watch, deadline: Instant) -> Renewal {
-    let sent = match gateway.keep_alive(watch.lease, deadline) {
-        Ok(0) => return Renewal::Lost("lease lost: it expired or was revoked"),
-        Ok(_) => gateway.last_sent(),
-        Err(err) => {
-            log::debug!("{}: renewing the lease: {err}", watch.lock);
-            return Renewal::NoAnswer;
-        }
-    };
-    match gateway.get(&watch.key, deadline) {
-        Ok(Some(kv)) if kv.lease == watch.lease && is_marked(&kv.value) => {
-            Renewal::Lost("replaced (another instance ran me-only --replace)")
-        }
-        Ok(Some(kv)) if kv.lease == watch.lease => {
-            log::trace!("{}: lease renewed, key still ours", watch.lock);
-            Renewal::Renewed(sent)
-        }
-        Ok(_) => Renewal::Lost("lock key deleted"),
-        // The lease was renewed: the key is checked again next time.
-        Err(_) => Renewal::Renewed(sent),
-    }
-}
-
 /// Ends the instance: SIGTERM, then SIGKILL to what is still there after
 /// --kill-after. Says why on stderr, in one line.
 fn fence(watch: &Watch, holder: &Holders, reason: &str, expires: Instant) {
-    let ttl = lease_ttl(watch);
+    let ttl = ttl_duration(watch.settings.ttl);
     // Time for the last round (freeze, a walk of /proc for what was
     // started meanwhile, SIGKILL) before the lease may run out.
     let last_round = fencing_margin(ttl) / 4;
@@ -572,25 +443,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn retries_double_up_to_a_second_and_a_quarter_of_what_is_left() {
-        let period = Duration::from_secs(10);
-        let plenty = Duration::from_secs(60);
-        let mut retry = Retry::default();
-        let waits: Vec<u128> = (0..7)
-            .map(|_| retry.next_wait(period, plenty).as_millis())
-            .collect();
-        assert_eq!(waits, [50, 100, 200, 400, 800, 1000, 1000]);
-        // 1.2 s before the deadline: 300 ms, not the second it had come to.
-        assert_eq!(
-            retry.next_wait(period, Duration::from_millis(1200)),
-            Duration::from_millis(300)
-        );
-        // Never below the first wait, however close the deadline.
-        let mut retry = Retry::default();
-        assert_eq!(retry.next_wait(period, Duration::ZERO), FIRST_RETRY);
-    }
-
-    #[test]
     fn sigkill_comes_before_the_lease_may_run_out() {
         let now = Instant::now();
         let ten = Duration::from_secs(10);
@@ -606,22 +458,5 @@ mod tests {
         );
         // Run out already: at once.
         assert_eq!(kill_after_before(ten, now, now, round), Duration::ZERO);
-    }
-
-    #[test]
-    fn a_retry_leaves_half_the_time_left_for_another() {
-        let now = Instant::now();
-        let period = Duration::from_millis(1333);
-        let soon = |ms| now + Duration::from_millis(ms);
-        // Plenty of time: one period, retrying or not.
-        assert_eq!(call_deadline(now, period, soon(9000), false), now + period);
-        assert_eq!(call_deadline(now, period, soon(9000), true), now + period);
-        // The routine renewal 0.8 s before the deadline may take all of it.
-        assert_eq!(call_deadline(now, period, soon(800), false), soon(800));
-        // A retry then gives up after 0.4 s, so that a request sent once a
-        // new leader is elected still fits.
-        assert_eq!(call_deadline(now, period, soon(800), true), soon(400));
-        // Past the deadline: no time at all.
-        assert_eq!(call_deadline(now, period, now, true), now);
     }
 }

@@ -15,6 +15,7 @@ mod gateway;
 mod holders;
 mod http;
 mod keeper;
+pub mod lease;
 mod queue;
 mod tls;
 
@@ -403,8 +404,8 @@ impl EtcdLock {
     /// through a leader election), so that COMMAND never starts on a lease
     /// its keeper cannot keep; an error if it cannot be.
     fn renewed_for_the_keeper(&self, taken: &Taken) -> Result<Instant, Error> {
-        let ttl = Duration::from_secs(self.settings.ttl.max(1) as u64);
-        let period = keeper::renewal_period(self.settings.ttl);
+        let ttl = lease::ttl_duration(self.settings.ttl);
+        let period = lease::renewal_period(self.settings.ttl);
         if taken.renewed.elapsed() < period {
             return Ok(taken.renewed);
         }
@@ -412,7 +413,7 @@ impl EtcdLock {
             lock: self.name.clone(),
             what: format!("cannot keep the lease: {why}"),
         };
-        let lost_at = keeper::lost_at(taken.renewed, ttl);
+        let lost_at = lease::lost_at(taken.renewed, ttl);
         if Instant::now() >= lost_at {
             return Err(cannot_keep(format!(
                 "taking the lock took {:.1} s of its TTL ({} s)",

@@ -19,7 +19,7 @@
 use std::time::{Duration, Instant};
 
 use super::gateway::{self, CallError, Watched};
-use super::keeper::{self, renewal_period};
+use super::lease::{self, renewal_period};
 use super::{EtcdLock, Taken, holder_value};
 use crate::error::Error;
 
@@ -180,8 +180,8 @@ impl EtcdLock {
     /// When the place's lease may run out, less the keeper's margin: no
     /// call of the waiter's may go on past it.
     fn lost_at(&self, place: &Taken) -> Instant {
-        let ttl = Duration::from_secs(self.settings.ttl.max(1) as u64);
-        keeper::lost_at(place.renewed, ttl)
+        let ttl = lease::ttl_duration(self.settings.ttl);
+        lease::lost_at(place.renewed, ttl)
     }
 
     /// Renews the place's lease before it may run out; false if it is gone.
