@@ -40,5 +40,7 @@ pub mod lock;
 #[doc(hidden)]
 pub mod sys;
 
+#[cfg(feature = "etcd")]
+pub use api::etcd;
 pub use api::{Error, Guard, Lock, Wait, inherited};
 pub use holder::Holder;

@@ -47,7 +47,7 @@ impl Case {
 
     /// The example `hold` holding this lock until released.
     fn held_by_the_library(&self) -> Holding {
-        let mut hold = Command::new(example("hold"));
+        let mut hold = Command::new(common::example("hold"));
         // Its line naming its pid is for a person; the test knows the pid.
         hold.args([self.kind, &self.lock]).stderr(Stdio::null());
         Holding::spawn(hold)
@@ -69,24 +69,6 @@ fn cases(tag: &str, ports: u16) -> Vec<Case> {
             _dir: dir,
         })
         .collect()
-}
-
-/// An example program, built by `cargo test` next to the test binaries.
-fn example(name: &str) -> PathBuf {
-    let deps = std::env::current_exe().unwrap();
-    let path = deps
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: `cargo test` builds it (or `cargo build --examples`)",
-        path.display()
-    );
-    path
 }
 
 fn uid() -> u32 {
@@ -194,7 +176,8 @@ fn a_wait_that_ran_out_leaves_nothing_holding_the_lock() {
 fn a_command_of_me_only_adopts_the_lock_it_inherited() {
     for case in cases("library-adopts", 1) {
         let name = case.library().name().to_owned();
-        let (mut adopted, line) = first_line(case.me_only([]).arg(example("worker")).arg("adopt"));
+        let (mut adopted, line) =
+            first_line(case.me_only([]).arg(common::example("worker")).arg("adopt"));
         let fd = line
             .strip_prefix(&format!("inherited {name} on fd "))
             .and_then(|fd| fd.trim_end().parse::<i32>().ok())
@@ -223,7 +206,7 @@ fn a_forged_me_only_fd_is_not_taken_for_the_lock() {
     for case in cases("library-forged", 2) {
         let _holder = Holding::start(&case.cli);
         let adopt = || {
-            let mut worker = Command::new(example("worker"));
+            let mut worker = Command::new(common::example("worker"));
             worker
                 .arg("adopt")
                 .env("ME_ONLY_LOCK", &case.lock)
@@ -245,7 +228,7 @@ fn a_forged_me_only_fd_is_not_taken_for_the_lock() {
             .unwrap();
         let mut under_other = other.me_only(["env", &format!("ME_ONLY_LOCK={}", case.lock)]);
         under_other
-            .arg(example("worker"))
+            .arg(common::example("worker"))
             .arg("adopt")
             .stdin(Stdio::null());
         let said = under_other.output().unwrap();
@@ -262,7 +245,7 @@ fn a_shared_guard_is_held_by_the_child_too() {
     for case in cases("library-shares", 1) {
         let name = case.library().name().to_owned();
         let (mut share, mut stdout) = common::spawn_piped(
-            Command::new(example("worker")).args(["share", case.kind, &case.lock]),
+            Command::new(common::example("worker")).args(["share", case.kind, &case.lock]),
         );
         let mut line = String::new();
         stdout.read_line(&mut line).unwrap();

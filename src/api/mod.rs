@@ -6,6 +6,8 @@
 //! same lock the same way.
 
 mod error;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 mod guard;
 mod handle;
 mod inherited;

@@ -592,3 +592,21 @@ pub fn first_line(command: &mut std::process::Command) -> (KillOnDrop, String) {
     stdout.read_line(&mut line).unwrap();
     (run, line)
 }
+
+/// An example program, built by `cargo test` next to the test binaries.
+pub fn example(name: &str) -> PathBuf {
+    let deps = std::env::current_exe().unwrap();
+    let path = deps
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: `cargo test` builds it (or `cargo build --examples`)",
+        path.display()
+    );
+    path
+}

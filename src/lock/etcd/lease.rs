@@ -81,6 +81,11 @@ impl Renewer {
         }
     }
 
+    /// The lock whose lease this is.
+    pub fn lock(&self) -> &str {
+        &self.lock
+    }
+
     /// When the lease is given up unless renewed before.
     pub fn lost_at(&self) -> Instant {
         lost_at(self.renewed, self.ttl)

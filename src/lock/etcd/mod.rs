@@ -11,7 +11,7 @@
 //! last of them is gone, and fences them all off if the lease is lost.
 
 mod contest;
-mod gateway;
+pub mod gateway;
 mod holders;
 mod http;
 mod keeper;
@@ -65,14 +65,14 @@ impl Settings {
 
 /// The lock, once this process holds it.
 #[derive(Debug, Clone)]
-struct Taken {
-    lease: i64,
-    key: Vec<u8>,
+pub struct Taken {
+    pub lease: i64,
+    pub key: Vec<u8>,
     /// The key's create revision: it grows with every new holder.
-    fence: i64,
+    pub fence: i64,
     /// When the lease was last granted or renewed: etcd counts its TTL
     /// from a moment after this.
-    renewed: Instant,
+    pub renewed: Instant,
 }
 
 pub struct EtcdLock {
@@ -107,7 +107,7 @@ impl EtcdLock {
         })
     }
 
-    fn gateway(&self) -> &Gateway {
+    pub fn gateway(&self) -> &Gateway {
         &self.settings.gateway
     }
 
@@ -366,6 +366,17 @@ impl Backend for EtcdLock {
 }
 
 impl EtcdLock {
+    /// The lock just taken, for a holder that keeps its lease itself (the
+    /// library's, from a thread) rather than through the keeper process:
+    /// renewed now if taking it took long (see make_keepable), and no
+    /// longer this lock's to give back. None if not taken.
+    pub fn keep_lease_yourself(&self) -> Result<Option<Taken>, Error> {
+        self.make_keepable()?;
+        // No pipe holds the lock on this host: the caller's guard does.
+        self.writers.take();
+        Ok(self.taken.take())
+    }
+
     /// Creates the lock's key on `lease` if no key holds the lock; but a
     /// holder whose COMMAND has exited on this host is waited for, up to
     /// EXITED_HOLDER_WAIT: its keeper is revoking its lease (a few ms after
