@@ -500,12 +500,15 @@ pub fn process_name(pid: i32) -> Option<String> {
     Some(name.trim_end_matches('\n').to_owned())
 }
 
-/// A process's children, as their /proc/PID/stat name their parent.
+/// A process's children: as its threads list them, or where the kernel
+/// does not, as their /proc/PID/stat name their parent.
 pub fn children(pid: i32) -> Vec<i32> {
-    pids()
-        .into_iter()
-        .filter(|&child| parent_pid(child) == Some(pid))
-        .collect()
+    listed_children(pid).unwrap_or_else(|| {
+        pids()
+            .into_iter()
+            .filter(|&child| parent_pid(child) == Some(pid))
+            .collect()
+    })
 }
 
 /// The start time field of /proc/PID/stat (the 22nd), in clock ticks after
@@ -598,6 +601,50 @@ pub fn parent_pids() -> Option<Vec<(i32, i32)>> {
     Some(parents)
 }
 
+/// The pids and parent pids of the descendants of `roots`, found through
+/// the children that each of their threads lists
+/// (/proc/PID/task/TID/children): a walk of the tree alone, where
+/// parent_pids reads every process on the host (slow on a busy one, and
+/// the last round of a fence has a deadline). None where the kernel lists
+/// no children (built without CONFIG_PROC_CHILDREN), a list cannot be read,
+/// or a descriptor was lacking: parent_pids is then the way.
+pub fn descendants_with_parents(roots: &[i32]) -> Option<Vec<(i32, i32)>> {
+    let mut found = Vec::new();
+    let mut seen: std::collections::HashSet<i32> = roots.iter().copied().collect();
+    let mut to_look_at = roots.to_vec();
+    while let Some(parent) = to_look_at.pop() {
+        for child in listed_children(parent)? {
+            if seen.insert(child) {
+                found.push((child, parent));
+                to_look_at.push(child);
+            }
+        }
+    }
+    Some(found)
+}
+
+/// The children of every thread of `pid`; none once it is gone; None
+/// where they cannot be known (see descendants_with_parents).
+fn listed_children(pid: i32) -> Option<Vec<i32>> {
+    let tasks = match fs::read_dir(format!("/proc/{pid}/task")) {
+        Ok(tasks) => tasks,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Some(Vec::new()),
+        Err(_) => return None,
+    };
+    let mut children = Vec::new();
+    for task in tasks {
+        let task = task.ok()?.path();
+        match fs::read_to_string(task.join("children")) {
+            Ok(list) => children.extend(list.split_whitespace().filter_map(|pid| pid.parse::<i32>().ok())),
+            // A thread that ended meanwhile; but where the thread is still
+            // there, the kernel has no such lists.
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound && !task.exists() => {}
+            Err(_) => return None,
+        }
+    }
+    Some(children)
+}
+
 /// EMFILE, ENFILE: a look that failed for want of a descriptor, which says
 /// nothing of what was looked for.
 fn is_out_of_descriptors(err: &std::io::Error) -> bool {
@@ -609,6 +656,36 @@ mod tests {
     use std::net::Ipv6Addr;
 
     use super::*;
+
+    #[test]
+    fn the_children_lists_give_a_tree_to_its_deepest_descendants() {
+        use std::io::Read;
+        // sh, its child sh, and that one's sleep: printed once all run.
+        let mut tree = std::process::Command::new("sh")
+            .args(["-c", "sh -c 'sleep 30 & echo $!; wait' & wait"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = [0; 32];
+        let read = tree.stdout.as_mut().unwrap().read(&mut line).unwrap();
+        let sleep: i32 = String::from_utf8_lossy(&line[..read])
+            .trim()
+            .parse()
+            .unwrap();
+        let root = tree.id() as i32;
+        let found = descendants_with_parents(&[root]).expect("the kernel lists children");
+        let middle = parent_pid(sleep).unwrap();
+        assert!(found.contains(&(middle, root)), "{found:?}");
+        assert!(found.contains(&(sleep, middle)), "{found:?}");
+        // The same pairs as the walk of all /proc finds, for this tree.
+        let all = parent_pids().unwrap();
+        assert!(all.contains(&(middle, root)) && all.contains(&(sleep, middle)));
+        let _ =
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(sleep), nix::sys::signal::SIGKILL);
+        tree.wait().unwrap();
+        // Gone: no children, not an error.
+        assert_eq!(descendants_with_parents(&[root]), Some(Vec::new()));
+    }
 
     #[test]
     fn empty_arguments_are_words_too() {

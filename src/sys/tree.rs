@@ -3,7 +3,9 @@
 //! process it started (`sh -c 'sleep 27; job'`: sh and sleep) must stop, or
 //! a child that outlives its parent runs beside the next holder.
 //!
-//! The tree is found from the parent pids /proc lists, and frozen
+//! The tree is found from the children /proc lists for each of its
+//! processes (or, on a kernel that lists none, from every process's parent
+//! pid), and frozen
 //! (SIGSTOP) while it is found, round after round until no new process
 //! appears: a stopped process cannot fork, so the set is then whole. Each
 //! member is held by a pidfd, so no signal reaches a process that reused a
@@ -144,7 +146,15 @@ impl Tree {
         seen.insert(me);
         seen.extend(&self.excluded);
         for _ in 0..MAX_ROUNDS {
-            let Some(parents) = procfs::parent_pids() else {
+            // The members' children, where the kernel lists them: a few
+            // files, not every process of the host.
+            let roots: Vec<i32> = self
+                .parent
+                .into_iter()
+                .chain(self.members.iter().map(|(pid, _)| *pid))
+                .collect();
+            let family = procfs::descendants_with_parents(&roots).or_else(procfs::parent_pids);
+            let Some(parents) = family else {
                 self.incomplete = true;
                 return;
             };
