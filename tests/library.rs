@@ -561,13 +561,15 @@ fn a_socket_listening_on_another_address_is_not_taken_for_the_tcp_lock() {
     use std::net::TcpListener;
     use std::os::fd::AsRawFd;
 
-    let port = common::free_port();
-    let lock = format!("127.0.0.1:{port}");
-    for other in [format!("0.0.0.0:{port}"), format!("[::]:{port}")] {
-        let listener = TcpListener::bind(&other).unwrap();
-        let said = adopted_through(&lock, listener.as_raw_fd());
-        assert_eq!(said, "none\n", "listening on {other}");
+    // A port of its own for each listener: a child that another test
+    // forks at that moment holds a copy of the last one until it execs.
+    for wildcard in ["0.0.0.0", "[::]"] {
+        let port = common::free_port();
+        let listener = TcpListener::bind(format!("{wildcard}:{port}")).unwrap();
+        let said = adopted_through(&format!("127.0.0.1:{port}"), listener.as_raw_fd());
+        assert_eq!(said, "none\n", "listening on {wildcard}:{port}");
     }
+    let lock = format!("127.0.0.1:{}", common::free_port());
     let listener = TcpListener::bind(&lock).unwrap();
     let said = adopted_through(&lock, listener.as_raw_fd());
     assert!(
