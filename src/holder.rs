@@ -6,7 +6,27 @@ use std::fmt;
 /// Who holds a lock, as far as the kernel tells. It names the holder for a
 /// message (its `Display` is the command's: "pid 4242 (uid 1000)"); the
 /// process may have let go, and its pid gone to another, since.
+///
+/// A program reads its fields; it does not build one (the struct is
+/// `#[non_exhaustive]`, so that what the kernel or etcd tells of a holder
+/// can grow without breaking it):
+///
+/// ```
+/// # let name = format!("doc-holder-{}", std::process::id());
+/// let lock = me_only::Lock::named(&name)?;
+/// let _guard = lock.try_acquire()?;
+/// let me_only::Holder { pid, uid, host, .. } = lock.probe()?.expect("held");
+/// assert_eq!(pid, Some(std::process::id() as i32));
+/// assert!(uid.is_some(), "the kernel tells whose process it is");
+/// assert_eq!(host, None);
+/// # Ok::<(), me_only::Error>(())
+/// ```
+///
+/// ```compile_fail
+/// let forged = me_only::Holder { pid: Some(1), uid: None, host: None };
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Holder {
     /// Its process, where the kernel tells (not for another pid namespace's,
     /// nor always for another user's).

@@ -497,3 +497,66 @@ fn flock1_and_the_library_keep_each_other_out() {
     assert!(flock1.release().success());
     assert!(lock.try_acquire().unwrap().is_some());
 }
+
+/// What `worker adopt` says when ME_ONLY_LOCK names `lock` and ME_ONLY_FD
+/// is `fd`, handed to it as descriptor 7.
+fn adopted_through(lock: &str, fd: std::os::fd::RawFd) -> String {
+    let mut worker = Command::new(example("worker"));
+    worker
+        .arg("adopt")
+        .env("ME_ONLY_LOCK", lock)
+        .env("ME_ONLY_FD", "7")
+        .stdin(Stdio::null());
+    common::inherit_fd_as(&mut worker, fd, 7);
+    let said = worker.output().unwrap();
+    text(&said.stdout)
+}
+
+/// A shared flock (flock -s) of the lock file was adopted as the lock: a
+/// guard that other shared holders hold at the same time is no lock.
+#[test]
+fn a_shared_flock_of_the_file_is_not_taken_for_the_lock() {
+    use std::os::fd::AsRawFd;
+
+    let (_dir, path) = common::lock_file();
+    let lock = path.to_str().unwrap();
+    let file_locked = |operation| {
+        let file = std::fs::File::create(&path).unwrap();
+        assert_eq!(unsafe { nix::libc::flock(file.as_raw_fd(), operation) }, 0);
+        file
+    };
+    let shared = file_locked(nix::libc::LOCK_SH);
+    assert_eq!(adopted_through(lock, shared.as_raw_fd()), "none\n");
+    drop(shared);
+    let exclusive = file_locked(nix::libc::LOCK_EX);
+    let said = adopted_through(lock, exclusive.as_raw_fd());
+    assert!(
+        said.starts_with(&format!("inherited {lock} on fd 7")),
+        "{said:?}"
+    );
+}
+
+/// A socket listening on the wildcard address, on the lock's port, was
+/// adopted as the lock: it keeps the lock from being taken, but it is not
+/// the lock, and a program holding it is no instance.
+#[test]
+fn a_socket_listening_on_another_address_is_not_taken_for_the_tcp_lock() {
+    use std::net::TcpListener;
+    use std::os::fd::AsRawFd;
+
+    // A port of its own for each listener: a child that another test
+    // forks at that moment holds a copy of the last one until it execs.
+    for wildcard in ["0.0.0.0", "[::]"] {
+        let port = common::free_port();
+        let listener = TcpListener::bind(format!("{wildcard}:{port}")).unwrap();
+        let said = adopted_through(&format!("127.0.0.1:{port}"), listener.as_raw_fd());
+        assert_eq!(said, "none\n", "listening on {wildcard}:{port}");
+    }
+    let lock = format!("127.0.0.1:{}", common::free_port());
+    let listener = TcpListener::bind(&lock).unwrap();
+    let said = adopted_through(&lock, listener.as_raw_fd());
+    assert!(
+        said.starts_with(&format!("inherited {lock} on fd 7")),
+        "{said:?}"
+    );
+}

@@ -3,16 +3,16 @@
 //! once it is proven to be that lock.
 
 use std::ffi::OsString;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+use nix::libc;
 
 use super::error::Error;
 use super::guard::Guard;
 use crate::env::{ENV_FD, ENV_LOCK, ENV_LOCKED_AT};
 use crate::lock::{self, Backend, Kind};
-use crate::sys::procfs;
 
 /// Whether this process has adopted its inherited lock: a second guard of
 /// the same descriptor would close it twice.
@@ -27,9 +27,11 @@ static ADOPTED: AtomicBool = AtomicBool::new(false);
 /// `None` when:
 /// - the environment names no lock (no ME_ONLY_LOCK or ME_ONLY_FD, or not a
 ///   descriptor number above 2);
-/// - the descriptor is not that lock: not the socket that listens on the
-///   abstract name or the TCP address ME_ONLY_LOCK names, nor an open file
-///   holding the flock(2) of that file. A descriptor closed since, or an
+/// - the descriptor is not that lock: not the socket that listens on
+///   exactly the abstract name or the TCP address ME_ONLY_LOCK names (one
+///   on the wildcard address keeps the lock from being taken, but is not
+///   it), nor an open file holding the exclusive flock(2) of that file (a
+///   shared one, `flock -s`, is no lock). A descriptor closed since, or an
 ///   environment inherited by a process that never got the descriptor, or
 ///   forged, is never taken for the lock;
 /// - it was adopted already, by an earlier call in this process;
@@ -56,7 +58,7 @@ pub fn inherited() -> Result<Option<Guard>, Error> {
     if ADOPTED.swap(true, Ordering::SeqCst) {
         return Ok(None);
     }
-    // SAFETY: /proc just showed this descriptor open, holding the lock, and
+    // SAFETY: a copy of this descriptor just showed it open, the lock, and
     // nothing else in this process owns it: it came from the parent, and
     // ADOPTED makes this the only adoption.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -85,11 +87,17 @@ fn lock_held_by(given: &OsString, fd: RawFd) -> Option<Box<dyn Backend>> {
         .find(|lock| holds(lock.as_ref(), fd))
 }
 
-/// Whether `fd`, one of this process's descriptors, holds `lock`: it is
-/// the socket that listens on the lock, or an open file description that
-/// holds the flock(2) of the lock file, as /proc and the socket
-/// diagnostics show.
+/// Whether `fd`, one of this process's descriptors, is `lock` itself (see
+/// `Backend::is_held_through`), looked at through a copy of it: `fd` may be
+/// closed, or another file since, and is not ours to close.
 fn holds(lock: &dyn Backend, fd: RawFd) -> bool {
-    lock.held_through()
-        .is_some_and(|opened| procfs::own_descriptors_holding(opened).contains(&fd))
+    // SAFETY: fcntl only reads `fd`, whatever it is; a descriptor it
+    // returns is a new one, owned by no one else.
+    let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if copy < 0 {
+        return false;
+    }
+    // SAFETY: as above.
+    let copy = unsafe { OwnedFd::from_raw_fd(copy) };
+    lock.is_held_through(copy.as_fd())
 }

@@ -2,6 +2,7 @@
 //! name to one socket at a time and frees it when the last descriptor closes.
 
 use std::ffi::OsStr;
+use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::time::Instant;
 
@@ -11,7 +12,7 @@ use socket2::{Domain, SockAddr, Type};
 
 use super::{
     Attempt, Backend, Holder, ListenerWatch, Probe, Waited, bind_and_listen, current_holder,
-    new_socket,
+    listens_on, new_socket,
 };
 use crate::error::{Error, errno_of};
 use crate::sys::procfs::{self, Opened};
@@ -185,6 +186,10 @@ impl Backend for AbstractLock {
                 ..Holder::unknown()
             })),
         }
+    }
+
+    fn is_held_through(&self, fd: BorrowedFd<'_>) -> bool {
+        listens_on(fd, &self.address)
     }
 
     fn held_through(&self) -> Option<Opened> {

@@ -11,7 +11,7 @@
 
 use std::cell::Cell;
 use std::ffi::OsStr;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -259,6 +259,16 @@ impl Backend for FlockLock {
             uid: pid.and_then(procfs::process_uid),
             host: None,
         }))
+    }
+
+    /// Only an exclusive flock: a shared one (flock -s) is held by others
+    /// at the same time.
+    fn is_held_through(&self, fd: BorrowedFd<'_>) -> bool {
+        let Some(Opened::LockedFile { device, inode }) = self.held_through() else {
+            return false;
+        };
+        fstat(fd).is_ok_and(|status| status.st_dev == device && status.st_ino == inode)
+            && procfs::own_descriptor_holds_an_exclusive_flock(fd.as_raw_fd())
     }
 
     fn held_through(&self) -> Option<Opened> {

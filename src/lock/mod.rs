@@ -12,7 +12,7 @@ mod tcp;
 use std::cell::Cell;
 use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -100,6 +100,16 @@ pub trait Backend: Send {
     /// not held.
     fn held_through(&self) -> Option<Opened> {
         None
+    }
+
+    /// Whether `fd`, a descriptor of this process, is the lock itself: the
+    /// socket that listens on exactly the lock's address, or an open file
+    /// of the lock file holding its exclusive flock(2). Narrower than
+    /// `held_through`, which also names what merely keeps the lock from
+    /// being taken (a listener on the wildcard address, a shared flock):
+    /// this is what a process may adopt as the lock it was handed.
+    fn is_held_through(&self, _fd: BorrowedFd<'_>) -> bool {
+        false
     }
 
     /// Lets go of the lock just taken, which will not be used (a --slots
@@ -221,6 +231,14 @@ fn bind_and_listen(
             Ok(Attempt::Acquired(Some(socket.into())))
         }
     }
+}
+
+/// Whether `fd` is a stream socket that listens on exactly `address`.
+fn listens_on(fd: BorrowedFd<'_>, address: &socket2::SockAddr) -> bool {
+    let socket = socket2::SockRef::from(&fd);
+    socket.r#type().is_ok_and(|ty| ty == socket2::Type::STREAM)
+        && socket.is_listener().unwrap_or(false)
+        && socket.local_addr().is_ok_and(|bound| bound == *address)
 }
 
 /// Creates the socket a backend binds, close-on-exec until the launcher

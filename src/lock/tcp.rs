@@ -3,12 +3,15 @@
 
 use std::ffi::{OsStr, OsString};
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::BorrowedFd;
 use std::time::Instant;
 
 use nix::errno::Errno;
 use socket2::{Domain, SockAddr, Socket, Type};
 
-use super::{Attempt, Backend, Holder, ListenerWatch, Probe, Waited, bind_and_listen, new_socket};
+use super::{
+    Attempt, Backend, Holder, ListenerWatch, Probe, Waited, bind_and_listen, listens_on, new_socket,
+};
 use crate::error::{Error, errno_of};
 use crate::sys::inet_diag;
 use crate::sys::procfs::{self, Opened};
@@ -129,6 +132,10 @@ impl Backend for TcpLock {
             }
             Err(err) => Err(Error::lock(&self.name, "bind", &err)),
         }
+    }
+
+    fn is_held_through(&self, fd: BorrowedFd<'_>) -> bool {
+        listens_on(fd, &self.address)
     }
 
     fn held_through(&self) -> Option<Opened> {

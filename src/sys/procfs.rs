@@ -219,11 +219,24 @@ fn fd_info(pid: i32, fd: &std::ffi::OsStr) -> Option<String> {
 /// descriptor's open file description (the kernel lists there only the
 /// locks that description owns; waiters are not listed).
 fn fd_holds_a_flock(pid: i32, fd: &std::ffi::OsStr) -> bool {
-    fd_info(pid, fd).is_some_and(|info| {
-        info.lines().any(|line| {
-            line.strip_prefix("lock:")
-                .is_some_and(|lock| lock.split_whitespace().nth(1) == Some("FLOCK"))
-        })
+    fd_info(pid, fd).is_some_and(|info| flock_modes(&info).next().is_some())
+}
+
+/// Whether this process's descriptor `fd` holds an exclusive flock(2)
+/// lock (LOCK_EX, as /proc/self/fdinfo shows it: WRITE); a shared one
+/// (flock -s: READ) is held by others at the same time, and is no lock.
+pub fn own_descriptor_holds_an_exclusive_flock(fd: i32) -> bool {
+    let me = std::process::id() as i32;
+    let fd = std::ffi::OsString::from(fd.to_string());
+    fd_info(me, &fd).is_some_and(|info| flock_modes(&info).any(|mode| mode == "WRITE"))
+}
+
+/// The modes (WRITE: exclusive, READ: shared) of the flock(2) locks that an
+/// fdinfo lists, on lines like `lock:  1: FLOCK  ADVISORY  WRITE 4242 ...`.
+fn flock_modes(info: &str) -> impl Iterator<Item = &str> {
+    info.lines().filter_map(|line| {
+        let mut fields = line.strip_prefix("lock:")?.split_whitespace().skip(1);
+        (fields.next() == Some("FLOCK")).then(|| fields.nth(1))?
     })
 }
 
