@@ -174,3 +174,35 @@ fn help_wraps_to_the_terminal_up_to_100_columns() {
     };
     assert_eq!(words(&narrow), words(&help("--help")));
 }
+
+/// The man page (made from the same definition) renders without a warning
+/// from groff, NAME and SYNOPSIS as a man reader expects them.
+#[test]
+fn man_page_renders_its_forms() {
+    if !common::programs_or_skip(&["groff"]) {
+        return;
+    }
+    let page = concat!(env!("CARGO_MANIFEST_DIR"), "/doc/me-only.1");
+    let output = std::process::Command::new("groff")
+        .args(["-man", "-Tutf8", "-ww", "-P-cbou", page])
+        .env("LC_ALL", "C.UTF-8")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success() && output.stderr.is_empty(),
+        "{output:?}"
+    );
+    let rendered = text(&output.stdout).replace('\u{2010}', "-");
+    for line in [
+        "me-only - run a command unless another instance holds its lock",
+        "me-only [OPTIONS] LOCK COMMAND [ARGS]...",
+        "me-only --test [OPTIONS] LOCK",
+        "me-only --list [OPTIONS] [PREFIX]",
+        "me-only --auto [OPTIONS] COMMAND [ARGS]...",
+    ] {
+        assert!(
+            rendered.lines().any(|shown| shown.trim() == line),
+            "{line:?} not in\n{rendered}"
+        );
+    }
+}
