@@ -156,3 +156,43 @@ fn bash_with_bash_completion_completes_commands_arguments_as_its_own() {
     let commands = bash_completes_line("me-only -w lock ech", &prelude);
     assert!(commands.contains(&"echo".to_owned()), "{commands:?}");
 }
+
+/// What zsh makes of `LINE<Tab>` (as zsh_completes does): the last word of
+/// the line once it has grown, "" if it did not within 10 s.
+fn zsh_completes_line(line: &str) -> String {
+    let last = line.rsplit(' ').next().unwrap();
+    let script = format!(
+        r#"setopt extendedglob
+        zmodload zsh/zpty
+        zpty shell zsh -f -i
+        zpty -w shell "PS1='> '; fpath=({COMPLETIONS} \$fpath); autoload -U compinit; compinit -u -D"
+        zpty -w -n shell "{line}"$'\t'
+        out=""
+        for i in {{1..100}}; do
+            zpty -rt shell chunk && out+=$chunk
+            [[ $out == *"{line}"[a-z-]##* ]] && break
+            sleep 0.1
+        done
+        zpty -d shell
+        print -r -- $out | grep -ao -- '{last}[a-z-]*' | tail -n 1"#
+    );
+    words_of(Command::new("zsh").args(["-f", "-c", &script]))
+        .pop()
+        .unwrap_or_default()
+}
+
+/// zsh completed COMMAND and its arguments as any word (`_default`):
+/// COMMAND now completes as a command name, its arguments as that
+/// command's (`_normal`), --auto's COMMAND too.
+#[test]
+fn zsh_completes_command_as_a_command_line_of_its_own() {
+    if !common::programs_or_skip(&["zsh"]) {
+        return;
+    }
+    assert_eq!(zsh_completes_line("me-only lock whoam"), "whoami");
+    assert_eq!(zsh_completes_line("me-only --auto whoam"), "whoami");
+    assert_eq!(
+        zsh_completes_line("me-only -q lock ls --almost-a"),
+        "--almost-all"
+    );
+}

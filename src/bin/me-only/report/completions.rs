@@ -24,8 +24,30 @@ fn render(shell: Shell) -> String {
     let script = String::from_utf8(script).unwrap();
     match shell {
         Shell::Bash => bash_up_to_command(&script, &command),
+        Shell::Zsh => zsh_up_to_command(&script),
         _ => script,
     }
+}
+
+/// zsh: COMMAND and its arguments complete as a command line of their own
+/// (`*:::` and `_normal`, as zsh's own completions of sudo and nice do); with --auto,
+/// whose first word is COMMAND, there is no LOCK to complete.
+fn zsh_up_to_command(script: &str) -> String {
+    let command = "'*::command -- ";
+    let auto = "'(--tcp --flock)--auto[";
+    assert!(
+        script.contains(command) && script.contains(auto),
+        "clap's zsh script changed"
+    );
+    let rest = &script[script.find(command).unwrap()..];
+    let action = &rest[..rest.find("' \\\n").unwrap()];
+    // Three colons: `words` is then COMMAND and its arguments alone, not
+    // LOCK before them.
+    let described = action.strip_suffix(":_default").unwrap();
+    let normal = format!("{}:_normal", described.replacen("'*::", "'*:::", 1));
+    script
+        .replace(action, &normal)
+        .replace(auto, "'(--tcp --flock 1)--auto[")
 }
 
 /// bash: clap's function knows no COMMAND, and offers me-only's options
