@@ -1,6 +1,7 @@
 //! The command line: what me-only accepts, and the usage errors it rejects.
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
@@ -12,6 +13,7 @@ use crate::lock::acquire::Patience;
 pub mod auto;
 #[cfg(feature = "etcd")]
 mod etcd;
+mod help;
 mod occasional;
 
 #[cfg(feature = "etcd")]
@@ -26,24 +28,27 @@ EXIT STATUS:
   the command's own  the lock was taken and COMMAND ran (me-only became it; with
                      --fork, me-only dies of the signal that killed COMMAND)
   0                  --test: the lock is free; --detach: COMMAND started
-  1                  COMMAND not found, not executable, a directory, or exec failed
-  2                  invalid usage: bad arguments, an empty or too long lock name
-                     (over 107 bytes), a bad port or address, a bad number
+  1                  COMMAND not found, not executable, a directory, or exec
+                     failed
+  2                  invalid usage: bad arguments, an empty or too long lock
+                     name (over 107 bytes), a bad port or address, a bad number
                      (--timeout, -E)
-  3                  lock error: the lock could not be set up (socket, bind, listen,
-                     a lock file that cannot be opened or is not a regular file,
-                     an etcd endpoint that does not answer)
+  3                  lock error: the lock could not be set up (socket, bind,
+                     listen, a lock file that cannot be opened or is not a
+                     regular file, an etcd endpoint that does not answer)
   4                  the lock is held by another instance, or --timeout ran out
-                     (-E N changes it, N in 0-255); --test prints the holder's pid
-                     on stdout
-  124                --max-time ran out: COMMAND was stopped (as timeout(1) says)
+                     (-E N changes it, N in 0-255); --test prints the holder's
+                     pid on stdout
+  124                --max-time ran out: COMMAND was stopped (as timeout(1)
+                     says)
 
 ENVIRONMENT:
   ME_ONLY_LOCK            set for COMMAND: the LOCK it holds
   ME_ONLY_FD              set for COMMAND: the descriptor that holds the lock
                           (with --fork, shared with me-only; with --etcd, a
                           pipe's write end that holds the lease here)
-  ME_ONLY_SLOT            set for COMMAND with --slots: which slot it holds, 1 to N
+  ME_ONLY_SLOT            set for COMMAND with --slots: which slot it holds, 1
+                          to N
   ME_ONLY_LOCKED_AT       set for COMMAND: when the lock was taken, in seconds
                           since boot (--replace-older's measure)
   ME_ONLY_FENCE           set for COMMAND with --etcd: the lock key's create
@@ -61,17 +66,37 @@ EXAMPLES:
   ExecStart=/usr/bin/me-only /run/myjob /usr/bin/myjob        (systemd unit)
   me-only --wait --timeout 30 /tmp/deploy ./deploy.sh
   pid=$(me-only --test /tmp/backup) || echo \"backup running as $pid\"
-  me-only /run/daemon /usr/sbin/some-daemon --background   (the daemon keeps the lock)
+  # the daemon keeps the lock:
+  me-only /run/daemon /usr/sbin/some-daemon --background
   me-only --fork /run/job /usr/local/bin/job-that-closes-its-fds
   me-only --tcp 127.0.0.1:7000 ./server
-  me-only --flock /var/lock/backup.lock /usr/local/bin/backup  (with flock(1) users)
+  # with flock(1) users:
+  me-only --flock /var/lock/backup.lock /usr/local/bin/backup
   pid=$(me-only --detach /tmp/worker ./worker) && echo \"worker is $pid\"
-  me-only --replace-older 3600 /run/sync /usr/local/bin/sync   (a run hung an hour is stopped)
-  me-only --max-time 3600 /run/sync /usr/local/bin/sync     (stopped after an hour: exit 124)
-  me-only --slots 4 --wait /tmp/encode ./encode \"$file\"       (four at once at most)
-  me-only --auto /usr/local/bin/backup --full                (the lock named from the command)
-  me-only --list /run/                                       (the locks held, who holds them)
+  # a run hung an hour is stopped:
+  me-only --replace-older 3600 /run/sync /usr/local/bin/sync
+  # stopped after an hour, exit 124:
+  me-only --max-time 3600 /run/sync /usr/local/bin/sync
+  # four at once at most:
+  me-only --slots 4 --wait /tmp/encode ./encode \"$file\"
+  # the lock named from the command:
+  me-only --auto /usr/local/bin/backup --full
+  # the locks held, who holds them:
+  me-only --list /run/
   me-only --etcd http://10.0.0.5:2379 nightly-report /usr/local/bin/report";
+
+/// --help's headings, in the order the definition first uses them
+/// (clap's): the everyday options (-E, -q, -v, -h, -V) stay under clap's
+/// own "Options", first.
+mod heading {
+    pub const LOCK: &str = "Lock";
+    pub const WAITING: &str = "Waiting";
+    pub const RUNNING: &str = "Running COMMAND";
+    pub const REPORTS: &str = "Reports (run nothing)";
+    pub const STOPPING: &str = "Stopping other instances";
+    #[cfg(feature = "etcd")]
+    pub const CLUSTER: &str = "Cluster (etcd)";
+}
 
 /// Run COMMAND only if no other instance holding LOCK is running.
 ///
@@ -90,53 +115,71 @@ EXAMPLES:
     color = clap::ColorChoice::Never,
 )]
 pub struct Cli {
-    /// Lock a loopback TCP port: LOCK is PORT or ADDR:PORT (ADDR in
-    /// 127.0.0.0/8; default 127.H.L.1, H.L the low two bytes of the real uid)
-    #[arg(long)]
+    /// Lock a loopback TCP port: LOCK is [ADDR:]PORT
+    ///
+    /// ADDR in 127.0.0.0/8; by default 127.H.L.1, H.L the low two bytes of
+    /// the real uid
+    #[arg(long, help_heading = heading::LOCK)]
     pub tcp: bool,
 
-    /// Lock the file LOCK with flock(2), as flock(1) does, and contend with
-    /// it: seen from every network namespace that shares the file. LOCK is
-    /// created (mode 0644 less umask) if missing and never deleted; a
-    /// symbolic link or anything but a regular file is refused
-    #[arg(long, conflicts_with = "tcp")]
+    /// Lock the file LOCK with flock(2), as flock(1) does
+    ///
+    /// It contends with flock(1), and is seen from every network namespace
+    /// that shares the file. LOCK is created (mode 0644 less umask) if
+    /// missing and never deleted; a symbolic link or anything but a regular
+    /// file is refused
+    #[arg(long, conflicts_with = "tcp", help_heading = heading::LOCK)]
     pub flock: bool,
 
     /// Wait for the lock instead of failing when it is held
-    #[arg(short, long)]
+    #[arg(short, long, help_heading = heading::WAITING)]
     pub wait: bool,
 
-    /// Wait at most SECS (fractions allowed; implies --wait), then exit as
-    /// when held; 0 does not wait
+    /// Wait at most SECS, then exit as when held
+    ///
+    /// Fractions allowed; implies --wait; 0 does not wait
     #[arg(
         long,
         value_name = "SECS",
         value_parser = parse_seconds,
-        allow_negative_numbers = true
+        allow_negative_numbers = true,
+        help_heading = heading::WAITING
     )]
     pub timeout: Option<Duration>,
 
-    /// Run nothing: exit 0 if the lock is free, 4 (or -E) if held, and print
-    /// the holder's pid on stdout (with --etcd, HOST PID)
-    #[arg(short, long, conflicts_with_all = ["wait", "timeout", "fork", "detach"])]
-    pub test: bool,
-
-    /// Keep the lock in me-only and run COMMAND as its child, forwarding
-    /// TERM, INT, HUP, QUIT, USR1, USR2 and WINCH; exit with its status, or
-    /// die of the signal that killed it. The lock is held until the child
-    /// and all it left running (even daemonized) have exited. If me-only is
-    /// killed, so is the child. For commands that close all their
-    /// descriptors
-    #[arg(short, long)]
+    /// Run COMMAND as a child, me-only keeping the lock
+    ///
+    /// me-only forwards TERM, INT, HUP, QUIT, USR1, USR2 and WINCH to it,
+    /// and exits with its status, or dies of the signal that killed it. The
+    /// lock is held until the child and all it left running (even
+    /// daemonized) have exited. If me-only is killed, so is the child. For
+    /// commands that close all their descriptors
+    #[arg(short, long, help_heading = heading::RUNNING)]
     pub fork: bool,
 
-    /// Start COMMAND in the background, in a session of its own with stdin
-    /// and stdout on /dev/null, holding the lock; print its pid on stdout
-    /// and exit 0 once it runs (1 if it could not be started)
-    #[arg(short, long, conflicts_with = "fork")]
+    /// Start COMMAND in the background and print its pid
+    ///
+    /// It runs in a session of its own with stdin and stdout on /dev/null,
+    /// holding the lock; me-only exits 0 once it runs (1 if it could not be
+    /// started)
+    #[arg(short, long, conflicts_with = "fork", help_heading = heading::RUNNING)]
     pub detach: bool,
 
-    /// Exit with N instead of 4 when the lock is held
+    /// Tell whether the lock is held, and by whom
+    ///
+    /// Run nothing: exit 0 if the lock is free, 4 (or -E) if held, and print
+    /// the holder's pid on stdout (with --etcd, HOST PID)
+    #[arg(
+        short,
+        long,
+        conflicts_with_all = ["wait", "timeout", "fork", "detach"],
+        help_heading = heading::REPORTS
+    )]
+    pub test: bool,
+
+    /// Exit code when the lock is held
+    ///
+    /// N in 0-255, instead of 4: -E 0 makes a held lock no failure
     #[arg(
         short = 'E',
         long,
@@ -147,21 +190,29 @@ pub struct Cli {
     )]
     pub conflict_exit_code: u8,
 
-    /// Say nothing when the lock is held (other errors are still reported)
+    /// Say nothing when the lock is held
+    ///
+    /// Other errors are still reported
     #[arg(short, long)]
     pub quiet: bool,
 
-    /// Print diagnostics on stderr (RUST_LOG refines them)
+    /// Print diagnostics on stderr
+    ///
+    /// RUST_LOG refines them
     #[arg(short, long)]
     pub verbose: bool,
 
-    /// The lock: an abstract socket name (at most 107 bytes), with --tcp a
-    /// port, with --flock a file, with --etcd a name in etcd
+    /// The lock: a name, a port (--tcp) or a file (--flock)
+    ///
+    /// An abstract socket name (at most 107 bytes; nothing is created on
+    /// disk), with --tcp a port, with --flock a file, with --etcd a name in
+    /// etcd
     #[arg(value_name = "LOCK")]
     pub lock: OsString,
 
-    /// The command to run, and its arguments, passed on untouched (none with
-    /// --test)
+    /// The command to run and its arguments, passed on untouched
+    ///
+    /// None with --test
     #[arg(
         value_name = "COMMAND",
         required_unless_present = "test",
@@ -287,7 +338,8 @@ where
         Ok(cli) => Ok(Request::Run(cli)),
         Err(err) if !err.use_stderr() => {
             // --help or --version: a closed stdout is not worth a complaint.
-            let _ = err.print();
+            let text = help::wrap(&err.render().to_string(), help::width());
+            let _ = std::io::stdout().write_all(text.as_bytes());
             Ok(Request::Done)
         }
         Err(err) => Err(usage_error(&err)),
@@ -312,9 +364,9 @@ fn plain_launch(args: &[OsString]) -> Option<Cli> {
         flock: false,
         wait: false,
         timeout: None,
-        test: false,
         fork: false,
         detach: false,
+        test: false,
         conflict_exit_code: crate::exit::EXIT_CONFLICT,
         quiet: false,
         verbose: false,

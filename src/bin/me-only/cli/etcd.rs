@@ -6,6 +6,7 @@ use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::heading;
 use crate::error::Error;
 use crate::lock::etcd::{Gateway, Login, Settings, TlsOptions};
 
@@ -16,9 +17,10 @@ use crate::lock::etcd::{Gateway, Login, Settings, TlsOptions};
 // the whole program's description in --help.
 #[derive(Debug, Clone, clap::Args)]
 pub struct EtcdOptions {
-    /// Lock the name LOCK in an etcd cluster, for one instance across hosts.
-    /// ENDPOINTS: http[s]://HOST:PORT[,...]; without them (--etcd= or --etcd
-    /// followed by another option), ME_ONLY_ETCD_ENDPOINTS or
+    /// Lock the name LOCK in an etcd cluster, across hosts
+    ///
+    /// ENDPOINTS: http[s]://HOST:PORT[,...]; without them (--etcd= or
+    /// --etcd followed by another option), ME_ONLY_ETCD_ENDPOINTS or
     /// ETCDCTL_ENDPOINTS. A word right after --etcd is always ENDPOINTS:
     /// `--etcd LOCK CMD` is not what you mean, `--etcd= LOCK CMD` is
     #[arg(
@@ -26,49 +28,53 @@ pub struct EtcdOptions {
         value_name = "ENDPOINTS",
         num_args = 0..=1,
         default_missing_value = "",
-        conflicts_with_all = ["tcp", "flock"]
+        conflicts_with_all = ["tcp", "flock"],
+        help_heading = heading::CLUSTER
     )]
     pub etcd: Option<String>,
 
-    /// With --etcd: the lease's time to live; a holder cut off from etcd
-    /// this long is fenced off [default: 10]
+    /// With --etcd: the lease's time to live [default: 10]
+    ///
+    /// A holder cut off from etcd this long is fenced off
     #[arg(
         long,
         value_name = "SECS",
         value_parser = clap::value_parser!(i64).range(1..=86400),
-        requires = "etcd"
+        requires = "etcd",
+        hide_short_help = true,
+        help_heading = heading::CLUSTER
     )]
     pub ttl: Option<i64>,
 
     /// With --etcd: the CA certificates (PEM) that sign the https
     /// endpoints' certificates [default: the system's]
-    #[arg(long, value_name = "FILE", requires = "etcd")]
+    #[arg(long, value_name = "FILE", requires = "etcd", hide_short_help = true, help_heading = heading::CLUSTER)]
     pub cacert: Option<PathBuf>,
 
     /// With --etcd: a client certificate (PEM), for clusters that ask for
     /// one; with --key
-    #[arg(long, value_name = "FILE", requires = "etcd")]
+    #[arg(long, value_name = "FILE", requires = "etcd", hide_short_help = true, help_heading = heading::CLUSTER)]
     pub cert: Option<PathBuf>,
 
     /// With --etcd: the client certificate's private key (PEM)
-    #[arg(long, value_name = "FILE", requires = "etcd")]
+    #[arg(long, value_name = "FILE", requires = "etcd", hide_short_help = true, help_heading = heading::CLUSTER)]
     pub key: Option<PathBuf>,
 
     /// With --etcd: do not check the https endpoints' certificates (the
     /// connection is then open to anyone in between)
-    #[arg(long, requires = "etcd")]
+    #[arg(long, requires = "etcd", hide_short_help = true, help_heading = heading::CLUSTER)]
     pub insecure_skip_tls_verify: bool,
 
     /// With --etcd: log in to a cluster with auth enabled as USER (the
     /// password after the first colon, with --password, or in
     /// ME_ONLY_ETCD_PASSWORD; given twice, the command line's wins over the
     /// environment's, and USER:PASSWORD's over the other)
-    #[arg(long, value_name = "USER[:PASSWORD]", requires = "etcd")]
+    #[arg(long, value_name = "USER[:PASSWORD]", requires = "etcd", hide_short_help = true, help_heading = heading::CLUSTER)]
     pub user: Option<String>,
 
     /// With --etcd: the password of --user (better in ME_ONLY_ETCD_PASSWORD:
     /// an argument can be read by any user while me-only starts)
-    #[arg(long, value_name = "PASSWORD", requires = "etcd")]
+    #[arg(long, value_name = "PASSWORD", requires = "etcd", hide_short_help = true, help_heading = heading::CLUSTER)]
     pub password: Option<String>,
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use nix::libc;
 use nix::sys::signal::Signal;
 
-use super::parse_seconds;
+use super::{heading, parse_seconds};
 
 /// --kill-after when not given. Applied here rather than by clap: every
 /// default clap fills in costs every launch.
@@ -20,65 +20,88 @@ const DEFAULT_KILL_AFTER: Duration = Duration::from_secs(10);
 // description in --help.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct OccasionalOptions {
-    /// Stop the instance that holds the lock, all of it (SIGTERM or
-    /// --signal, SIGKILL after --kill-after: every process that holds it
-    /// and all they started), then run
-    /// COMMAND once the lock is free. With --etcd, its keeper is asked to
-    /// stop it, wherever it runs
-    #[arg(long, conflicts_with_all = ["test", "slots"])]
+    /// Stop the instance that holds the lock, then run
+    ///
+    /// All of it is stopped (SIGTERM or --signal, SIGKILL after
+    /// --kill-after: every process that holds it and all they started),
+    /// then COMMAND runs once the lock is free. With --etcd, its keeper is
+    /// asked to stop it, wherever it runs
+    #[arg(long, conflicts_with_all = ["test", "slots"], help_heading = heading::STOPPING)]
     pub replace: bool,
 
-    /// Like --replace, but only a holder started at least SECS ago; a younger
-    /// one is a conflict as without --replace
+    /// Like --replace, but only a holder SECS old or more
+    ///
+    /// Only a holder started at least SECS ago is stopped; a younger one is
+    /// a conflict as without --replace
     #[arg(
         long,
         value_name = "SECS",
         value_parser = parse_seconds,
         allow_negative_numbers = true,
-        conflicts_with_all = ["test", "replace", "slots"]
+        conflicts_with_all = ["test", "replace", "slots"],
+        help_heading = heading::STOPPING
     )]
     pub replace_older: Option<Duration>,
 
+    /// Seconds from the first signal to SIGKILL [default: 10]
+    ///
     /// How long a process being stopped (--replace's holder, a run past
     /// --max-time, with --etcd a fenced-off COMMAND) has between its first
-    /// signal and SIGKILL [default: 10]
-    #[arg(
-        long,
-        value_name = "SECS",
-        value_parser = parse_seconds,
-        allow_negative_numbers = true
-    )]
-    pub kill_after: Option<Duration>,
-
-    /// The first signal --replace and --max-time send to what they stop
-    /// (SIGKILL follows after --kill-after), as timeout(1)'s: a name, with
-    /// or without SIG, or a number. With --etcd --replace, the holder's
-    /// own keeper stops it, with TERM [default: TERM]
-    #[arg(long, value_name = "SIG", value_parser = parse_signal)]
-    pub signal: Option<libc::c_int>,
-
-    /// Stop COMMAND and every process it started (SIGTERM or --signal,
-    /// SIGKILL after --kill-after) once it has held the lock SECS, and exit
-    /// 124 (or COMMAND's own status, if it had ended in time and only what
-    /// it left running was stopped); 0 is no limit, as in timeout(1).
-    /// Implies --fork: me-only stays to keep the time and tell a capped run
-    /// by its exit code
+    /// signal and SIGKILL
     #[arg(
         long,
         value_name = "SECS",
         value_parser = parse_seconds,
         allow_negative_numbers = true,
-        conflicts_with_all = ["test", "detach"]
+        hide_short_help = true,
+        help_heading = heading::STOPPING
+    )]
+    pub kill_after: Option<Duration>,
+
+    /// The first signal to what is stopped [default: TERM]
+    ///
+    /// What --replace and --max-time send first (SIGKILL follows after
+    /// --kill-after), as timeout(1)'s: a name, with or without SIG, or a
+    /// number. With --etcd --replace, the holder's own keeper stops it,
+    /// with TERM
+    #[arg(
+        long,
+        value_name = "SIG",
+        value_parser = parse_signal,
+        hide_short_help = true,
+        help_heading = heading::STOPPING
+    )]
+    pub signal: Option<libc::c_int>,
+
+    /// Stop COMMAND once it has held the lock SECS: exit 124
+    ///
+    /// COMMAND and every process it started are stopped (SIGTERM or
+    /// --signal, SIGKILL after --kill-after), and me-only exits 124 (or
+    /// with COMMAND's own status, if it had ended in time and only what it
+    /// left running was stopped); 0 is no limit, as in timeout(1). Implies
+    /// --fork: me-only stays to keep the time and tell a capped run by its
+    /// exit code
+    #[arg(
+        long,
+        value_name = "SECS",
+        value_parser = parse_seconds,
+        allow_negative_numbers = true,
+        conflicts_with_all = ["test", "detach"],
+        help_heading = heading::RUNNING
     )]
     pub max_time: Option<Duration>,
 
-    /// No LOCK: the first word is COMMAND, and the lock is named from the
-    /// command line: me-only/auto/UID/HASH, HASH from COMMAND's real path
-    /// and its arguments (run-one's way). An abstract socket lock, or with
-    /// --etcd a name in etcd
-    #[arg(long, conflicts_with_all = ["tcp", "flock"])]
+    /// No LOCK: the lock is named from COMMAND and its arguments
+    ///
+    /// The first word is COMMAND, and the lock is named from the command
+    /// line: me-only/auto/UID/HASH, HASH from COMMAND's real path and its
+    /// arguments (run-one's way). An abstract socket lock, or with --etcd a
+    /// name in etcd
+    #[arg(long, conflicts_with_all = ["tcp", "flock"], help_heading = heading::LOCK)]
     pub auto: bool,
 
+    /// List the locks held and their holders (--json)
+    ///
     /// Run nothing: list the me-only locks held on this host (abstract, tcp,
     /// flock; only those with --tcp or --flock; with --etcd, those in etcd)
     /// whose names start with PREFIX: lock, backend, pid, uid, host, age,
@@ -89,24 +112,30 @@ pub struct OccasionalOptions {
         num_args = 0..=1,
         default_missing_value = "",
         conflicts_with_all = ["test", "wait", "timeout", "fork", "detach", "replace",
-            "replace_older", "max_time", "auto", "slots"]
+            "replace_older", "max_time", "auto", "slots"],
+        help_heading = heading::REPORTS
     )]
     pub list: Option<OsString>,
 
-    /// With --list: print a JSON array of objects (lock, backend, pid, uid,
-    /// host, age_seconds, command: the argument list) instead of a table
-    #[arg(long, requires = "list")]
+    /// With --list: print JSON instead of a table
+    ///
+    /// An array of objects (lock, backend, pid, uid, host, age_seconds,
+    /// command: the argument list)
+    #[arg(long, requires = "list", hide_short_help = true, help_heading = heading::REPORTS)]
     pub json: bool,
 
-    /// Let up to N instances run at once: take the first free of N locks
-    /// named from LOCK (LOCK.1 ... LOCK.N; with --tcp, ports PORT to
-    /// PORT+N-1); COMMAND learns which in ME_ONLY_SLOT. Held when all N
-    /// are; --wait waits for the first to come free
+    /// Let up to N instances run at once
+    ///
+    /// Take the first free of N locks named from LOCK (LOCK.1 ... LOCK.N;
+    /// with --tcp, ports PORT to PORT+N-1); COMMAND learns which in
+    /// ME_ONLY_SLOT. Held when all N are; --wait waits for the first to come
+    /// free
     #[arg(
         long,
         value_name = "N",
         value_parser = parse_slots,
-        allow_negative_numbers = true
+        allow_negative_numbers = true,
+        help_heading = heading::LOCK
     )]
     pub slots: Option<u32>,
 }

@@ -18,9 +18,111 @@ const SHELLS: [(Shell, &str); 3] = [
 ];
 
 fn render(shell: Shell) -> String {
+    let mut command = full_command();
     let mut script = Vec::new();
-    clap_complete::generate(shell, &mut full_command(), "me-only", &mut script);
-    String::from_utf8(script).unwrap()
+    clap_complete::generate(shell, &mut command, "me-only", &mut script);
+    let script = String::from_utf8(script).unwrap();
+    match shell {
+        Shell::Bash => bash_up_to_command(&script, &command),
+        Shell::Zsh => zsh_up_to_command(&script),
+        _ => script,
+    }
+}
+
+/// zsh: COMMAND and its arguments complete as a command line of their own
+/// (`*:::` and `_normal`, as zsh's own completions of sudo and nice do); with --auto,
+/// whose first word is COMMAND, there is no LOCK to complete.
+fn zsh_up_to_command(script: &str) -> String {
+    let command = "'*::command -- ";
+    let auto = "'(--tcp --flock)--auto[";
+    assert!(
+        script.contains(command) && script.contains(auto),
+        "clap's zsh script changed"
+    );
+    let rest = &script[script.find(command).unwrap()..];
+    let action = &rest[..rest.find("' \\\n").unwrap()];
+    // Three colons: `words` is then COMMAND and its arguments alone, not
+    // LOCK before them.
+    let described = action.strip_suffix(":_default").unwrap();
+    let normal = format!("{}:_normal", described.replacen("'*::", "'*:::", 1));
+    script
+        .replace(action, &normal)
+        .replace(auto, "'(--tcp --flock 1)--auto[")
+}
+
+/// bash: clap's function knows no COMMAND, and offers me-only's options
+/// after it (they would be COMMAND's). A small function in front finds
+/// where COMMAND starts, as me-only reads the words, and from there
+/// completes a command line of its own: with bash-completion, by its
+/// `_command_offset` (as sudo's and nice's completions do); without, command
+/// names, then file names (`-o default`). Before COMMAND, clap's function.
+const BASH_UP_TO_COMMAND: &str = r#"
+# COMMAND and its arguments complete as a command line of their own.
+_me_only_command() {
+    local i word positional=0 first=2 options=1
+    for (( i = 1; i < COMP_CWORD; i++ )); do
+        word=${COMP_WORDS[i]}
+        if (( options )) && [[ $word == -?* ]]; then
+            case $word in
+                --) options=0 ;;
+                --auto) first=1 ;;
+                # No COMMAND: these run nothing.
+                --test | --list | --list=* | -[!-]*t*) first=0 ;;
+                VALUE_OPTIONS) (( i++ )) ;;
+                # A word right after --etcd is its ENDPOINTS.
+                --etcd) [[ ${COMP_WORDS[i+1]} == -* ]] || (( i++ )) ;;
+            esac
+            [[ $word =~ ^-[^-SHORT_VALUES]*[SHORT_VALUES]$ ]] && (( i++ ))
+        elif (( ++positional == first )); then
+            _me_only_run_command "$i"
+            return
+        fi
+    done
+    if (( first > 0 && positional + 1 == first )) && [[ ${COMP_WORDS[COMP_CWORD]} != -* || $options == 0 ]]; then
+        _me_only_run_command "$COMP_CWORD"
+        return
+    fi
+    _me__only "$@"
+}
+
+# Completes the words from $1 on as a command line of their own.
+_me_only_run_command() {
+    if declare -F _command_offset >/dev/null; then
+        _command_offset "$1"
+    elif (( $1 == COMP_CWORD )); then
+        COMPREPLY=($(compgen -c -- "${COMP_WORDS[COMP_CWORD]}"))
+    else
+        COMPREPLY=()
+    fi
+}
+"#;
+
+/// clap's script with `_me_only_command` in front, told which options
+/// take a value (the word after them is not LOCK or COMMAND).
+fn bash_up_to_command(script: &str, command: &clap::Command) -> String {
+    let takes_value = |arg: &&clap::Arg| {
+        arg.get_num_args()
+            .is_some_and(|range| range.min_values() > 0)
+            && arg.get_action().takes_values()
+            && !arg.is_positional()
+    };
+    let longs: Vec<String> = command
+        .get_arguments()
+        .filter(takes_value)
+        .filter_map(|arg| arg.get_long().map(|long| format!("--{long}")))
+        .collect();
+    let shorts: String = command
+        .get_arguments()
+        .filter(takes_value)
+        .filter_map(clap::Arg::get_short)
+        .collect();
+    let front = BASH_UP_TO_COMMAND
+        .replace("VALUE_OPTIONS", &longs.join(" | "))
+        .replace("SHORT_VALUES", &shorts);
+    let script = script.replace("complete -F _me__only ", "complete -F _me_only_command ");
+    let (clap_function, registration) =
+        script.split_at(script.find("\nif [[ \"${BASH_VERSINFO").unwrap());
+    format!("{clap_function}{front}{registration}")
 }
 
 #[test]

@@ -59,17 +59,36 @@ const NOTES: &[&str] = &[
 const SEE_ALSO: &str =
     "flock(1), flock(2), etcdctl(1), run-one(1), systemd.service(5), systemd.exec(5), unix(7)";
 
+/// NAME's line, in man's style (--help's first line is a sentence).
+const WHAT_IT_DOES: &str = "run a command unless another instance holds its lock";
+
+/// SYNOPSIS: each form of the command line, as the option that makes it
+/// (none: the everyday form) and the words that follow. The options are
+/// looked up in the definition, so a renamed one fails the test.
+const FORMS: [(Option<&str>, &[&str]); 4] = [
+    (None, &["[OPTIONS]", "LOCK", "COMMAND", "[ARGS]..."]),
+    (Some("test"), &["[OPTIONS]", "LOCK"]),
+    (Some("list"), &["[OPTIONS]", "[PREFIX]"]),
+    (Some("auto"), &["[OPTIONS]", "COMMAND", "[ARGS]..."]),
+];
+
 /// The page as roff.
 fn render() -> String {
-    let man = Man::new(full_command())
+    let command = full_command();
+    let man = Man::new(command.clone())
         .manual("User Commands")
         .source(format!("me-only {}", env!("CARGO_PKG_VERSION")));
     let mut page = Vec::new();
     man.render_title(&mut page).unwrap();
-    man.render_name_section(&mut page).unwrap();
-    page.extend(synopsis().to_roff().into_bytes());
+    let mut text = String::from_utf8(page).unwrap();
+    text.push_str(&name_and_synopsis(&command).to_roff());
+    let mut page = Vec::new();
     man.render_description_section(&mut page).unwrap();
     man.render_options_section(&mut page).unwrap();
+    text.push_str(&headings_as_subsections(
+        &command,
+        String::from_utf8(page).unwrap(),
+    ));
 
     let mut roff = Roff::new();
     for (heading, lines) in help_sections(AFTER_LONG_HELP) {
@@ -93,55 +112,55 @@ fn render() -> String {
         roff.control("PP", []).text([roman(*note)]);
     }
     roff.control("SH", ["SEE ALSO"]).text([roman(SEE_ALSO)]);
-    let mut text = String::from_utf8(page).unwrap();
     text.push_str(&roff.to_roff());
     text
 }
 
-/// SYNOPSIS, with each option's value named (clap_mangen leaves values
-/// out): `me-only [--timeout SECS] [-E|--conflict-exit-code N] ...`.
-fn synopsis() -> Roff {
-    let mut command = full_command();
-    command.build();
-    let mut line = vec![bold(command.get_name())];
-    for option in command.get_arguments().filter(|arg| !arg.is_positional()) {
-        line.push(roman(" ["));
-        let short = option.get_short().map(|short| format!("-{short}"));
-        let long = option.get_long().map(|long| format!("--{long}"));
-        for (n, name) in short.into_iter().chain(long).enumerate() {
-            if n > 0 {
-                line.push(roman("|"));
-            }
-            line.push(bold(name));
-        }
-        if option.get_action().takes_values() {
-            let value = option
-                .get_value_names()
-                .and_then(|names| names.first())
-                .map_or("VALUE".to_owned(), ToString::to_string);
-            let optional = option
-                .get_num_args()
-                .is_some_and(|range| range.min_values() == 0);
-            if optional {
-                line.extend([roman("[="), italic(value), roman("]")]);
-            } else {
-                line.extend([roman(" "), italic(value)]);
-            }
-        }
-        line.push(roman("]"));
-    }
-    line.extend([
-        roman(" "),
-        italic("LOCK"),
-        roman(" ["),
-        italic("COMMAND"),
-        roman(" ["),
-        italic("ARGS"),
-        roman("]...]"),
-    ]);
+/// NAME, and SYNOPSIS with one line per form.
+fn name_and_synopsis(command: &clap::Command) -> Roff {
+    let name = command.get_name();
     let mut roff = Roff::new();
-    roff.control("SH", ["SYNOPSIS"]).text(line);
+    roff.control("SH", ["NAME"])
+        .text([roman(format!("{name} - {WHAT_IT_DOES}"))])
+        .control("SH", ["SYNOPSIS"]);
+    for (n, (option, words)) in FORMS.into_iter().enumerate() {
+        if n > 0 {
+            roff.control("br", []);
+        }
+        let mut line = vec![bold(name)];
+        if let Some(option) = option {
+            let known = command
+                .get_arguments()
+                .any(|arg| arg.get_long() == Some(option));
+            assert!(known, "--{option} is no option of {name}");
+            line.extend([roman(" "), bold(format!("--{option}"))]);
+        }
+        for word in words {
+            // Brackets and dots are syntax, the names placeholders.
+            let (open, rest) = word.split_at(usize::from(word.starts_with('[')));
+            let placeholder = rest.trim_end_matches(['.', ']']);
+            let close = &rest[placeholder.len()..];
+            line.extend([roman(format!(" {open}")), italic(placeholder), roman(close)]);
+        }
+        roff.text(line);
+    }
     roff
+}
+
+/// clap_mangen makes each --help heading a section of its own (.SH LOCK,
+/// after OPTIONS): here each is a subsection of OPTIONS, as --help shows it.
+fn headings_as_subsections(command: &clap::Command, mut sections: String) -> String {
+    for heading in command
+        .get_arguments()
+        .filter_map(|arg| arg.get_help_heading())
+    {
+        let section = Roff::new()
+            .control("SH", [heading.to_uppercase().as_str()])
+            .to_roff();
+        let subsection = Roff::new().control("SS", [heading]).to_roff();
+        sections = sections.replace(&section, &subsection);
+    }
+    sections
 }
 
 /// Splits the help text into its `HEADING:` sections.
@@ -220,23 +239,60 @@ fn man_page_has_the_sections_and_every_option() {
     }
 }
 
+/// The NAME line was --help's first sentence, capitalised; SYNOPSIS was
+/// one seven-line dump of every option (issue #24).
 #[test]
-fn man_page_synopsis_names_option_values() {
+fn man_page_names_what_it_does_and_shows_each_form() {
     let page = render();
-    let synopsis = page
-        .lines()
-        .skip_while(|line| *line != ".SH SYNOPSIS")
+    let section = |name: &str| -> Vec<String> {
+        page.lines()
+            .skip_while(|line| *line != format!(".SH {name}"))
+            .skip(1)
+            .take_while(|line| !line.starts_with(".SH"))
+            // Each roff chunk's preamble, defining the apostrophe.
+            .filter(|line| !line.starts_with(".ie") && !line.starts_with(".el"))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(
+        section("NAME"),
+        ["me\\-only \\- run a command unless another instance holds its lock"]
+    );
+    assert_eq!(
+        section("SYNOPSIS"),
+        [
+            "\\fBme\\-only\\fR [\\fIOPTIONS\\fR] \\fILOCK\\fR \\fICOMMAND\\fR [\\fIARGS\\fR]...",
+            ".br",
+            "\\fBme\\-only\\fR \\fB\\-\\-test\\fR [\\fIOPTIONS\\fR] \\fILOCK\\fR",
+            ".br",
+            "\\fBme\\-only\\fR \\fB\\-\\-list\\fR [\\fIOPTIONS\\fR] [\\fIPREFIX\\fR]",
+            ".br",
+            "\\fBme\\-only\\fR \\fB\\-\\-auto\\fR [\\fIOPTIONS\\fR] \\fICOMMAND\\fR [\\fIARGS\\fR]...",
+        ]
+    );
+}
+
+/// OPTIONS holds --help's headings as subsections, and names the values.
+#[test]
+fn man_page_options_are_grouped_as_in_help() {
+    let page = render();
+    let options = page
+        .split(".SH OPTIONS\n")
         .nth(1)
+        .and_then(|rest| rest.split(".SH ").next())
         .unwrap();
+    for heading in full_command()
+        .get_arguments()
+        .filter_map(|arg| arg.get_help_heading())
+    {
+        let subsection = Roff::new().control("SS", [heading]).to_roff();
+        assert!(options.contains(&subsection), "{subsection}");
+    }
     for shown in [
-        "[\\fB\\-\\-timeout\\fR \\fISECS\\fR]",
-        "[\\fB\\-E\\fR|\\fB\\-\\-conflict\\-exit\\-code\\fR \\fIN\\fR]",
-        "[\\fB\\-\\-etcd\\fR[=\\fIENDPOINTS\\fR]]",
-        "[\\fB\\-w\\fR|\\fB\\-\\-wait\\fR]",
-        "[\\fB\\-h\\fR|\\fB\\-\\-help\\fR]",
-        "\\fILOCK\\fR [\\fICOMMAND\\fR [\\fIARGS\\fR]...]",
+        "\\fB\\-\\-timeout\\fR \\fI<SECS>\\fR",
+        "\\fB\\-E\\fR, \\fB\\-\\-conflict\\-exit\\-code\\fR \\fI<N>\\fR",
     ] {
-        assert!(synopsis.contains(shown), "{shown} not in {synopsis}");
+        assert!(options.contains(shown), "{shown} not in {options}");
     }
 }
 
