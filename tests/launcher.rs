@@ -324,7 +324,7 @@ fn version_and_help_print_on_stdout_and_exit_0() {
     assert!(help.status.success());
     let help = text(&help.stdout);
     for expected in [
-        "Usage: me-only [OPTIONS] <LOCK> [COMMAND]...",
+        "Usage: me-only [OPTIONS] <LOCK> <COMMAND> [ARGS]...\n       me-only --test [OPTIONS] <LOCK>\n       me-only --list [OPTIONS] [PREFIX]\n       me-only --auto [OPTIONS] <COMMAND> [ARGS]...",
         "EXIT STATUS:",
         "--conflict-exit-code",
     ] {

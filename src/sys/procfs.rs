@@ -648,7 +648,10 @@ fn listed_children(pid: i32) -> Option<Vec<i32>> {
     for task in tasks {
         let task = task.ok()?.path();
         match fs::read_to_string(task.join("children")) {
-            Ok(list) => children.extend(list.split_whitespace().filter_map(|pid| pid.parse::<i32>().ok())),
+            Ok(list) => children.extend(
+                list.split_whitespace()
+                    .filter_map(|pid| pid.parse::<i32>().ok()),
+            ),
             // A thread that ended meanwhile; but where the thread is still
             // there, the kernel has no such lists.
             Err(err) if err.kind() == std::io::ErrorKind::NotFound && !task.exists() => {}

@@ -98,6 +98,12 @@ mod heading {
     pub const CLUSTER: &str = "Cluster (etcd)";
 }
 
+/// The forms of the command line, for --help's usage.
+const USAGE: &str = "me-only [OPTIONS] <LOCK> <COMMAND> [ARGS]...
+       me-only --test [OPTIONS] <LOCK>
+       me-only --list [OPTIONS] [PREFIX]
+       me-only --auto [OPTIONS] <COMMAND> [ARGS]...";
+
 /// Run COMMAND only if no other instance holding LOCK is running.
 ///
 /// The lock is a kernel object: an abstract AF_UNIX socket named LOCK (nothing
@@ -111,6 +117,10 @@ mod heading {
     name = "me-only",
     version,
     after_long_help = AFTER_LONG_HELP,
+    // The forms, as README and the man page's SYNOPSIS show them: clap's
+    // own line (`<LOCK> [COMMAND]...`) would hide that COMMAND is needed
+    // but for --test and --list, and that --auto takes no LOCK.
+    override_usage = USAGE,
     // Usage errors are reported by main as one line, uncoloured.
     color = clap::ColorChoice::Never,
 )]
@@ -207,7 +217,8 @@ pub struct Cli {
     /// An abstract socket name (at most 107 bytes; nothing is created on
     /// disk), with --tcp a port, with --flock a file, with --etcd a name in
     /// etcd
-    #[arg(value_name = "LOCK")]
+    // -h's usage shows the forms: the arguments are told in --help alone.
+    #[arg(value_name = "LOCK", hide_short_help = true)]
     pub lock: OsString,
 
     /// The command to run and its arguments, passed on untouched
@@ -215,6 +226,7 @@ pub struct Cli {
     /// None with --test
     #[arg(
         value_name = "COMMAND",
+        hide_short_help = true,
         required_unless_present = "test",
         num_args = 1..,
         trailing_var_arg = true,
