@@ -501,7 +501,7 @@ fn flock1_and_the_library_keep_each_other_out() {
 /// What `worker adopt` says when ME_ONLY_LOCK names `lock` and ME_ONLY_FD
 /// is `fd`, handed to it as descriptor 7.
 fn adopted_through(lock: &str, fd: std::os::fd::RawFd) -> String {
-    let mut worker = Command::new(example("worker"));
+    let mut worker = Command::new(common::example("worker"));
     worker
         .arg("adopt")
         .env("ME_ONLY_LOCK", lock)
