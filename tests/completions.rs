@@ -196,3 +196,51 @@ fn zsh_completes_command_as_a_command_line_of_its_own() {
         "--almost-all"
     );
 }
+
+/// What fish's completion offers for `line`, with fish's own completions of
+/// other commands (`ls`'s) loaded as an interactive fish would.
+fn fish_completes_line(line: &str) -> Vec<String> {
+    let script = format!(
+        "set -g fish_complete_path $__fish_data_dir/completions
+         source {COMPLETIONS}/me-only.fish; complete -C '{line}' | cut -f1"
+    );
+    words_of(Command::new("fish").args(["--no-config", "-c", &script]))
+}
+
+/// fish, as bash: after COMMAND it offered me-only's options (issue #24).
+/// COMMAND completes as a command name, its arguments as its own (fish's
+/// completion of ls offers --all); --auto's COMMAND too; before COMMAND,
+/// me-only's options.
+#[test]
+fn fish_completes_command_as_a_command_line_of_its_own() {
+    if !common::programs_or_skip(&["fish"]) {
+        return;
+    }
+    for line in [
+        "me-only lock ls --al",
+        "me-only -q -E 9 lock ls --al",
+        "me-only --timeout 5 lock ls --al",
+        "me-only --auto ls --al",
+        "me-only -- lock ls --al",
+    ] {
+        let offered = fish_completes_line(line);
+        assert!(offered.contains(&"--all".to_owned()), "{line}: {offered:?}");
+        assert!(
+            !offered.contains(&"--wait".to_owned()),
+            "{line}: {offered:?}"
+        );
+    }
+    for line in [
+        "me-only lock ech",
+        "me-only -w --etcd http://h:1 lock ech",
+        "me-only --auto ech",
+        "me-only -qE 3 lock ech",
+    ] {
+        let offered = fish_completes_line(line);
+        assert!(offered.contains(&"echo".to_owned()), "{line}: {offered:?}");
+    }
+    assert_eq!(fish_completes_line("me-only --wa"), ["--wait"]);
+    assert_eq!(fish_completes_line("me-only lock --ti"), ["--timeout"]);
+    assert_eq!(fish_completes_line("me-only --list --js"), ["--json"]);
+    assert_eq!(fish_completes_line("me-only --test lock --qu"), ["--quiet"]);
+}

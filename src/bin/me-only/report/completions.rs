@@ -25,6 +25,7 @@ fn render(shell: Shell) -> String {
     match shell {
         Shell::Bash => bash_up_to_command(&script, &command),
         Shell::Zsh => zsh_up_to_command(&script),
+        Shell::Fish => fish_up_to_command(&script, &command),
         _ => script,
     }
 }
@@ -100,22 +101,7 @@ _me_only_run_command() {
 /// clap's script with `_me_only_command` in front, told which options
 /// take a value (the word after them is not LOCK or COMMAND).
 fn bash_up_to_command(script: &str, command: &clap::Command) -> String {
-    let takes_value = |arg: &&clap::Arg| {
-        arg.get_num_args()
-            .is_some_and(|range| range.min_values() > 0)
-            && arg.get_action().takes_values()
-            && !arg.is_positional()
-    };
-    let longs: Vec<String> = command
-        .get_arguments()
-        .filter(takes_value)
-        .filter_map(|arg| arg.get_long().map(|long| format!("--{long}")))
-        .collect();
-    let shorts: String = command
-        .get_arguments()
-        .filter(takes_value)
-        .filter_map(clap::Arg::get_short)
-        .collect();
+    let (longs, shorts) = options_taking_values(command);
     let front = BASH_UP_TO_COMMAND
         .replace("VALUE_OPTIONS", &longs.join(" | "))
         .replace("SHORT_VALUES", &shorts);
@@ -123,6 +109,107 @@ fn bash_up_to_command(script: &str, command: &clap::Command) -> String {
     let (clap_function, registration) =
         script.split_at(script.find("\nif [[ \"${BASH_VERSINFO").unwrap());
     format!("{clap_function}{front}{registration}")
+}
+
+/// fish: as bash's, a function finds where COMMAND starts; from there
+/// fish's own `__fish_complete_subcommand` completes a command line of its
+/// own (as its completions of sudo and nice do), and clap's lines, each
+/// told to keep out, offer me-only's options only before it.
+const FISH_UP_TO_COMMAND: &str = r#"
+# Where COMMAND starts among the words before the cursor (1 is me-only's):
+# printed, with status 0, once it has; status 1 before.
+function __me_only_command_start
+    set -l words (commandline -opc)
+    set -l positional 0
+    set -l first 2
+    set -l options 1
+    set -l i 2
+    while test $i -le (count $words)
+        set -l word $words[$i]
+        if test $options = 1; and string match -qr -- '^-.' $word
+            switch $word
+                case --
+                    set options 0
+                case --auto
+                    set first 1
+                # No COMMAND: these run nothing.
+                case --test --list '--list=*'
+                    set first 0
+                case VALUE_OPTIONS
+                    set i (math $i + 1)
+                # A word right after --etcd is its ENDPOINTS.
+                case --etcd
+                    set -l next (math $i + 1)
+                    if test $next -le (count $words); and not string match -q -- '-*' $words[$next]
+                        set i $next
+                    end
+                case '--*'
+                case '*'
+                    string match -qr -- '^-[^-]*t' $word; and set first 0
+                    string match -qr -- '^-[^-SHORT_VALUES]*[SHORT_VALUES]$' $word; and set i (math $i + 1)
+            end
+        else
+            set positional (math $positional + 1)
+            if test $positional = $first
+                echo $i
+                return 0
+            end
+        end
+        set i (math $i + 1)
+    end
+    # The word under the cursor is COMMAND.
+    if test $first -gt 0; and test (math $positional + 1) = $first
+        if test $options = 0; or not string match -q -- '-*' (commandline -ct)
+            echo (math (count $words) + 1)
+            return 0
+        end
+    end
+    return 1
+end
+
+function __me_only_complete_command
+    set -l start (__me_only_command_start)
+    set -l words (commandline -opc) (commandline -ct)
+    __fish_complete_subcommand --commandline $words[$start..-1]
+end
+
+complete -c me-only -n __me_only_command_start -f -a '(__me_only_complete_command)'
+"#;
+
+/// clap's script, each line kept to the words before COMMAND, after the
+/// function that tells where COMMAND starts.
+fn fish_up_to_command(script: &str, command: &clap::Command) -> String {
+    let (longs, shorts) = options_taking_values(command);
+    let front = FISH_UP_TO_COMMAND
+        .replace("VALUE_OPTIONS", &longs.join(" "))
+        .replace("SHORT_VALUES", &shorts);
+    let lines = script.replace(
+        "complete -c me-only ",
+        "complete -c me-only -n 'not __me_only_command_start' ",
+    );
+    format!("{}{lines}", front.trim_start())
+}
+
+/// The long options (`--timeout`) and short letters (`E`) that take a
+/// value: the word after them is not LOCK or COMMAND.
+fn options_taking_values(command: &clap::Command) -> (Vec<String>, String) {
+    let takes_value = |arg: &&clap::Arg| {
+        arg.get_num_args()
+            .is_some_and(|range| range.min_values() > 0)
+            && arg.get_action().takes_values()
+            && !arg.is_positional()
+    };
+    let longs = command
+        .get_arguments()
+        .filter(takes_value)
+        .filter_map(|arg| arg.get_long().map(|long| format!("--{long}")))
+        .collect();
+    let shorts = command
+        .get_arguments()
+        .filter(takes_value)
+        .filter_map(clap::Arg::get_short)
+        .collect();
+    (longs, shorts)
 }
 
 #[test]
