@@ -151,3 +151,77 @@ fn readme_options_table_has_every_long_option_of_help() {
         "README's table of options lacks {missing:?}"
     );
 }
+
+/// README and the guides it links to (issue #24 moved most of README into
+/// doc/): every relative link names a file of the tree, and a `#part` a
+/// heading of that file, as GitHub makes anchors of headings.
+#[test]
+fn readme_and_guides_link_to_what_exists() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut documents = vec![root.join("README.md")];
+    for entry in fs::read_dir(root.join("doc")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|extension| extension == "md") {
+            documents.push(path);
+        }
+    }
+    assert!(documents.len() > 5, "{documents:?}");
+    let mut broken = Vec::new();
+    for document in &documents {
+        let text = fs::read_to_string(document).unwrap();
+        for target in link_targets(&text) {
+            if target.contains("://") || target.starts_with("mailto:") {
+                continue;
+            }
+            let (file, part) = target.split_once('#').unwrap_or((&target, ""));
+            let linked = match file {
+                "" => document.clone(),
+                file => document.parent().unwrap().join(file),
+            };
+            let ok = match fs::read_to_string(&linked) {
+                Ok(linked_text) => {
+                    part.is_empty() || anchors(&linked_text).iter().any(|a| a == part)
+                }
+                Err(_) => linked.exists() && part.is_empty(),
+            };
+            if !ok {
+                broken.push(format!("{}: {target}", document.display()));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "broken links: {broken:#?}");
+}
+
+/// The targets of the Markdown links `[text](target)` of `text`.
+fn link_targets(text: &str) -> Vec<String> {
+    text.split("](")
+        .skip(1)
+        .filter_map(|rest| rest.split_once(')').map(|(target, _)| target.to_owned()))
+        .filter(|target| !target.contains(char::is_whitespace))
+        .collect()
+}
+
+/// The anchors GitHub makes of a document's headings (outside code
+/// blocks): lower case, punctuation dropped, spaces as hyphens.
+fn anchors(text: &str) -> Vec<String> {
+    let mut in_code = false;
+    let mut anchors = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("```") {
+            in_code = !in_code;
+        }
+        let heading = line.trim_start_matches('#');
+        if in_code || heading.len() == line.len() || !heading.starts_with(' ') {
+            continue;
+        }
+        let anchor: String = heading
+            .trim()
+            .to_lowercase()
+            .chars()
+            .filter(|c| c.is_alphanumeric() || *c == '-' || *c == ' ' || *c == '_')
+            .map(|c| if c == ' ' { '-' } else { c })
+            .collect();
+        anchors.push(anchor);
+    }
+    anchors
+}
