@@ -74,7 +74,19 @@ const GROUPS: &[(&str, &[&str])] = &[
     ),
     ("Lock", &["tcp", "flock", "auto", "slots"]),
     ("Waiting", &["wait", "timeout"]),
-    ("Running COMMAND", &["fork", "detach", "max-time"]),
+    (
+        "Running COMMAND",
+        &[
+            "fork",
+            "detach",
+            "max-time",
+            "respawn",
+            "until-success",
+            "until-failure",
+            "respawn-delay",
+            "tries",
+        ],
+    ),
     ("Reports (run nothing)", &["test", "list", "json"]),
     (
         "Stopping other instances",

@@ -23,7 +23,7 @@ _me__only() {
 
     case "${cmd}" in
         me__only)
-            opts="-w -f -d -t -E -q -v -h -V --tcp --flock --wait --timeout --fork --detach --test --conflict-exit-code --quiet --verbose --replace --replace-older --kill-after --signal --max-time --auto --list --json --slots --etcd --ttl --cacert --cert --key --insecure-skip-tls-verify --user --password --help --version"
+            opts="-w -f -d -t -E -q -v -h -V --tcp --flock --wait --timeout --fork --detach --test --conflict-exit-code --quiet --verbose --replace --replace-older --kill-after --signal --max-time --respawn --until-success --until-failure --respawn-delay --tries --auto --list --json --slots --etcd --ttl --cacert --cert --key --insecure-skip-tls-verify --user --password --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -54,6 +54,14 @@ _me__only() {
                     return 0
                     ;;
                 --max-time)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --respawn-delay)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tries)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -114,7 +122,7 @@ _me_only_command() {
                 --auto) first=1 ;;
                 # No COMMAND: these run nothing.
                 --test | --list | --list=* | -[!-]*t*) first=0 ;;
-                --timeout | --conflict-exit-code | --replace-older | --kill-after | --signal | --max-time | --slots | --ttl | --cacert | --cert | --key | --user | --password) (( i++ )) ;;
+                --timeout | --conflict-exit-code | --replace-older | --kill-after | --signal | --max-time | --respawn-delay | --tries | --slots | --ttl | --cacert | --cert | --key | --user | --password) (( i++ )) ;;
                 # A word right after --etcd is its ENDPOINTS.
                 --etcd) [[ ${COMP_WORDS[i+1]} == -* ]] || (( i++ )) ;;
             esac

@@ -17,7 +17,7 @@ function __me_only_command_start
                 # No COMMAND: these run nothing.
                 case --test --list '--list=*'
                     set first 0
-                case --timeout --conflict-exit-code --replace-older --kill-after --signal --max-time --slots --ttl --cacert --cert --key --user --password
+                case --timeout --conflict-exit-code --replace-older --kill-after --signal --max-time --respawn-delay --tries --slots --ttl --cacert --cert --key --user --password
                     set i (math $i + 1)
                 # A word right after --etcd is its ENDPOINTS.
                 case --etcd
@@ -62,6 +62,8 @@ complete -c me-only -n 'not __me_only_command_start' -l replace-older -d 'Like -
 complete -c me-only -n 'not __me_only_command_start' -l kill-after -d 'Seconds from the first signal to SIGKILL [default: 10]' -r
 complete -c me-only -n 'not __me_only_command_start' -l signal -d 'The first signal to what is stopped [default: TERM]' -r
 complete -c me-only -n 'not __me_only_command_start' -l max-time -d 'Stop COMMAND once it has held the lock SECS: exit 124' -r
+complete -c me-only -n 'not __me_only_command_start' -l respawn-delay -d 'Back-off between runs: MIN doubling up to MAX [default: 1,60]' -r
+complete -c me-only -n 'not __me_only_command_start' -l tries -d 'Run COMMAND N times at most (with --respawn and the like)' -r
 complete -c me-only -n 'not __me_only_command_start' -l list -d 'List the locks held and their holders (--json)' -r
 complete -c me-only -n 'not __me_only_command_start' -l slots -d 'Let up to N instances run at once' -r
 complete -c me-only -n 'not __me_only_command_start' -l etcd -d 'Lock the name LOCK in an etcd cluster, across hosts' -r
@@ -80,6 +82,9 @@ complete -c me-only -n 'not __me_only_command_start' -s t -l test -d 'Tell wheth
 complete -c me-only -n 'not __me_only_command_start' -s q -l quiet -d 'Say nothing when the lock is held'
 complete -c me-only -n 'not __me_only_command_start' -s v -l verbose -d 'Print diagnostics on stderr'
 complete -c me-only -n 'not __me_only_command_start' -l replace -d 'Stop the instance that holds the lock, then run'
+complete -c me-only -n 'not __me_only_command_start' -l respawn -d 'Run COMMAND again each time it exits, keeping the lock'
+complete -c me-only -n 'not __me_only_command_start' -l until-success -d 'As --respawn, until a run exits 0; exit 0'
+complete -c me-only -n 'not __me_only_command_start' -l until-failure -d 'As --respawn, until a run fails; exit with its status'
 complete -c me-only -n 'not __me_only_command_start' -l auto -d 'No LOCK: the lock is named from COMMAND and its arguments'
 complete -c me-only -n 'not __me_only_command_start' -l json -d 'With --list: print JSON instead of a table'
 complete -c me-only -n 'not __me_only_command_start' -l insecure-skip-tls-verify -d 'With --etcd: do not check the https endpoints\' certificates (the connection is then open to anyone in between)'

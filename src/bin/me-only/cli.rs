@@ -18,7 +18,9 @@ mod occasional;
 
 #[cfg(feature = "etcd")]
 use etcd::EtcdOptions;
-pub use occasional::{MaxTime, OccasionalOptions, Replace};
+#[cfg(test)]
+pub use occasional::RespawnDelay;
+pub use occasional::{MaxTime, OccasionalOptions, Replace, Respawn, Until};
 
 /// The end of `--help`, and the source of the man page's EXIT STATUS,
 /// ENVIRONMENT and EXAMPLES sections (see man.rs): headings end in ':',
@@ -300,6 +302,9 @@ fn parse_exit_code(text: &str) -> Result<u8, String> {
 }
 
 /// What the command line asks for.
+// Made once and moved a couple of times: boxing Cli would cost every
+// launch an allocation to save a copy of a few hundred bytes.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Request {
     /// Take the lock and run the command.
@@ -455,8 +460,12 @@ pub fn full_command() -> clap::Command {
 /// version (which must show everything). Any word counts, even one of COMMAND's: the full
 /// definition parses every command line the lean one does, the same way.
 fn full_command_needed(args: &[OsString]) -> bool {
-    const FULL_ONLY: [&str; 18] = [
+    const FULL_ONLY: [&str; 22] = [
         "--replace",
+        "--respawn",
+        "--until-success",
+        "--until-failure",
+        "--tries",
         "--list",
         "--json",
         "--auto",
@@ -673,6 +682,10 @@ mod tests {
             &["me-only", "--replace-older=60", "l", "x"],
             &["me-only", "--slots", "2", "l", "x"],
             &["me-only", "--max-time=5", "l", "x"],
+            &["me-only", "--respawn", "l", "x"],
+            &["me-only", "--respawn-delay=1", "--respawn", "l", "x"],
+            &["me-only", "--until-success", "l", "x"],
+            &["me-only", "--until-failure", "--tries", "2", "l", "x"],
             &["me-only", "--auto", "x"],
             &["me-only", "--list"],
             &["me-only", "--list=/tmp/", "--json"],

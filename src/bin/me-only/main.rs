@@ -121,6 +121,9 @@ fn run(cli: Cli) -> Result<u8, Error> {
 #[cfg_attr(test, allow(dead_code))]
 fn start(cli: &Cli, held: run::launch::Held) -> Result<u8, Error> {
     let max_time = cli.occasional.max_time();
+    if let Some(respawn) = cli.occasional.respawn() {
+        return run::respawn::run(held, &cli.command, max_time, respawn);
+    }
     // --max-time needs me-only to outlive COMMAND's start, to stop it.
     if cli.fork || max_time.is_some() {
         run::supervise::run(held, &cli.command, max_time)

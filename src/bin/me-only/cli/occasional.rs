@@ -1,6 +1,6 @@
 //! The options a launch seldom uses: --replace, --replace-older,
 //! --signal and --kill-after (how a process is stopped), --max-time,
-//! --auto, --slots, --list. Like the
+//! --respawn and its kin, --auto, --slots, --list. Like the
 //! etcd options, they are defined only where the command line names one
 //! (`full_command_needed`): each option clap knows of costs every launch.
 
@@ -91,6 +91,77 @@ pub struct OccasionalOptions {
     )]
     pub max_time: Option<Duration>,
 
+    /// Run COMMAND again each time it exits, keeping the lock
+    ///
+    /// me-only takes the lock once and runs COMMAND as its child (as with
+    /// --fork), again whenever it exits, after a back-off (--respawn-delay)
+    /// and once all it left running has exited too, with a line on stderr
+    /// each time. TERM, INT and HUP are passed to COMMAND and end the loop
+    /// (during a back-off, me-only dies of them, running nothing more).
+    /// --until-success and --until-failure end it on a run's outcome,
+    /// --tries after so many runs
+    #[arg(
+        long,
+        group = "respawning",
+        conflicts_with_all = ["test", "list", "detach"],
+        help_heading = heading::RUNNING
+    )]
+    pub respawn: bool,
+
+    /// As --respawn, until a run exits 0; exit 0
+    ///
+    /// A run stopped by --max-time (124) is a failure
+    #[arg(
+        long,
+        group = "respawning",
+        conflicts_with_all = ["test", "list", "detach"],
+        hide_short_help = true,
+        help_heading = heading::RUNNING
+    )]
+    pub until_success: bool,
+
+    /// As --respawn, until a run fails; exit with its status
+    ///
+    /// A run fails when it exits non-zero or is killed by a signal
+    #[arg(
+        long,
+        group = "respawning",
+        conflicts_with_all = ["test", "list", "detach"],
+        hide_short_help = true,
+        help_heading = heading::RUNNING
+    )]
+    pub until_failure: bool,
+
+    /// Back-off between runs: MIN doubling up to MAX [default: 1,60]
+    ///
+    /// Seconds, fractions allowed, at most a day; MAX is 60 (or MIN, if
+    /// greater) when not given. The back-off starts over at MIN after a
+    /// run that lasted longer than MAX
+    #[arg(
+        long,
+        value_name = "MIN[,MAX]",
+        value_parser = parse_respawn_delay,
+        allow_negative_numbers = true,
+        requires = "respawning",
+        hide_short_help = true,
+        help_heading = heading::RUNNING
+    )]
+    pub respawn_delay: Option<RespawnDelay>,
+
+    /// Run COMMAND N times at most (with --respawn and the like)
+    ///
+    /// After N runs, me-only exits with the last run's status
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = parse_tries,
+        allow_negative_numbers = true,
+        requires = "respawning",
+        hide_short_help = true,
+        help_heading = heading::RUNNING
+    )]
+    pub tries: Option<u32>,
+
     /// No LOCK: the lock is named from COMMAND and its arguments
     ///
     /// The first word is COMMAND, and the lock is named from the command
@@ -151,6 +222,56 @@ fn parse_slots(text: &str) -> Result<u32, String> {
     }
 }
 
+/// The longest back-off --respawn-delay takes: a longer one is surely a
+/// mistake (a number of milliseconds taken for seconds), and the doubling
+/// stays far from what the clock can count to.
+const MAX_RESPAWN_DELAY: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The back-off without --respawn-delay: systemd's and runit's second, up
+/// to a minute.
+const DEFAULT_RESPAWN_DELAY: RespawnDelay = RespawnDelay {
+    min: Duration::from_secs(1),
+    max: Duration::from_secs(60),
+};
+
+/// The back-off between runs of a loop: `min` doubling up to `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RespawnDelay {
+    pub min: Duration,
+    pub max: Duration,
+}
+
+/// `MIN[,MAX]`, in seconds.
+fn parse_respawn_delay(text: &str) -> Result<RespawnDelay, String> {
+    let bounded = |part: &str| {
+        parse_seconds(part).and_then(|delay| {
+            if delay > MAX_RESPAWN_DELAY {
+                Err(format!("'{part}' is longer than a day"))
+            } else {
+                Ok(delay)
+            }
+        })
+    };
+    let (min, max) = match text.split_once(',') {
+        Some((min, max)) => (bounded(min)?, bounded(max)?),
+        None => {
+            let min = bounded(text)?;
+            (min, min.max(DEFAULT_RESPAWN_DELAY.max))
+        }
+    };
+    if min > max {
+        return Err(format!("'{text}': MIN is greater than MAX"));
+    }
+    Ok(RespawnDelay { min, max })
+}
+
+fn parse_tries(text: &str) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(tries @ 1..) => Ok(tries),
+        _ => Err(format!("'{text}' is not a number of runs (1 or more)")),
+    }
+}
+
 /// A signal, as timeout(1) and kill(1) take it: a name, with or without
 /// SIG, in any case, or a number (real-time signals included).
 fn parse_signal(text: &str) -> Result<libc::c_int, String> {
@@ -191,6 +312,24 @@ pub struct MaxTime {
     pub kill_after: Duration,
 }
 
+/// When COMMAND is run again: --respawn, --until-success, --until-failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// --respawn: only a signal to me-only ends the loop.
+    Stopped,
+    Success,
+    Failure,
+}
+
+/// What --respawn and its kin ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Respawn {
+    pub until: Until,
+    pub delay: RespawnDelay,
+    /// --tries: the most runs.
+    pub tries: Option<u32>,
+}
+
 impl OccasionalOptions {
     pub fn kill_after(&self) -> Duration {
         self.kill_after.unwrap_or(DEFAULT_KILL_AFTER)
@@ -208,6 +347,24 @@ impl OccasionalOptions {
             limit,
             signal: self.signal(),
             kill_after: self.kill_after(),
+        })
+    }
+
+    /// Whether and until when to run COMMAND again.
+    pub fn respawn(&self) -> Option<Respawn> {
+        let until = if self.respawn {
+            Until::Stopped
+        } else if self.until_success {
+            Until::Success
+        } else if self.until_failure {
+            Until::Failure
+        } else {
+            return None;
+        };
+        Some(Respawn {
+            until,
+            delay: self.respawn_delay.unwrap_or(DEFAULT_RESPAWN_DELAY),
+            tries: self.tries,
         })
     }
 

@@ -5,10 +5,10 @@
 //! --max-time, the supervisor also stops the child, and all it started,
 //! once its time is up.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, ExitStatus};
-use std::time::Instant;
+use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
 
 use log::debug;
 use nix::errno::Errno;
@@ -41,6 +41,9 @@ const FORWARDED: [Signal; 7] = [
     Signal::SIGWINCH,
 ];
 
+/// The signals that end a --respawn loop, as they would end a shell's.
+const ENDING: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
+
 /// A signal the kernel generated (a terminal's ^C, ^\\, hang-up, resize) went
 /// to the whole foreground process group, the child included: passing it on
 /// would deliver it twice.
@@ -49,89 +52,195 @@ const SI_KERNEL: i32 = 0x80;
 /// Runs COMMAND as a child while holding the lock; returns its status as
 /// me-only's exit code, or 124 when `max_time` ran out and it was stopped.
 pub fn run(held: Held, command: &[OsString], max_time: Option<MaxTime>) -> Result<u8, Error> {
-    // Counted from the moment the lock is held, which is now. A limit of 0
-    // (timeout(1)'s convention) or past what the clock can count to is no
-    // limit.
-    let cap = max_time.and_then(|max_time| {
-        if max_time.limit.is_zero() {
-            return None;
-        }
-        Some(Cap {
-            deadline: deadline::after(max_time.limit)?,
-            max_time,
-        })
-    });
-    let lock_name = held.name();
-    let system_error = |action, errno| Error::lock_errno(lock_name, action, errno);
-    // Signals are taken from a signalfd, in order and without handlers, so
-    // no waitpid is ever interrupted and no SIGCHLD is lost.
-    let mut watched = SigSet::empty();
-    FORWARDED.iter().for_each(|&signal| watched.add(signal));
-    watched.add(Signal::SIGCHLD);
-    let mut original_mask = SigSet::empty();
-    sigprocmask(
-        SigmaskHow::SIG_BLOCK,
-        Some(&watched),
-        Some(&mut original_mask),
-    )
-    .map_err(|errno| system_error("block signals", errno))?;
-    // An ignored SIGCHLD would reap the child before we could see its status.
-    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-    // SAFETY: installs the default disposition, no handler.
-    let original_sigchld = unsafe { sigaction(Signal::SIGCHLD, &default) }
-        .map_err(|errno| system_error("reset SIGCHLD", errno))?;
-    let signals = SignalFd::with_flags(&watched, SfdFlags::SFD_CLOEXEC)
-        .map_err(|errno| system_error("create a signalfd", errno))?;
+    let mut supervisor = Supervisor::start(held, command, max_time)?;
+    let ended = supervisor.run_once()?;
+    Ok(supervisor.finish(&ended))
+}
 
-    // me-only keeps the lock (and COMMAND shares its descriptor, below).
-    held.lock.hand_over(std::process::id() as i32)?;
-    // What COMMAND leaves running when it exits (`job &`) is still the
-    // instance: as a child subreaper, me-only gets it back as its child,
-    // keeps the lock until it is gone too, and stops it with the rest at
-    // --max-time. After hand_over, whose etcd keeper must not come back.
-    nix::sys::prctl::set_child_subreaper(true)
-        .map_err(|errno| system_error("become a child subreaper", errno))?;
-    // Children me-only has before COMMAND starts are not COMMAND's: those
-    // of the program that exec'd me-only, or an etcd keeper that came back
-    // to it (me-only is pid 1, or inherited the subreaper flag). Neither
-    // waited for nor stopped.
-    let adopted = procfs::children(std::process::id() as i32);
-    let mut child = launch::child(command, &held, original_mask);
-    // COMMAND and what it starts inherit the lock as well: should me-only
-    // be killed (kill -9, the OOM killer), COMMAND dies with it (its death
-    // signal) but what it left running holds the lock until it is gone,
-    // instead of running beside the next instance.
-    launch::share_with(&mut child, &held)?;
-    let supervisor = nix::unistd::getpid();
-    // SAFETY: sigaction, prctl and getppid are async-signal-safe.
-    unsafe {
-        child.pre_exec(move || {
-            sigaction(Signal::SIGCHLD, &original_sigchld)?;
-            die_with(supervisor)
+/// me-only holding the lock, ready to run COMMAND as its child, once or
+/// (--respawn) again and again.
+pub struct Supervisor<'a> {
+    held: Held<'a>,
+    program: &'a OsStr,
+    /// COMMAND as each run starts it.
+    child: Command,
+    signals: SignalFd,
+    max_time: Option<MaxTime>,
+    /// When the first run's --max-time counts from: the moment the lock
+    /// was held. Later runs count from their own start.
+    locked_at: Option<Instant>,
+    /// Children me-only had before COMMAND first started: not COMMAND's.
+    adopted: Vec<i32>,
+}
+
+/// How a run ended.
+pub struct Ended {
+    pub status: ExitStatus,
+    /// Stopped by --max-time before it had exited.
+    pub capped: bool,
+    /// TERM, INT or HUP came to me-only meanwhile: run nothing more.
+    pub stop: Option<Signal>,
+}
+
+impl Ended {
+    /// The run's status as an exit code: 124 when --max-time stopped it,
+    /// 128+N when signal N killed it.
+    pub fn exit_code(&self) -> u8 {
+        if self.capped {
+            EXIT_MAX_TIME
+        } else {
+            exit_code(self.status)
+        }
+    }
+}
+
+impl<'a> Supervisor<'a> {
+    /// Takes the signals into a signalfd and keeps the lock in me-only.
+    pub fn start(
+        held: Held<'a>,
+        command: &'a [OsString],
+        max_time: Option<MaxTime>,
+    ) -> Result<Supervisor<'a>, Error> {
+        // Counted from the moment the lock is held, which is now.
+        let locked_at = Some(Instant::now());
+        let lock_name = held.name();
+        let system_error = |action, errno| Error::lock_errno(lock_name, action, errno);
+        // Signals are taken from a signalfd, in order and without handlers, so
+        // no waitpid is ever interrupted and no SIGCHLD is lost.
+        let mut watched = SigSet::empty();
+        FORWARDED.iter().for_each(|&signal| watched.add(signal));
+        watched.add(Signal::SIGCHLD);
+        let mut original_mask = SigSet::empty();
+        sigprocmask(
+            SigmaskHow::SIG_BLOCK,
+            Some(&watched),
+            Some(&mut original_mask),
+        )
+        .map_err(|errno| system_error("block signals", errno))?;
+        // An ignored SIGCHLD would reap the child before we could see its status.
+        let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+        // SAFETY: installs the default disposition, no handler.
+        let original_sigchld = unsafe { sigaction(Signal::SIGCHLD, &default) }
+            .map_err(|errno| system_error("reset SIGCHLD", errno))?;
+        let signals = SignalFd::with_flags(&watched, SfdFlags::SFD_CLOEXEC)
+            .map_err(|errno| system_error("create a signalfd", errno))?;
+
+        // me-only keeps the lock (and COMMAND shares its descriptor, below).
+        held.lock.hand_over(std::process::id() as i32)?;
+        // What COMMAND leaves running when it exits (`job &`) is still the
+        // instance: as a child subreaper, me-only gets it back as its child,
+        // keeps the lock until it is gone too, and stops it with the rest at
+        // --max-time. After hand_over, whose etcd keeper must not come back.
+        nix::sys::prctl::set_child_subreaper(true)
+            .map_err(|errno| system_error("become a child subreaper", errno))?;
+        // Children me-only has before COMMAND starts are not COMMAND's: those
+        // of the program that exec'd me-only, or an etcd keeper that came back
+        // to it (me-only is pid 1, or inherited the subreaper flag). Neither
+        // waited for nor stopped.
+        let adopted = procfs::children(std::process::id() as i32);
+        let mut child = launch::child(command, &held, original_mask);
+        // COMMAND and what it starts inherit the lock as well: should me-only
+        // be killed (kill -9, the OOM killer), COMMAND dies with it (its death
+        // signal) but what it left running holds the lock until it is gone,
+        // instead of running beside the next instance.
+        launch::share_with(&mut child, &held)?;
+        let supervisor = nix::unistd::getpid();
+        // SAFETY: sigaction, prctl and getppid are async-signal-safe.
+        unsafe {
+            child.pre_exec(move || {
+                sigaction(Signal::SIGCHLD, &original_sigchld)?;
+                die_with(supervisor)
+            });
+        }
+        Ok(Supervisor {
+            held,
+            program: &command[0],
+            child,
+            signals,
+            max_time,
+            locked_at,
+            adopted,
+        })
+    }
+
+    /// Runs COMMAND to its end, and the end of all it left running.
+    pub fn run_once(&mut self) -> Result<Ended, Error> {
+        let lock_name = self.held.name();
+        // A limit of 0 (timeout(1)'s convention) or past what the clock can
+        // count to is no limit.
+        let counted_from = self.locked_at.take().unwrap_or_else(Instant::now);
+        let cap = self.max_time.and_then(|max_time| {
+            if max_time.limit.is_zero() {
+                return None;
+            }
+            Some(Cap {
+                deadline: counted_from.checked_add(max_time.limit)?,
+                max_time,
+            })
         });
+        let mut child = self
+            .child
+            .spawn()
+            .map_err(|err| exec_error(lock_name, self.program, errno_of(&err)))?;
+        // A tree to stop holds a pidfd for each of its processes; COMMAND,
+        // started, keeps the limit it was given (and so does the next run).
+        let _raised = DescriptorLimit::raise();
+        debug!(
+            "{lock_name}: lock held {} by me-only; child pid {}",
+            self.held.whereabouts(),
+            child.id()
+        );
+        supervise(&mut child, &self.signals, cap, &mut self.adopted)
+            .map_err(|errno| Error::lock_errno(lock_name, "supervise the command", errno))
     }
-    let mut child = child
-        .spawn()
-        .map_err(|err| exec_error(lock_name, &command[0], errno_of(&err)))?;
-    // A tree to stop holds a pidfd for each of its processes; COMMAND,
-    // started, keeps the limit it was given.
-    let _raised = DescriptorLimit::raise();
-    debug!(
-        "{lock_name}: lock held {} by me-only; child pid {}",
-        held.whereabouts(),
-        child.id()
-    );
-    let (status, capped) = supervise(&mut child, &signals, cap, adopted)
-        .map_err(|errno| system_error("supervise the command", errno))?;
-    drop(held.fd);
-    if capped {
-        debug!("stopped after --max-time: {status}");
-        return Ok(EXIT_MAX_TIME);
+
+    /// Waits `delay` between runs, or until TERM, INT or HUP comes, which
+    /// it returns: a timed wait on the signalfd, which costs no CPU.
+    pub fn back_off(&mut self, delay: Duration) -> Result<Option<Signal>, Error> {
+        let lock_name = self.held.name();
+        let system_error = |errno| Error::lock_errno(lock_name, "wait to run again", errno);
+        // None: a back-off past what the clock counts to never ends.
+        let deadline = deadline::after(delay);
+        loop {
+            if deadline::has_come(deadline) {
+                return Ok(None);
+            }
+            let readable = match deadline {
+                Some(deadline) => readable_before(&self.signals, deadline),
+                None => Ok(true),
+            };
+            if !readable.map_err(system_error)? {
+                return Ok(None);
+            }
+            let signal = match self.signals.read_signal() {
+                Ok(Some(info)) => Signal::try_from(info.ssi_signo as i32).ok(),
+                Ok(None) | Err(Errno::EINTR) => None,
+                Err(errno) => return Err(system_error(errno)),
+            };
+            match signal {
+                Some(Signal::SIGCHLD) => {
+                    // Only children that were not COMMAND's can be left.
+                    let mut none = None;
+                    reap(Pid::from_raw(0), &mut none, &mut self.adopted).map_err(system_error)?;
+                }
+                Some(signal) if ENDING.contains(&signal) => return Ok(Some(signal)),
+                // Nothing runs to pass it on to.
+                _ => {}
+            }
+        }
     }
-    if let Some(signal) = status.signal() {
-        die_of(signal);
+
+    /// Lets the lock go and returns the run's exit code; dies of the
+    /// signal that killed it, as exec mode would have.
+    pub fn finish(self, ended: &Ended) -> u8 {
+        drop(self.held.fd);
+        if ended.capped {
+            debug!("stopped after --max-time: {}", ended.status);
+        } else if let Some(signal) = ended.status.signal() {
+            die_of(signal);
+        }
+        ended.exit_code()
     }
-    Ok(exit_code(status))
 }
 
 /// Dies of the signal that killed the child, as exec mode would have, so
@@ -139,7 +248,7 @@ pub fn run(held: Held, command: &[OsString], max_time: Option<MaxTime>) -> Resul
 /// not when it exited 130. A core-dumping signal dumps no core of
 /// me-only's: the core, if any, was the child's. Returns if the signal
 /// does not kill (it cannot, having killed the child).
-fn die_of(signal: i32) {
+pub fn die_of(signal: i32) {
     let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
     let Ok(signal) = Signal::try_from(signal) else {
         return;
@@ -187,8 +296,8 @@ fn supervise(
     child: &mut Child,
     signals: &SignalFd,
     mut cap: Option<Cap>,
-    mut adopted: Vec<i32>,
-) -> Result<(ExitStatus, bool), Errno> {
+    adopted: &mut Vec<i32>,
+) -> Result<Ended, Errno> {
     let pid = Pid::from_raw(child.id() as i32);
     // A terminal's hang-up goes to its session leader alone (the rest of
     // the session hears of it only when the leader exits): when me-only
@@ -197,13 +306,14 @@ fn supervise(
     let leads_session = nix::unistd::getsid(None).is_ok_and(|sid| sid == nix::unistd::getpid());
     let mut capped = false;
     let mut status = None;
+    let mut stop = None;
     loop {
         if let Some(Cap { deadline, max_time }) = cap {
             if !readable_before(signals, deadline)? {
                 debug!("--max-time is up: stopping {pid} and what it started");
                 cap = None;
                 capped = status.is_none();
-                Tree::freeze_descendants(&adopted).terminate(max_time.signal, max_time.kill_after);
+                Tree::freeze_descendants(adopted).terminate(max_time.signal, max_time.kill_after);
                 continue;
             }
         }
@@ -217,11 +327,22 @@ fn supervise(
         };
         if signal == Signal::SIGCHLD {
             // Also sent when a child stops or continues.
-            let children_left = reap(pid, &mut status, &mut adopted)?;
+            let children_left = reap(pid, &mut status, adopted)?;
             match status {
-                Some(status) if !children_left => return Ok((status, capped)),
+                Some(status) if !children_left => {
+                    return Ok(Ended {
+                        status,
+                        capped,
+                        stop,
+                    });
+                }
                 _ => continue,
             }
+        }
+        if ENDING.contains(&signal) {
+            // Even one the child had from the terminal: a ^C must not be
+            // answered with another run.
+            stop = Some(signal);
         }
         let child_had_it =
             info.ssi_code == SI_KERNEL && !(signal == Signal::SIGHUP && leads_session);
@@ -234,7 +355,7 @@ fn supervise(
             let _ = nix::sys::signal::kill(pid, signal);
         } else {
             debug!("forwarding {signal} to what the child left running");
-            Tree::descendants(&adopted).signal(signal as i32);
+            Tree::descendants(adopted).signal(signal as i32);
         }
     }
 }

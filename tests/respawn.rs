@@ -1,0 +1,311 @@
+//! --respawn, --until-success, --until-failure and --tries: me-only takes
+//! the lock once and runs COMMAND again and again, holding the lock
+//! throughout, with a back-off between runs.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use common::{KillOnDrop, me_only, one_error_line, read_until_a_line_with, text};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// A script for `sh -c` that notes each run's start (a timestamp, one line
+/// in `runs`), makes sure it is the only run (a mkdir witness: a run that
+/// finds it taken exits 99) and leaves, then `rest`.
+fn witnessed(dir: &Path, rest: &str) -> String {
+    format!(
+        "mkdir {dir}/running || exit 99; date +%s.%N >> {dir}/runs; rmdir {dir}/running; {rest}",
+        dir = dir.display()
+    )
+}
+
+/// The start of each run, in seconds.
+fn run_starts(dir: &Path) -> Vec<f64> {
+    std::fs::read_to_string(dir.join("runs"))
+        .unwrap_or_default()
+        .lines()
+        .map(|line| line.parse().unwrap())
+        .collect()
+}
+
+fn respawning(options: &[&str], lock: &str, script: &str) -> Command {
+    let mut command = me_only();
+    command.args(options).arg(lock).args(["sh", "-c", script]);
+    command
+}
+
+fn run(options: &[&str], lock: &str, script: &str) -> Output {
+    respawning(options, lock, script).output().unwrap()
+}
+
+/// The delays the restart lines announce, in order.
+fn announced_delays(stderr: &[u8]) -> Vec<String> {
+    text(stderr)
+        .lines()
+        .map(|line| {
+            let (_, delay) = line
+                .rsplit_once("running it again in ")
+                .unwrap_or_else(|| panic!("not a restart line: {line:?}"));
+            delay.to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn respawn_runs_command_again_with_a_doubling_back_off_and_one_line_each_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = common::unique_lock("respawn-back-off");
+    let output = run(
+        &["--respawn", "--respawn-delay", "0.1,0.4", "--tries", "5"],
+        &lock,
+        &witnessed(dir.path(), "exit 3"),
+    );
+    assert_eq!(output.status.code(), Some(3), "{output:?}");
+    let starts = run_starts(dir.path());
+    assert_eq!(starts.len(), 5, "{output:?}");
+    // 0.1, 0.2, 0.4, then 0.4: MAX caps the doubling.
+    for (gap, least) in starts
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .zip([0.1, 0.2, 0.4, 0.4])
+    {
+        assert!(
+            gap >= least,
+            "runs {gap} s apart, less than {least}: {starts:?}"
+        );
+        assert!(gap < least + 2.0, "runs {gap} s apart: {starts:?}");
+    }
+    assert_eq!(
+        announced_delays(&output.stderr),
+        ["0.1 s", "0.2 s", "0.4 s", "0.4 s"]
+    );
+    assert!(
+        text(&output.stderr).starts_with(&format!(
+            "me-only: {lock}: sh exited with status 3; running it again in 0.1 s\n"
+        )),
+        "{output:?}"
+    );
+}
+
+#[test]
+fn the_back_off_starts_over_after_a_run_longer_than_max() {
+    let dir = tempfile::tempdir().unwrap();
+    let counter = dir.path().join("n");
+    // The third run lasts longer than MAX (0.2 s).
+    let script = format!(
+        "n=$(($(cat {c} 2>/dev/null || echo 0) + 1)); echo $n > {c}; \
+         [ $n = 3 ] && sleep 0.3; exit 1",
+        c = counter.display()
+    );
+    let lock = common::unique_lock("respawn-reset");
+    let output = run(
+        &["--respawn", "--respawn-delay", "0.05,0.2", "--tries", "4"],
+        &lock,
+        &script,
+    );
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert_eq!(
+        announced_delays(&output.stderr),
+        ["0.05 s", "0.1 s", "0.05 s"]
+    );
+}
+
+/// What a run leaves running in the background is still the instance: the
+/// next run starts only once it is gone (it would find the witness taken).
+#[test]
+fn the_next_run_waits_for_what_the_last_one_left_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!(
+        "mkdir {d}/running || exit 99; date +%s.%N >> {d}/runs; \
+         (sleep 0.3; rmdir {d}/running) > /dev/null 2>&1 & exit 1",
+        d = dir.path().display()
+    );
+    let lock = common::unique_lock("respawn-leftovers");
+    let output = run(
+        &["--respawn", "--respawn-delay", "0.01", "--tries", "3"],
+        &lock,
+        &script,
+    );
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let starts = run_starts(dir.path());
+    assert_eq!(starts.len(), 3, "{output:?}");
+    for gap in starts.windows(2).map(|w| w[1] - w[0]) {
+        assert!(
+            gap >= 0.3,
+            "a run started beside the last one's leftovers: {starts:?}"
+        );
+    }
+}
+
+/// Starts a respawning me-only whose runs print `run` and exit 1, with a
+/// long back-off, and returns once it announced its first restart: it is
+/// then waiting, holding the lock, with no COMMAND running.
+fn waiting_to_respawn(lock: &str) -> (KillOnDrop, BufReader<std::process::ChildStderr>) {
+    let mut child = respawning(
+        &["--respawn", "--respawn-delay", "30"],
+        lock,
+        "echo run; exit 1",
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    read_until_a_line_with(&mut stderr, "running it again in 30 s");
+    (KillOnDrop(child), stderr)
+}
+
+#[test]
+fn the_lock_stays_held_between_runs() {
+    let lock = common::unique_lock("respawn-held");
+    let (_waiting, _stderr) = waiting_to_respawn(&lock);
+    let second = me_only()
+        .args(["--respawn", &lock, "true"])
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(4), "{second:?}");
+    one_error_line(&second.stderr);
+    // keep-one-running from cron: a second loop is no failure with -E 0.
+    let quiet = me_only()
+        .args(["--respawn", "-E", "0", "-q", &lock, "true"])
+        .output()
+        .unwrap();
+    assert_eq!(quiet.status.code(), Some(0), "{quiet:?}");
+    assert!(quiet.stderr.is_empty(), "{quiet:?}");
+}
+
+#[test]
+fn sigterm_during_the_back_off_ends_the_loop_with_no_run() {
+    let lock = common::unique_lock("respawn-term-waiting");
+    let (mut waiting, mut stderr) = waiting_to_respawn(&lock);
+    let pid = Pid::from_raw(waiting.0.id() as i32);
+    kill(pid, Signal::SIGTERM).unwrap();
+    let status = waiting.0.wait().unwrap();
+    assert_eq!(status.signal(), Some(Signal::SIGTERM as i32), "{status:?}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert_eq!(rest, "");
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(waiting.0.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+    assert_eq!(stdout, "run\n", "a run after SIGTERM");
+}
+
+#[test]
+fn a_signal_is_forwarded_to_the_running_command_and_ends_the_loop() {
+    for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        let lock = common::unique_lock("respawn-forward");
+        let script = format!(
+            "trap 'echo got {signal}; exit 5' {name}; echo ready; while :; do sleep 0.01; done",
+            name = &signal.as_str()[3..]
+        );
+        let mut child = respawning(&["--respawn", "--respawn-delay", "0.01"], &lock, &script)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut child = KillOnDrop(child);
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert_eq!(line, "ready\n");
+        kill(Pid::from_raw(child.0.id() as i32), signal).unwrap();
+        let status = child.0.wait().unwrap();
+        assert_eq!(status.code(), Some(5), "{signal}: {status:?}");
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+        assert_eq!(rest, format!("got {signal}\n"), "{signal}: ran again");
+    }
+}
+
+/// Runs a script that counts its runs in a file ($n) and then runs `tail`;
+/// the status and the number of runs.
+fn counted(options: &[&str], tail: &str) -> (Output, u32) {
+    let dir = tempfile::tempdir().unwrap();
+    let counter = dir.path().join("n");
+    let script = format!(
+        "n=$(($(cat {c} 2>/dev/null || echo 0) + 1)); echo $n > {c}; {tail}",
+        c = counter.display()
+    );
+    let lock = common::unique_lock("respawn-counted");
+    let mut all = vec!["--respawn-delay", "0.01"];
+    all.extend_from_slice(options);
+    let output = run(&all, &lock, &script);
+    let runs = std::fs::read_to_string(&counter)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    (output, runs)
+}
+
+#[test]
+fn until_success_stops_after_the_first_run_that_exits_0() {
+    let (output, runs) = counted(&["--until-success"], "exit $((n < 3 ? 6 : 0))");
+    assert_eq!((output.status.code(), runs), (Some(0), 3), "{output:?}");
+    assert_eq!(announced_delays(&output.stderr).len(), 2);
+}
+
+#[test]
+fn until_failure_stops_after_the_first_run_that_fails_with_its_status() {
+    let (output, runs) = counted(&["--until-failure"], "exit $((n < 3 ? 0 : 7))");
+    assert_eq!((output.status.code(), runs), (Some(7), 3), "{output:?}");
+}
+
+#[test]
+fn tries_bounds_each_loop_and_the_last_status_is_the_exit_code() {
+    let (output, runs) = counted(&["--until-success", "--tries", "2"], "exit $((n + 10))");
+    assert_eq!((output.status.code(), runs), (Some(12), 2), "{output:?}");
+    let (output, runs) = counted(&["--until-failure", "--tries=3"], "exit 0");
+    assert_eq!((output.status.code(), runs), (Some(0), 3), "{output:?}");
+    let (output, runs) = counted(&["--respawn", "--tries", "1"], "exit $n");
+    assert_eq!((output.status.code(), runs), (Some(1), 1), "{output:?}");
+    assert!(output.stderr.is_empty(), "{output:?}");
+}
+
+#[test]
+fn a_run_killed_by_a_signal_is_said_so_and_run_again() {
+    let (output, runs) = counted(&["--respawn", "--tries", "2"], "kill -KILL $$");
+    assert_eq!(runs, 2);
+    assert_eq!(
+        output.status.signal(),
+        Some(Signal::SIGKILL as i32),
+        "{output:?}"
+    );
+    assert!(
+        text(&output.stderr).contains(": sh was killed by SIGKILL; running it again in 0.01 s\n"),
+        "{output:?}"
+    );
+}
+
+#[test]
+fn bad_respawn_options_are_usage_errors() {
+    let lock = common::unique_lock("respawn-usage");
+    for bad in [
+        &["--respawn", "--test"][..],
+        &["--respawn", "--list"],
+        &["--respawn", "--until-success"],
+        &["--until-success", "--until-failure"],
+        &["--respawn", "--tries", "0"],
+        &["--respawn", "--tries", "-1"],
+        &["--tries", "2"],
+        &["--respawn-delay", "1"],
+        &["--respawn", "--respawn-delay", "2,1"],
+        &["--respawn", "--respawn-delay", "-1"],
+        &["--respawn", "--respawn-delay", "1,1e30"],
+        &["--respawn", "--respawn-delay", "1,2,3"],
+        &["--respawn", "--respawn-delay", ""],
+        &["--respawn", "--respawn-delay", "soon"],
+    ] {
+        let output = me_only()
+            .args(bad)
+            .args([&lock, "sh", "-c", "echo ran"])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{bad:?}: {output:?}");
+        one_error_line(&output.stderr);
+        assert!(output.stdout.is_empty(), "{bad:?}: {output:?}");
+    }
+}
