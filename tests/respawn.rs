@@ -145,15 +145,21 @@ fn the_next_run_waits_for_what_the_last_one_left_running() {
 /// long back-off, and returns once it announced its first restart: it is
 /// then waiting, holding the lock, with no COMMAND running.
 fn waiting_to_respawn(lock: &str) -> (KillOnDrop, BufReader<std::process::ChildStderr>) {
-    let mut child = respawning(
-        &["--respawn", "--respawn-delay", "30"],
-        lock,
-        "echo run; exit 1",
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    waiting_to_respawn_with(&[], lock)
+}
+
+/// As `waiting_to_respawn`, with more `options`.
+fn waiting_to_respawn_with(
+    options: &[&str],
+    lock: &str,
+) -> (KillOnDrop, BufReader<std::process::ChildStderr>) {
+    let mut all = vec!["--respawn", "--respawn-delay", "30"];
+    all.extend_from_slice(options);
+    let mut child = respawning(&all, lock, "echo run; exit 1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     read_until_a_line_with(&mut stderr, "running it again in 30 s");
     (KillOnDrop(child), stderr)
@@ -308,4 +314,166 @@ fn bad_respawn_options_are_usage_errors() {
         one_error_line(&output.stderr);
         assert!(output.stdout.is_empty(), "{bad:?}: {output:?}");
     }
+}
+
+/// --max-time caps each run, from its own start; a capped run (124) is a
+/// failure for --until-success.
+#[test]
+fn max_time_caps_each_run_and_a_capped_run_is_a_failure() {
+    let started = std::time::Instant::now();
+    let (output, runs) = counted(
+        &["--until-success", "--max-time", "0.3", "--kill-after", "1"],
+        "[ $n -ge 3 ] && exit 0; exec sleep 100",
+    );
+    assert_eq!((output.status.code(), runs), (Some(0), 3), "{output:?}");
+    assert!(
+        started.elapsed().as_secs_f64() >= 0.6,
+        "two runs capped at 0.3 s each in {:?}",
+        started.elapsed()
+    );
+    assert!(
+        text(&output.stderr)
+            .contains(": sh was stopped after --max-time; running it again in 0.01 s\n"),
+        "{output:?}"
+    );
+}
+
+/// --etcd: the lease is taken once and kept across runs (each run sees the
+/// same fencing token, the lock key's create revision, which a new lease
+/// would have changed), and given back at the end.
+#[test]
+fn etcd_keeps_one_lease_across_runs() {
+    let Some(etcd) = common::etcd::Etcd::start_with_etcdctl() else {
+        return;
+    };
+    let lock = common::etcd::lock_name("respawn-lease");
+    let dir = tempfile::tempdir().unwrap();
+    let fences = dir.path().join("fences");
+    let script = format!(
+        "echo $ME_ONLY_FENCE >> {f}; [ $(wc -l < {f}) -ge 5 ]",
+        f = fences.display()
+    );
+    let output = common::etcd::on(
+        &etcd,
+        &[
+            "--until-success",
+            "--respawn-delay",
+            "0.01",
+            &lock,
+            "sh",
+            "-c",
+            &script,
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let fences = std::fs::read_to_string(&fences).unwrap();
+    let fences: Vec<&str> = fences.lines().collect();
+    assert_eq!(fences.len(), 5, "{fences:?}");
+    assert!(!fences[0].is_empty(), "{fences:?}");
+    assert!(fences.iter().all(|fence| *fence == fences[0]), "{fences:?}");
+    assert_eq!(etcd.keys_under(&lock), Vec::<String>::new());
+}
+
+/// A lost lease (the key deleted by an operator) ends the loop: the keeper
+/// fences off the supervisor and COMMAND, and nothing runs again.
+#[test]
+fn a_lost_etcd_lease_ends_the_loop() {
+    let Some(etcd) = common::etcd::Etcd::start_with_etcdctl() else {
+        return;
+    };
+    let lock = common::etcd::lock_name("respawn-lost");
+    let script = "trap 'echo terminated; exit 0' TERM; echo ready; \
+                  while :; do sleep 1 & wait $!; done";
+    let (holder, mut stdout) = common::etcd::started(&mut common::etcd::on(
+        &etcd,
+        &[
+            "--respawn",
+            "--respawn-delay",
+            "0.01",
+            "--ttl",
+            "3",
+            &lock,
+            "sh",
+            "-c",
+            script,
+        ],
+    ));
+    etcd.delete_keys_of(&lock);
+    read_until_a_line_with(&mut stdout, "terminated");
+    let output = holder.wait_with_output().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert_eq!(rest, "", "ran again after the lease was lost: {output:?}");
+    assert!(
+        !text(&output.stderr).contains("running it again"),
+        "{output:?}"
+    );
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert!(
+        text(&output.stderr).contains(&format!(
+            "me-only: {lock}: lock key deleted; terminating pid"
+        )),
+        "{output:?}"
+    );
+}
+
+/// --replace stops the whole loop, supervisor and COMMAND, not just the run
+/// in progress (which the loop would start again beside the replacer).
+#[test]
+fn replace_stops_the_whole_loop() {
+    let lock = common::unique_lock("respawn-replaced");
+    let mut child = respawning(
+        &["--respawn", "--respawn-delay", "0.01"],
+        &lock,
+        "echo ready; exec sleep 100",
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut child = KillOnDrop(child);
+    read_until_a_line_with(&mut stdout, "ready");
+    let replacer = me_only()
+        .args(["--replace", &lock, "echo", "replaced"])
+        .output()
+        .unwrap();
+    assert_eq!(replacer.status.code(), Some(0), "{replacer:?}");
+    assert_eq!(text(&replacer.stdout), "replaced\n");
+    let status = child.0.wait().unwrap();
+    assert_eq!(status.signal(), Some(Signal::SIGTERM as i32), "{status:?}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert_eq!(rest, "", "ran again after it was replaced");
+}
+
+/// --slots: each loop keeps the slot it took across its runs (ME_ONLY_SLOT
+/// stays), and when all are held the next loop is refused.
+#[test]
+fn slots_each_loop_keeps_its_slot() {
+    let lock = common::unique_lock("respawn-slots");
+    let (_first, _stderr) = waiting_to_respawn_with(&["--slots", "2"], &lock);
+    let dir = tempfile::tempdir().unwrap();
+    let slots = dir.path().join("slots");
+    let script = format!("echo $ME_ONLY_SLOT >> {}; exit 1", slots.display());
+    let output = run(
+        &[
+            "--slots",
+            "2",
+            "--respawn",
+            "--respawn-delay",
+            "0.01",
+            "--tries",
+            "3",
+        ],
+        &lock,
+        &script,
+    );
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert_eq!(std::fs::read_to_string(&slots).unwrap(), "2\n2\n2\n");
+    let (_second, _stderr) = waiting_to_respawn_with(&["--slots", "2"], &lock);
+    let third = run(&["--slots", "2", "--respawn"], &lock, "echo ran");
+    assert_eq!(third.status.code(), Some(4), "{third:?}");
+    assert!(third.stdout.is_empty(), "{third:?}");
 }
