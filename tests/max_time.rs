@@ -1,7 +1,7 @@
 //! --max-time: a run that holds the lock too long is stopped, with all it
 //! started, and me-only exits 124.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, Read, Write};
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
 //! The modes: --wait and --timeout, --test, --fork.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::ffi::OsStrExt;
