@@ -65,6 +65,25 @@ pub fn me_only_as_user(uid: u32) -> (tempfile::TempDir, Command) {
     (dir, command)
 }
 
+/// Gives the child the default disposition of `signals`. sh cannot trap a
+/// signal that was ignored when it started (POSIX), and a test run from the
+/// background of a non-interactive shell (`cargo test &` in a script)
+/// starts with INT and QUIT ignored (under nohup, HUP too), which me-only
+/// passes on, as it should.
+pub fn default_disposition_of(command: &mut Command, signals: &'static [nix::libc::c_int]) {
+    use std::os::unix::process::CommandExt;
+
+    // SAFETY: signal() is async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            for &signal in signals {
+                nix::libc::signal(signal, nix::libc::SIG_DFL);
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Makes the child inherit `fd` as descriptor number `target`, open across
 /// exec (the parent's copy stays close-on-exec).
 pub fn inherit_fd_as(command: &mut Command, fd: std::os::fd::RawFd, target: std::os::fd::RawFd) {
