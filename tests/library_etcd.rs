@@ -2,8 +2,7 @@
 //! guard each other, in both directions, against a real etcd; and a
 //! library holder learns that its lease is lost (`Guard::lost`).
 
-mod common;
-
+use crate::common;
 use std::io::BufRead;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
 //! The Debian package's metadata agrees with the crate's.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;
