@@ -198,9 +198,11 @@ fn a_library_holder_cut_off_from_etcd_is_told_before_its_lease_can_run_out() {
     // it at the earliest: the holder is told before (a fencing margin
     // before, a quarter of the TTL, less the time to wake it).
     assert!(after < ttl, "told {after:?} after the grant");
+    // The timer or the thread, whichever comes first, says why.
     let reason = lost.reason().unwrap();
     assert!(
-        reason.starts_with("lease lost: etcd unreachable"),
+        reason.starts_with("lease lost: etcd unreachable")
+            || reason == "lease lost: not renewed in time",
         "{reason}"
     );
 }
@@ -253,4 +255,162 @@ fn bad_etcd_input_is_an_error_not_a_panic() {
     let err = lock.try_acquire().unwrap_err();
     assert!(matches!(err, Error::Io { .. }), "{err:?}");
     assert!(err.to_string().starts_with("x: "), "{err}");
+}
+
+/// A child forked (no exec) by the holder, as a pre-forking daemon forks
+/// its workers: it pauses until killed. Killed and reaped when dropped.
+struct Forked(nix::unistd::Pid);
+
+impl Forked {
+    fn start() -> Forked {
+        // SAFETY: the child only pauses until it is killed.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => loop {
+                nix::unistd::pause();
+            },
+            nix::unistd::ForkResult::Parent { child } => Forked(child),
+        }
+    }
+}
+
+impl Drop for Forked {
+    fn drop(&mut self) {
+        let _ = kill(self.0, Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(self.0, None);
+    }
+}
+
+/// The guard's thread was told to end by the end of a pipe, and said
+/// "lost" by closing another: a child the holder forked kept copies of
+/// both, so the handle never became ready (another holder ran beside it),
+/// and the drop hung for as long as the child lived (review of issue 23).
+#[test]
+fn a_child_the_holder_forked_changes_neither_lost_nor_the_drop() {
+    let Some(etcd) = Etcd::start_with_etcdctl() else {
+        return;
+    };
+    let lock = lock_name("library-forked");
+    let guard = library(&etcd, &lock)
+        .ttl(Duration::from_secs(2))
+        .try_acquire()
+        .unwrap()
+        .expect("free");
+    let lost = guard.lost();
+    let child = Forked::start();
+    etcd.delete_keys_of(&lock);
+    let other = library(&etcd, &lock).try_acquire().unwrap();
+    assert!(other.is_some(), "the key was deleted: the lock is free");
+    assert!(lost.wait_timeout(Duration::from_secs(3)), "{lost:?}");
+    assert_eq!(lost.reason().as_deref(), Some("lock key deleted"));
+    let started = Instant::now();
+    drop(guard);
+    let took = started.elapsed();
+    drop(child);
+    assert!(took < Duration::from_secs(1), "the drop took {took:?}");
+}
+
+/// The drop waited for a renewal under way (up to a third of the TTL),
+/// then 5 s for the revoke, when etcd did not answer: bounded now.
+#[test]
+fn a_drop_while_etcd_does_not_answer_is_bounded() {
+    let Some(etcd) = Etcd::start() else { return };
+    let lock = lock_name("library-stalled-drop");
+    let guard = library(&etcd, &lock)
+        .ttl(Duration::from_secs(6))
+        .try_acquire()
+        .unwrap()
+        .expect("free");
+    let granted = Instant::now();
+    kill(etcd.pid(), Signal::SIGSTOP).unwrap();
+    // The first renewal is due 2 s after the grant and waits for etcd
+    // until 4 s: the drop comes while it waits.
+    std::thread::sleep(Duration::from_millis(2500).saturating_sub(granted.elapsed()));
+    let started = Instant::now();
+    drop(guard);
+    let took = started.elapsed();
+    kill(etcd.pid(), Signal::SIGCONT).unwrap();
+    assert!(took < Duration::from_millis(3500), "the drop took {took:?}");
+}
+
+/// The child of the test below: holds a lock with a TTL of 2 s and looks
+/// at `is_lost` in a loop until it says lost; says how many looks said
+/// "held" once the lease could have run out in etcd (a TTL after the
+/// grant, which came before `granted`).
+#[test]
+fn child_holding_through_a_stop() {
+    let Some(endpoint) = std::env::var_os("ME_ONLY_TEST_ENDPOINT") else {
+        return;
+    };
+    let lock = std::env::var("ME_ONLY_TEST_LOCK").unwrap();
+    let ttl = Duration::from_secs(2);
+    let guard = Lock::new(&lock, endpoint.to_str().unwrap())
+        .unwrap()
+        .ttl(ttl)
+        .try_acquire()
+        .unwrap()
+        .expect("free");
+    let granted = Instant::now();
+    let lost = guard.lost();
+    println!("ready");
+    let mut held_too_long = 0;
+    while !lost.is_lost() {
+        if granted.elapsed() >= ttl {
+            held_too_long += 1;
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    println!("held too long {held_too_long}");
+    std::mem::forget(guard);
+}
+
+/// A holder stopped past its TTL (SIGSTOP, a paused VM, swapping) while
+/// another takes the lock: resumed, `is_lost()` said "held" until the
+/// lease's thread had run (review of issue 23: up to 1,777 looks, 1.1 ms).
+/// Its handle is a timer now, gone off when the holder resumes.
+#[test]
+fn a_holder_resumed_past_its_ttl_is_told_at_once() {
+    let Some(etcd) = Etcd::start() else { return };
+    for round in 0..2 {
+        let lock = lock_name(&format!("library-stopped-{round}"));
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "library_etcd::child_holding_through_a_stop"])
+            .args(["--nocapture", "--test-threads=1"])
+            .env("ME_ONLY_TEST_ENDPOINT", &etcd.endpoint)
+            .env("ME_ONLY_TEST_LOCK", &lock)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut said = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        while !line.contains("ready") {
+            line.clear();
+            assert!(
+                said.read_line(&mut line).unwrap() > 0,
+                "the child said nothing"
+            );
+        }
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        kill(pid, Signal::SIGSTOP).unwrap();
+        // Past its TTL, as measured by the next holder: it takes the lock.
+        let other = std::iter::repeat_with(|| library(&etcd, &lock).try_acquire().unwrap())
+            .find_map(|taken| {
+                taken.or_else(|| {
+                    std::thread::sleep(Duration::from_millis(100));
+                    None
+                })
+            })
+            .unwrap();
+        kill(pid, Signal::SIGCONT).unwrap();
+        line.clear();
+        while !line.starts_with("held too long") {
+            line.clear();
+            assert!(
+                said.read_line(&mut line).unwrap() > 0,
+                "the child said nothing"
+            );
+        }
+        assert!(child.wait().unwrap().success());
+        assert_eq!(line, "held too long 0\n", "round {round}");
+        drop(other);
+    }
 }
