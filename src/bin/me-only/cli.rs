@@ -248,6 +248,9 @@ pub struct Cli {
 
 impl Cli {
     pub fn backend(&self) -> Result<Kind, Error> {
+        if self.occasional.shared {
+            self.check_shared()?;
+        }
         #[cfg(feature = "etcd")]
         if let Some(
             options @ EtcdOptions {
@@ -262,9 +265,32 @@ impl Cli {
         }
         Ok(match (self.tcp, self.flock) {
             (true, _) => Kind::Tcp,
+            (_, true) if self.occasional.shared => Kind::SharedFlock,
             (_, true) => Kind::Flock,
             _ => Kind::AbstractSocket,
         })
+    }
+
+    /// --shared only where the kernel has a shared form of the lock: a
+    /// file's flock(2), as flock -s takes it.
+    fn check_shared(&self) -> Result<(), Error> {
+        if let Some(refusal) = self.occasional.refusal_of_shared() {
+            return Err(Error::Usage(refusal.into()));
+        }
+        let no_shared_form = |lock: &str| {
+            Err(Error::Usage(format!(
+                "--shared needs --flock: {lock} has no shared form (--slots N lets N hold it)"
+            )))
+        };
+        #[cfg(feature = "etcd")]
+        if self.etcd.as_deref().is_some_and(|etcd| etcd.etcd.is_some()) {
+            return no_shared_form("an etcd lock key");
+        }
+        match (self.tcp, self.flock) {
+            (true, _) => no_shared_form("a TCP port"),
+            (_, true) => Ok(()),
+            _ => no_shared_form("an abstract socket name"),
+        }
     }
 
     pub fn patience(&self) -> Patience {
@@ -455,13 +481,14 @@ pub fn full_command() -> clap::Command {
 /// version (which must show everything). Any word counts, even one of COMMAND's: the full
 /// definition parses every command line the lean one does, the same way.
 fn full_command_needed(args: &[OsString]) -> bool {
-    const FULL_ONLY: [&str; 18] = [
+    const FULL_ONLY: [&str; 19] = [
         "--replace",
         "--list",
         "--json",
         "--auto",
         "--max-time",
         "--slots",
+        "--shared",
         "--etcd",
         "--ttl",
         "--kill-after",
@@ -672,6 +699,7 @@ mod tests {
             &["me-only", "--replace", "l", "x"],
             &["me-only", "--replace-older=60", "l", "x"],
             &["me-only", "--slots", "2", "l", "x"],
+            &["me-only", "--shared", "--flock", "l", "x"],
             &["me-only", "--max-time=5", "l", "x"],
             &["me-only", "--auto", "x"],
             &["me-only", "--list"],
