@@ -49,6 +49,8 @@ ENVIRONMENT:
                           pipe's write end that holds the lease here)
   ME_ONLY_SLOT            set for COMMAND with --slots: which slot it holds, 1
                           to N
+  ME_ONLY_SHARED          set for COMMAND with --shared: 1 (the lock is shared;
+                          me_only::inherited() does not adopt it)
   ME_ONLY_LOCKED_AT       set for COMMAND: when the lock was taken, in seconds
                           since boot (--replace-older's measure)
   ME_ONLY_FENCE           set for COMMAND with --etcd: the lock key's create
@@ -72,6 +74,9 @@ EXAMPLES:
   me-only --tcp 127.0.0.1:7000 ./server
   # with flock(1) users:
   me-only --flock /var/lock/backup.lock /usr/local/bin/backup
+  # many readers at once, as flock -s; a writer waits for them all:
+  me-only --shared --flock /run/lock/db.lock ./report
+  me-only --wait --flock /run/lock/db.lock ./migrate
   pid=$(me-only --detach /tmp/worker ./worker) && echo \"worker is $pid\"
   # a run hung an hour is stopped:
   me-only --replace-older 3600 /run/sync /usr/local/bin/sync
