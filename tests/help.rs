@@ -71,7 +71,7 @@ const GROUPS: &[(&str, &[&str])] = &[
         "Options",
         &["conflict-exit-code", "quiet", "verbose", "help", "version"],
     ),
-    ("Lock", &["tcp", "flock", "auto", "slots"]),
+    ("Lock", &["tcp", "flock", "auto", "slots", "shared"]),
     ("Waiting", &["wait", "timeout"]),
     ("Running COMMAND", &["fork", "detach", "max-time"]),
     ("Reports (run nothing)", &["test", "list", "json"]),

@@ -82,6 +82,7 @@ complete -c me-only -n 'not __me_only_command_start' -s v -l verbose -d 'Print d
 complete -c me-only -n 'not __me_only_command_start' -l replace -d 'Stop the instance that holds the lock, then run'
 complete -c me-only -n 'not __me_only_command_start' -l auto -d 'No LOCK: the lock is named from COMMAND and its arguments'
 complete -c me-only -n 'not __me_only_command_start' -l json -d 'With --list: print JSON instead of a table'
+complete -c me-only -n 'not __me_only_command_start' -l shared -d 'With --flock: take a shared lock, as flock -s does'
 complete -c me-only -n 'not __me_only_command_start' -l insecure-skip-tls-verify -d 'With --etcd: do not check the https endpoints\' certificates (the connection is then open to anyone in between)'
 complete -c me-only -n 'not __me_only_command_start' -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c me-only -n 'not __me_only_command_start' -s V -l version -d 'Print version'

@@ -30,6 +30,14 @@ pub enum Probe {
     Held(Holder),
 }
 
+/// A holder of the lock, and whether it holds it shared with others
+/// (`--shared`, `flock -s`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holding {
+    pub holder: Holder,
+    pub shared: bool,
+}
+
 /// How a wait for the holder to let go ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Waited {
@@ -73,6 +81,18 @@ pub trait Backend: Send {
     /// Whether the lock is held and by whom, without taking it or getting in
     /// the way of anyone taking it.
     fn probe(&self) -> Result<Probe, Error>;
+
+    /// Every holder that keeps this lock from being taken now, without
+    /// taking it: one, but for a file's shared holders (all of them).
+    fn holders(&self) -> Result<Vec<Holding>, Error> {
+        Ok(match self.probe()? {
+            Probe::Free => Vec::new(),
+            Probe::Held(holder) => vec![Holding {
+                holder,
+                shared: false,
+            }],
+        })
+    }
 
     /// Blocks until the holder may have let go, or until `deadline`.
     fn wait_for_release(&self, deadline: Option<Instant>) -> Result<Waited, Error>;
@@ -139,6 +159,9 @@ pub enum Kind {
     AbstractSocket,
     Tcp,
     Flock,
+    /// A shared flock(2) (--shared, flock -s): held by many at once, kept
+    /// out by an exclusive holder only.
+    SharedFlock,
     #[cfg(feature = "etcd")]
     Etcd(etcd::Settings),
 }
@@ -172,6 +195,7 @@ pub fn from_cli(lock: &OsStr, kind: Kind) -> Result<Box<dyn Backend>, Error> {
         Kind::AbstractSocket => Box::new(abstract_socket::AbstractLock::parse(lock)?),
         Kind::Tcp => Box::new(tcp::TcpLock::parse(lock)?),
         Kind::Flock => Box::new(flock::FlockLock::parse(lock)?),
+        Kind::SharedFlock => Box::new(flock::FlockLock::parse(lock)?.shared()),
         #[cfg(feature = "etcd")]
         Kind::Etcd(settings) => Box::new(etcd::EtcdLock::parse(lock, settings)?),
     })
