@@ -31,6 +31,7 @@ mod modes;
 mod packaging;
 mod races;
 mod replace;
+mod shared;
 mod slots;
 mod tcp;
 mod transparency;

@@ -2,8 +2,7 @@
 //! util-linux `flock -s` takes it: many shared holders at once, an
 //! exclusive holder excluding them and excluded by them, both ways.
 
-mod common;
-
+use crate::common;
 use std::io::BufRead;
 use std::path::Path;
 use std::process::{Command, Stdio};
