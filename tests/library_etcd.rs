@@ -414,3 +414,21 @@ fn a_holder_resumed_past_its_ttl_is_told_at_once() {
         drop(other);
     }
 }
+
+/// Wait::For(200 ms) against an endpoint that accepts and never answers (a
+/// stalled member) waited for the call's own 5 s (review of issue 23): a
+/// bounded wait bounds its calls too, each given a second at least.
+#[test]
+fn a_bounded_wait_on_an_etcd_that_does_not_answer_ends_in_time() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", silent.local_addr().unwrap());
+    let lock = Lock::new("library-silent", &endpoint).unwrap();
+    let started = Instant::now();
+    let waited = lock.acquire(Wait::For(Duration::from_millis(200)));
+    let took = started.elapsed();
+    assert!(matches!(waited, Err(Error::Io { .. })), "{waited:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "Wait::For(200 ms) took {took:?}"
+    );
+}

@@ -137,6 +137,11 @@ pub trait Backend: Send {
     /// nothing: they go with their descriptor.
     fn let_go(&self) {}
 
+    /// Bounds every call the lock makes to a service (etcd) by `deadline`,
+    /// for a wait that must end by then (None: each call's own bound).
+    /// Kernel locks make no such calls.
+    fn limit_calls_to(&self, _deadline: Option<Instant>) {}
+
     /// Makes sure, before COMMAND starts, that the lock just taken can be
     /// kept: where hand_over comes only once COMMAND runs (--detach), a
     /// failure there would come too late. Kernel locks need nothing.
@@ -162,8 +167,10 @@ pub enum Kind {
     /// A shared flock(2) (--shared, flock -s): held by many at once, kept
     /// out by an exclusive holder only.
     SharedFlock,
+    /// Boxed: the settings (endpoints, TLS, login) are many times the size
+    /// of the other kinds.
     #[cfg(feature = "etcd")]
-    Etcd(etcd::Settings),
+    Etcd(Box<etcd::Settings>),
 }
 
 impl Kind {
@@ -172,7 +179,7 @@ impl Kind {
     pub fn contending(self) -> Kind {
         match self {
             #[cfg(feature = "etcd")]
-            Kind::Etcd(settings) => Kind::Etcd(settings.contending()),
+            Kind::Etcd(settings) => Kind::Etcd(Box::new(settings.contending())),
             kernel => kernel,
         }
     }
@@ -197,7 +204,7 @@ pub fn from_cli(lock: &OsStr, kind: Kind) -> Result<Box<dyn Backend>, Error> {
         Kind::Flock => Box::new(flock::FlockLock::parse(lock)?),
         Kind::SharedFlock => Box::new(flock::FlockLock::parse(lock)?.shared()),
         #[cfg(feature = "etcd")]
-        Kind::Etcd(settings) => Box::new(etcd::EtcdLock::parse(lock, settings)?),
+        Kind::Etcd(settings) => Box::new(etcd::EtcdLock::parse(lock, *settings)?),
     })
 }
 

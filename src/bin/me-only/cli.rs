@@ -266,7 +266,7 @@ impl Cli {
         {
             return options
                 .settings(endpoints, &self.lock, self.occasional.kill_after())
-                .map(Kind::Etcd);
+                .map(|settings| Kind::Etcd(Box::new(settings)));
         }
         Ok(match (self.tcp, self.flock) {
             (true, _) => Kind::Tcp,
