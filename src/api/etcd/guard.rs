@@ -252,19 +252,24 @@ impl LostInner {
         }
         // SAFETY: just created, see above.
         let timer = unsafe { OwnedFd::from_raw_fd(fd) };
-        set_timer(&timer, lost_at.saturating_duration_since(Instant::now()))?;
+        set_timer(&timer, lost_at)?;
         Ok(timer)
     }
 
-    /// The lease renewed: the timer set to go off at `lost_at` instead.
-    /// False if it had gone off already (the renewal came too late to
-    /// count: a holder may have seen it lost): it is then set off again.
+    /// The lease renewed: the timer set to go off at `lost_at` instead;
+    /// false, and the lease taken as lost, where that moment has passed, or
+    /// the timer has gone off already (a holder may have seen it lost: it
+    /// stays so). Setting a timer clears its going off, so one that went
+    /// off is never set again.
     fn renewed(&self, lost_at: Instant) -> bool {
-        let left = lost_at.saturating_duration_since(Instant::now());
-        match set_timer(&self.timer, left) {
+        if lost_at <= Instant::now() || has_gone_off(&self.timer) {
+            return false;
+        }
+        match set_timer(&self.timer, lost_at) {
             Ok(false) => true,
+            // It went off just before being set: it goes off again now.
             _ => {
-                let _ = set_timer(&self.timer, Duration::ZERO);
+                let _ = set_timer(&self.timer, Instant::now());
                 false
             }
         }
@@ -275,31 +280,61 @@ impl LostInner {
         if let Ok(mut said) = self.reason.lock() {
             said.get_or_insert(reason);
         }
-        let _ = set_timer(&self.timer, Duration::ZERO);
+        if !has_gone_off(&self.timer) {
+            let _ = set_timer(&self.timer, Instant::now());
+        }
     }
 }
 
-/// Sets `timer` to go off once, `after` from now (at once for zero):
-/// whether it had gone off (or was never set) before.
-fn set_timer(timer: &OwnedFd, after: Duration) -> Result<bool, Errno> {
-    // Zero would disarm it: the earliest is a nanosecond.
-    let after = after.max(Duration::from_nanos(1));
+/// Sets `timer` to go off once at `at` (at once if past): whether it had
+/// gone off before. The timer counts on the boot clock, which runs on
+/// while the machine sleeps, as the lease's time runs on in etcd; `at`
+/// is turned into it reading the boot clock first, so that a pause
+/// between the two readings makes it go off early, never late.
+fn set_timer(timer: &OwnedFd, at: Instant) -> Result<bool, Errno> {
+    let booted = crate::sys::procfs::since_boot();
+    let when = booted + at.saturating_duration_since(Instant::now());
     let new = libc::itimerspec {
         it_interval: libc::timespec {
             tv_sec: 0,
             tv_nsec: 0,
         },
         it_value: libc::timespec {
-            tv_sec: after.as_secs().min(i64::MAX as u64) as libc::time_t,
-            tv_nsec: after.subsec_nanos() as libc::c_long,
+            tv_sec: when.as_secs().min(i64::MAX as u64) as libc::time_t,
+            tv_nsec: when.subsec_nanos() as libc::c_long,
         },
     };
     let mut old = new;
     // SAFETY: both structures are ours, of the type timerfd_settime takes.
-    if unsafe { libc::timerfd_settime(timer.as_raw_fd(), 0, &new, &mut old) } < 0 {
+    let set = unsafe {
+        libc::timerfd_settime(timer.as_raw_fd(), libc::TFD_TIMER_ABSTIME, &new, &mut old)
+    };
+    if set < 0 {
         return Err(Errno::last());
     }
-    Ok(old.it_value.tv_sec == 0 && old.it_value.tv_nsec == 0)
+    Ok(is_zero(&old.it_value))
+}
+
+/// Whether `timer` has gone off: set once, it then counts no time left
+/// (or it cannot be asked: taken as gone off, the side of caution).
+fn has_gone_off(timer: &OwnedFd) -> bool {
+    let mut now = libc::itimerspec {
+        it_interval: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+        it_value: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+    };
+    // SAFETY: the structure is ours, of the type timerfd_gettime fills.
+    let asked = unsafe { libc::timerfd_gettime(timer.as_raw_fd(), &mut now) };
+    asked < 0 || is_zero(&now.it_value)
+}
+
+fn is_zero(time: &libc::timespec) -> bool {
+    time.tv_sec == 0 && time.tv_nsec == 0
 }
 
 impl AsFd for Lost {
