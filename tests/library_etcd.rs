@@ -20,6 +20,15 @@ fn library(etcd: &Etcd, lock: &str) -> Lock {
     Lock::new(lock, &etcd.endpoint).unwrap()
 }
 
+/// `lock` taken by this process, with a lease of `ttl` seconds.
+fn taken(etcd: &Etcd, lock: &str, ttl: u64) -> me_only::etcd::Guard {
+    library(etcd, lock)
+        .ttl(Duration::from_secs(ttl))
+        .try_acquire()
+        .unwrap()
+        .expect("free")
+}
+
 /// The example `hold` holding `lock` in `etcd` until released.
 fn held_by_the_library(etcd: &Etcd, lock: &str) -> Holding {
     let mut hold = Command::new(common::example("hold"));
@@ -57,18 +66,7 @@ fn me_only_wait_starts_as_the_library_guard_drops() {
     let Some(etcd) = Etcd::start() else { return };
     let lock = lock_name("library-wait");
     let holder = held_by_the_library(&etcd, &lock);
-    let mut waiter = common::spawn_waiting(&mut on(
-        &etcd,
-        &["-v", "--wait", &lock, "sh", "-c", "echo started"],
-    ));
-    let mut started = std::io::BufReader::new(waiter.stdout.take().unwrap());
-    let released = Instant::now();
-    assert!(holder.release().success());
-    let mut line = String::new();
-    started.read_line(&mut line).unwrap();
-    let latency = released.elapsed();
-    assert_eq!(line, "started\n");
-    assert!(waiter.wait().unwrap().success());
+    let latency = common::handover(holder, &["--etcd", &etcd.endpoint, &lock]);
     println!("started {latency:?} after the guard dropped");
     assert!(latency < PROMPT, "{latency:?}");
 }
@@ -145,11 +143,7 @@ fn a_library_guard_learns_its_key_was_deleted_and_drop_frees_the_lock() {
         return;
     };
     let lock = lock_name("library-deleted");
-    let guard = library(&etcd, &lock)
-        .ttl(Duration::from_secs(2))
-        .try_acquire()
-        .unwrap()
-        .expect("free");
+    let guard = taken(&etcd, &lock, 2);
     let lost = guard.lost();
     assert!(!lost.is_lost());
     etcd.delete_keys_of(&lock);
@@ -167,7 +161,7 @@ fn a_guard_dropped_revokes_its_lease_at_once() {
         return;
     };
     let lock = lock_name("library-drop");
-    let guard = library(&etcd, &lock).try_acquire().unwrap().expect("free");
+    let guard = taken(&etcd, &lock, 10);
     let lost = guard.lost();
     assert_eq!(etcd.keys_under(&lock).len(), 1);
     drop(guard);
@@ -182,11 +176,7 @@ fn a_library_holder_cut_off_from_etcd_is_told_before_its_lease_can_run_out() {
     let Some(etcd) = Etcd::start() else { return };
     let lock = lock_name("library-cut-off");
     let ttl = Duration::from_secs(2);
-    let guard = library(&etcd, &lock)
-        .ttl(ttl)
-        .try_acquire()
-        .unwrap()
-        .expect("free");
+    let guard = taken(&etcd, &lock, ttl.as_secs());
     let lost = guard.lost();
     let granted = Instant::now();
     kill(etcd.pid(), Signal::SIGSTOP).unwrap();
@@ -211,11 +201,7 @@ fn a_library_holder_cut_off_from_etcd_is_told_before_its_lease_can_run_out() {
 fn me_only_replace_asks_a_library_holder_to_stop() {
     let Some(etcd) = Etcd::start() else { return };
     let lock = lock_name("library-replaced");
-    let guard = library(&etcd, &lock)
-        .ttl(Duration::from_secs(2))
-        .try_acquire()
-        .unwrap()
-        .expect("free");
+    let guard = taken(&etcd, &lock, 2);
     let lost = guard.lost();
     let mut replacer = on(&etcd, &["--replace", &lock, "sh", "-c", "echo replaced"])
         .stdout(Stdio::piped())
@@ -290,11 +276,7 @@ fn a_child_the_holder_forked_changes_neither_lost_nor_the_drop() {
         return;
     };
     let lock = lock_name("library-forked");
-    let guard = library(&etcd, &lock)
-        .ttl(Duration::from_secs(2))
-        .try_acquire()
-        .unwrap()
-        .expect("free");
+    let guard = taken(&etcd, &lock, 2);
     let lost = guard.lost();
     let child = Forked::start();
     etcd.delete_keys_of(&lock);
@@ -315,11 +297,7 @@ fn a_child_the_holder_forked_changes_neither_lost_nor_the_drop() {
 fn a_drop_while_etcd_does_not_answer_is_bounded() {
     let Some(etcd) = Etcd::start() else { return };
     let lock = lock_name("library-stalled-drop");
-    let guard = library(&etcd, &lock)
-        .ttl(Duration::from_secs(6))
-        .try_acquire()
-        .unwrap()
-        .expect("free");
+    let guard = taken(&etcd, &lock, 6);
     let granted = Instant::now();
     kill(etcd.pid(), Signal::SIGSTOP).unwrap();
     // The first renewal is due 2 s after the grant and waits for etcd
