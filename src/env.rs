@@ -17,3 +17,6 @@ pub const ENV_FENCE: &str = "ME_ONLY_FENCE";
 /// processes may have started long before it held the lock (a --wait, a
 /// wrapper script that exec'd me-only).
 pub const ENV_LOCKED_AT: &str = "ME_ONLY_LOCKED_AT";
+/// Set to 1 where COMMAND holds a shared lock (--shared: flock -s), which
+/// others hold at the same time; absent for an exclusive one.
+pub const ENV_SHARED: &str = "ME_ONLY_SHARED";

@@ -1,6 +1,6 @@
 //! --auto: the lock named from the command line.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

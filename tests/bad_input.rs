@@ -1,7 +1,7 @@
 //! Bad input gets its documented exit code and one clear line on stderr, and
 //! the command never runs.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;

@@ -2,7 +2,7 @@
 //! installs), run by the shells themselves: `me-only --ti<Tab>` becomes
 //! `--timeout`, `me-only --te<Tab>` becomes `--test`.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

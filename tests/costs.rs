@@ -3,7 +3,7 @@
 //! waiter costs no CPU while it waits, whatever the listener it waits on
 //! does with its connection.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};

@@ -1,7 +1,7 @@
 //! `--detach`: COMMAND runs in the background holding the lock; me-only
 //! prints its pid and exits 0 once it runs, or reports why it could not.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;

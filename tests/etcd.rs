@@ -3,7 +3,7 @@
 //! `etcd` on PATH the tests say so in one line and pass.
 #![cfg(feature = "etcd")]
 
-mod common;
+use crate::common;
 
 use std::io::{BufReader, Write};
 use std::net::TcpListener;

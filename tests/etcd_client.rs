@@ -3,7 +3,7 @@
 //! never show, and --list over a keyspace larger than one answer.
 #![cfg(feature = "etcd")]
 
-mod common;
+use crate::common;
 
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::net::{TcpListener, TcpStream};

@@ -3,7 +3,7 @@
 //! while a leader is replaced, and the lease's timing that they test.
 #![cfg(feature = "etcd")]
 
-mod common;
+use crate::common;
 
 use std::net::TcpListener;
 use std::process::{Child, Stdio};

@@ -3,7 +3,7 @@
 //! to stop, a caller that ignores SIGCHLD, a fenced command's descendants.
 #![cfg(feature = "etcd")]
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::net::TcpListener;

@@ -4,7 +4,7 @@
 //! of them, and no one else. Each test starts its own etcd on loopback.
 #![cfg(feature = "etcd")]
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};

@@ -3,7 +3,7 @@
 //! the replacer waits in line.
 #![cfg(feature = "etcd")]
 
-mod common;
+use crate::common;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -3,7 +3,7 @@
 //! renewed by a keeper, or wait on; the places it does not need are gone.
 #![cfg(feature = "etcd")]
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::fs::File;

@@ -4,7 +4,7 @@
 //! openssl for each test.
 #![cfg(feature = "etcd")]
 
-mod common;
+use crate::common;
 
 use std::io::BufRead;
 use std::process::Stdio;

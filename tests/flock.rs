@@ -1,7 +1,7 @@
 //! `--flock`: the lock is a flock(2) lock on a file, shared with util-linux
 //! flock(1) in both directions, with every mode.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -79,6 +79,8 @@ fn a_me_only_holder_keeps_flock1_out() {
 /// ME_ONLY_FD names, open on the lock file.
 #[test]
 fn the_lock_follows_the_command_across_exec() {
+    // Its count of /proc/locks rows must not see tests/flock_churn.rs's churn.
+    let _quiet = common::one_heavy_at_a_time();
     let (_dir, path) = lock_file();
     let script = "echo $$; echo $ME_ONLY_LOCK; readlink /proc/$$/fd/$ME_ONLY_FD; \
                   grep -c \"FLOCK .* WRITE $$ \" /proc/locks";
@@ -118,6 +120,8 @@ fn the_lock_file_is_created_0644_less_umask_and_kept() {
 /// me-only neither follows it nor touches what it points to.
 #[test]
 fn a_symbolic_link_is_refused_and_its_target_untouched() {
+    // It reads /proc/locks: not beside tests/flock_churn.rs's churn.
+    let _quiet = common::one_heavy_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("precious");
     std::fs::write(&target, "keep me\n").unwrap();

@@ -1,9 +1,10 @@
-//! A regression test that churns flock(2) locks on purpose, in a test
-//! binary of its own: cargo runs test binaries one after another, so its
-//! churn cannot reach the other tests' reads of /proc/locks (a grep of the
-//! table in tests/flock.rs once counted one lock twice beside it).
+//! A regression test that churns flock(2) locks on purpose, with no other
+//! heavy test beside it (common::one_heavy_at_a_time): its churn must not
+//! reach the other tests' reads of /proc/locks (a grep of the table in
+//! tests/flock.rs once counted one lock twice beside it), nor its two busy
+//! threads their time bounds.
 
-mod common;
+use crate::common;
 
 use common::{flock_holder, lock_file, me_only_flock};
 
@@ -19,6 +20,7 @@ fn test_mode_sees_a_held_lock_while_other_locks_come_and_go() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
+    let _heavy = common::one_heavy_at_a_time();
     let (dir, path) = lock_file();
     let holder = flock_holder(&path);
     let stop = Arc::new(AtomicBool::new(false));

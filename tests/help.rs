@@ -2,8 +2,7 @@
 //! `--help` the whole story, both grouped under headings and wrapped to
 //! the terminal (80 columns when stdout is not one).
 
-mod common;
-
+use crate::common;
 use std::io::Read;
 use std::process::Stdio;
 
@@ -72,7 +71,7 @@ const GROUPS: &[(&str, &[&str])] = &[
         "Options",
         &["conflict-exit-code", "quiet", "verbose", "help", "version"],
     ),
-    ("Lock", &["tcp", "flock", "auto", "slots"]),
+    ("Lock", &["tcp", "flock", "auto", "slots", "shared"]),
     ("Waiting", &["wait", "timeout"]),
     (
         "Running COMMAND",

@@ -4,7 +4,7 @@
 //! not part of it (a pid reused, a process that merely has the lock file
 //! open, the replacer itself).
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};

@@ -1,7 +1,7 @@
 //! The launcher end to end: the lock is taken, held by the command, and
 //! refused to others with the conflict code.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::fs;

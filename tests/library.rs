@@ -2,7 +2,7 @@
 //! lock through `me_only::Lock` (examples/hold.rs, examples/worker.rs) and
 //! `me-only` on the same lock, in both directions, for each kernel lock.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::io::BufRead;

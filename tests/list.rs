@@ -1,6 +1,6 @@
 //! --list: the me-only locks held on this host.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 

@@ -1,7 +1,7 @@
 //! --max-time: a run that holds the lock too long is stopped, with all it
 //! started, and me-only exits 124.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, Read, Write};
 use std::time::{Duration, Instant};
@@ -136,15 +136,18 @@ fn max_time_0_is_no_limit() {
 fn signal_is_what_a_run_past_its_time_gets_first() {
     for name in ["INT", "sigint", "2"] {
         let lock = common::unique_lock("max-time-signal");
-        let (mut run, mut stdout) = spawn_piped(
-            me_only()
-                .args(["--max-time", "0.2", "--signal", name, &lock])
-                .args([
-                    "sh",
-                    "-c",
-                    "trap 'echo got INT; exit 3' INT; echo started; read line",
-                ]),
-        );
+        let mut command = me_only();
+        command
+            .args(["--max-time", "0.2", "--signal", name, &lock])
+            .args([
+                "sh",
+                "-c",
+                "trap 'echo got INT; exit 3' INT; echo started; read line",
+            ]);
+        // A suite started in the background (as it was beside other runs)
+        // ignores INT: the trap would not take, and only SIGKILL end it.
+        common::default_disposition_of(&mut command, &[nix::libc::SIGINT]);
+        let (mut run, mut stdout) = spawn_piped(&mut command);
         let mut said = String::new();
         stdout.read_to_string(&mut said).unwrap();
         assert_eq!(said, "started\ngot INT\n", "--signal {name}");

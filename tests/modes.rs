@@ -1,6 +1,6 @@
 //! The modes: --wait and --timeout, --test, --fork.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::ffi::OsStrExt;
@@ -357,19 +357,7 @@ fn fork_forwards_signals_to_the_child() {
         );
         let mut command = me_only();
         command.args(["--fork", &lock, "sh", "-c", &script]);
-        // sh cannot trap a signal that was ignored when it started (POSIX),
-        // and a test run from the background of a non-interactive shell
-        // starts with INT and QUIT ignored (under nohup, HUP too), which
-        // me-only passes on: the child starts from the defaults here.
-        // SAFETY: signal() is async-signal-safe.
-        unsafe {
-            command.pre_exec(|| {
-                for maybe_ignored in [libc::SIGINT, libc::SIGQUIT, libc::SIGHUP] {
-                    libc::signal(maybe_ignored, libc::SIG_DFL);
-                }
-                Ok(())
-            });
-        }
+        common::default_disposition_of(&mut command, &[libc::SIGINT, libc::SIGQUIT, libc::SIGHUP]);
         let holder = Holding::spawn(command);
         holder.signal(signal);
         assert_eq!(

@@ -1,6 +1,6 @@
 //! The Debian package's metadata agrees with the crate's.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;
@@ -224,4 +224,22 @@ fn anchors(text: &str) -> Vec<String> {
         anchors.push(anchor);
     }
     anchors
+}
+
+/// Every guide of doc/ is installed with README (debian/me-only.docs
+/// names files, not patterns: a new guide must be added there).
+#[test]
+fn every_guide_is_installed() {
+    let installed = in_repo("debian/me-only.docs");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for entry in fs::read_dir(root.join("doc")).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if name.ends_with(".md") {
+            let guide = format!("doc/{name}");
+            assert!(
+                installed.lines().any(|line| line == guide),
+                "debian/me-only.docs lacks {guide}"
+            );
+        }
+    }
 }

@@ -5,7 +5,7 @@
 //! exits are reported by waiter threads, the winner announces itself on a
 //! pipe and holds the lock until the test closes its stdin.
 
-mod common;
+use crate::common;
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -27,6 +27,7 @@ const START_FD: i32 = 9;
 /// `me-only <lock_args> sh -c 'echo $$; exec cat'` at once. They share one
 /// stderr, as instances started by cron share a log.
 fn exactly_one_runs(lock_args: &[String], conflict_line: impl Fn(&str) -> bool) {
+    let _heavy = common::one_heavy_at_a_time();
     // std's pipes are close-on-exec: no launcher of this or a parallel test
     // inherits an end it was not handed on purpose.
     let (start_read, mut start_write) = common::pipe();

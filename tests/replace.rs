@@ -1,6 +1,6 @@
 //! --replace and --replace-older: the holder is stopped, then COMMAND runs.
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 use std::os::unix::process::ExitStatusExt;

@@ -2,8 +2,7 @@
 //! the lock once and runs COMMAND again and again, holding the lock
 //! throughout, with a back-off between runs.
 
-mod common;
-
+use crate::common;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;

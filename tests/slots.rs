@@ -1,6 +1,6 @@
 //! --slots N: at most N instances at once, each told its slot.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::Stdio;
@@ -197,6 +197,7 @@ fn a_waiter_takes_whichever_slot_comes_free() {
 #[test]
 fn of_many_simultaneous_launches_exactly_n_run() {
     const LAUNCHES: usize = 24;
+    let _heavy = common::one_heavy_at_a_time();
     for (backend, lock, _dir) in each_kernel_lock("slots-race", 3) {
         let mut launches: Vec<KillOnDrop> = (0..LAUNCHES)
             .map(|_| {
@@ -519,14 +520,12 @@ fn me_only_with_1024_fds() -> std::process::Command {
     command
 }
 
-/// The tests of 1024 slots run one at a time: each starts some 500 waiter
-/// threads in me-only, and two at once on two cores measured the other's
-/// load (the 1 s --timeout came after 1.6-2.6 s) rather than me-only's.
+/// The tests of 1024 slots run one at a time, and not beside another heavy
+/// test of the suite: each starts some 500 waiter threads in me-only, and
+/// two at once on two cores measured the other's load (the 1 s --timeout
+/// came after 1.6-2.6 s) rather than me-only's.
 fn one_thousand_slots_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    common::one_heavy_at_a_time()
 }
 
 /// Waiting on 1024 slots under `ulimit -n 1024` failed (exit 3, too many

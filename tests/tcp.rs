@@ -1,6 +1,6 @@
 //! `--tcp`: a loopback port as the lock.
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};

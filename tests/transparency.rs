@@ -2,7 +2,7 @@
 //! descriptors, cwd, umask and environment it would have seen if started
 //! directly, plus the lock descriptor and ME_ONLY_*.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;

@@ -23,7 +23,7 @@ _me__only() {
 
     case "${cmd}" in
         me__only)
-            opts="-w -f -d -t -E -q -v -h -V --tcp --flock --wait --timeout --fork --detach --test --conflict-exit-code --quiet --verbose --replace --replace-older --kill-after --signal --max-time --respawn --until-success --until-failure --respawn-delay --tries --auto --list --json --slots --etcd --ttl --cacert --cert --key --insecure-skip-tls-verify --user --password --help --version"
+            opts="-w -f -d -t -E -q -v -h -V --tcp --flock --wait --timeout --fork --detach --test --conflict-exit-code --quiet --verbose --replace --replace-older --kill-after --signal --max-time --respawn --until-success --until-failure --respawn-delay --tries --auto --list --json --slots --shared --etcd --ttl --cacert --cert --key --insecure-skip-tls-verify --user --password --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -87,6 +87,7 @@ complete -c me-only -n 'not __me_only_command_start' -l until-success -d 'As --r
 complete -c me-only -n 'not __me_only_command_start' -l until-failure -d 'As --respawn, until a run fails; exit with its status'
 complete -c me-only -n 'not __me_only_command_start' -l auto -d 'No LOCK: the lock is named from COMMAND and its arguments'
 complete -c me-only -n 'not __me_only_command_start' -l json -d 'With --list: print JSON instead of a table'
+complete -c me-only -n 'not __me_only_command_start' -l shared -d 'With --flock: take a shared lock, as flock -s does'
 complete -c me-only -n 'not __me_only_command_start' -l insecure-skip-tls-verify -d 'With --etcd: do not check the https endpoints\' certificates (the connection is then open to anyone in between)'
 complete -c me-only -n 'not __me_only_command_start' -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c me-only -n 'not __me_only_command_start' -s V -l version -d 'Print version'

@@ -23,6 +23,16 @@ pub enum Wait {
     Forever,
 }
 
+impl From<Wait> for Patience {
+    fn from(wait: Wait) -> Patience {
+        match wait {
+            Wait::No => Patience::None,
+            Wait::For(limit) => Patience::For(limit),
+            Wait::Forever => Patience::Forever,
+        }
+    }
+}
+
 /// A lock, not yet taken: an abstract socket name ([`Lock::named`]), a
 /// loopback TCP port ([`Lock::tcp`]) or a flock(2) on a file
 /// ([`Lock::file`]). The kernel grants it to one holder at a time and takes
@@ -163,11 +173,7 @@ impl Lock {
     /// # Ok::<(), Error>(())
     /// ```
     pub fn acquire(&self, wait: Wait) -> Result<Guard, Error> {
-        let patience = match wait {
-            Wait::No => Patience::None,
-            Wait::For(limit) => Patience::For(limit),
-            Wait::Forever => Patience::Forever,
-        };
+        let patience = Patience::from(wait);
         // A backend of its own, dropped with what it kept to wait with (a
         // connection queued at the holder, the lock file open): kept in
         // `self`, a wait that ran out would hold them on, and a waiter's

@@ -45,11 +45,26 @@ pub fn acquire_unless(
     name_holder: bool,
     over: &AtomicBool,
 ) -> Result<Option<OwnedFd>, Error> {
-    let started = Instant::now();
     let deadline = match patience {
         Patience::For(limit) => deadline::after(limit),
         Patience::None | Patience::Forever => None,
     };
+    // An etcd that does not answer must not keep a bounded wait past its
+    // deadline: each call is bounded by it, for as long as the wait lasts.
+    lock.limit_calls_to(deadline);
+    let acquired = acquire_by(lock, patience, deadline, name_holder, over);
+    lock.limit_calls_to(None);
+    acquired
+}
+
+fn acquire_by(
+    lock: &dyn Backend,
+    patience: Patience,
+    deadline: Option<Instant>,
+    name_holder: bool,
+    over: &AtomicBool,
+) -> Result<Option<OwnedFd>, Error> {
+    let started = Instant::now();
     let mut backoff = Duration::ZERO;
     loop {
         // Stopped, it has nothing to try: a wait that ends hundreds of
@@ -65,6 +80,7 @@ pub fn acquire_unless(
             // How long it waited, before the look for the holder (a walk
             // through /proc) adds to it.
             let waited = (patience != Patience::None).then(|| started.elapsed());
+
             return Err(Error::Busy {
                 lock: lock.name().to_owned(),
                 holder: if name_holder {

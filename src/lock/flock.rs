@@ -5,6 +5,10 @@
 //! closes it. Unlike an abstract name, a file is the same lock from every
 //! network namespace that shares the filesystem.
 //!
+//! With --shared the lock is flock -s's (LOCK_SH): any number of shared
+//! holders at once, and none while an exclusive holder holds it, which
+//! they keep out in turn.
+//!
 //! me-only never deletes the file: a process waiting on the old file would
 //! then hold a lock that a newcomer, locking a new file by that name, does
 //! not see.
@@ -23,7 +27,8 @@ use nix::poll::{PollFd, PollFlags, poll};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat, lstat, major, minor};
 
-use super::{Attempt, Backend, Holder, Probe, Waited, above_standard_fds, current_holder};
+use super::{Attempt, Backend, Holder, Holding, Probe, Waited, above_standard_fds, current_holder};
+use crate::env::ENV_SHARED;
 use crate::error::{Error, errno_of};
 use crate::sys::poll_time;
 use crate::sys::procfs::{self, Opened};
@@ -39,6 +44,8 @@ pub struct FlockLock {
     /// lives on: the library) rather than block in a thread (the command,
     /// which exits soon after).
     watch_a_bounded_wait: bool,
+    /// flock -s's lock (LOCK_SH) rather than flock's (LOCK_EX).
+    shared: bool,
 }
 
 /// How often creating the file may lose a race with another creator and a
@@ -57,7 +64,25 @@ impl FlockLock {
             path: PathBuf::from(lock),
             file: Cell::new(None),
             watch_a_bounded_wait: false,
+            shared: false,
         })
+    }
+
+    /// This lock, taken shared (--shared).
+    pub fn shared(self) -> FlockLock {
+        FlockLock {
+            shared: true,
+            ..self
+        }
+    }
+
+    /// The flock(2) operation that takes this lock, blocking.
+    fn operation(&self) -> libc::c_int {
+        if self.shared {
+            libc::LOCK_SH
+        } else {
+            libc::LOCK_EX
+        }
     }
 
     /// As `parse`, for a process that lives on after a wait runs out.
@@ -102,6 +127,31 @@ impl FlockLock {
         above_standard_fds(file).map_err(|err| Error::lock(&self.name, "open", &err))
     }
 
+    /// Who holds the file locked and who waits, as /proc/locks lists them,
+    /// with what a holder has open; None where there is no file (and so no
+    /// lock: me-only would create it).
+    fn lockers(&self) -> Result<Option<(procfs::FlockLockers, Opened)>, Error> {
+        let status = match lstat(&self.path) {
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(errno) => return Err(Error::lock_errno(&self.name, "look up", errno)),
+            Ok(status) => status,
+        };
+        if let Some(kind) = not_regular(&status) {
+            return Err(Error::NotALockFile {
+                lock: self.name.clone(),
+                kind,
+            });
+        }
+        // Device numbers are 12 + 20 bits wide.
+        let device = procfs::superblock_device(&self.path)
+            .unwrap_or((major(status.st_dev) as u32, minor(status.st_dev) as u32));
+        let opened = Opened::LockedFile {
+            device: status.st_dev,
+            inode: status.st_ino,
+        };
+        Ok(Some((procfs::flock_lockers(device, status.st_ino), opened)))
+    }
+
     fn open_error(&self, errno: Errno) -> Error {
         if errno == Errno::ELOOP && self.is_symlink() {
             return Error::NotALockFile {
@@ -123,13 +173,13 @@ impl FlockLock {
     /// timer is involved, so nothing of the kind leaks into COMMAND). The
     /// holder's release wakes it at once, where a watch's teardown costs
     /// the next command ~15 ms (see `wait_before`).
-    fn lock_before(file: &OwnedFd, deadline: Instant) -> Result<(), Errno> {
+    fn lock_before(file: &OwnedFd, operation: libc::c_int, deadline: Instant) -> Result<(), Errno> {
         let waiter_file = file.try_clone().map_err(|err| errno_of(&err))?;
         let (done, outcome) = mpsc::channel();
         let waiter = std::thread::Builder::new()
             .name("flock waiter".into())
             .spawn(move || {
-                let _ = done.send(flock(&waiter_file, libc::LOCK_EX));
+                let _ = done.send(flock(&waiter_file, operation));
             })
             .map_err(|err| errno_of(&err))?;
         let remaining = deadline.saturating_duration_since(Instant::now());
@@ -164,7 +214,7 @@ impl FlockLock {
                 )?;
                 Ok(inotify)
             });
-        match flock(file, libc::LOCK_EX | libc::LOCK_NB) {
+        match flock(file, self.operation() | libc::LOCK_NB) {
             Err(Errno::EWOULDBLOCK) => {}
             taken_or_failed => return taken_or_failed,
         }
@@ -176,7 +226,7 @@ impl FlockLock {
                 let mut events = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
                 match poll(&mut events, poll_time::whole_milliseconds(wait)) {
                     Ok(0) | Err(Errno::EINTR) => Ok(()),
-                    Ok(_) => just_closed(file),
+                    Ok(_) => just_closed(file, self.operation()),
                     Err(errno) => Err(errno),
                 }
             }
@@ -198,9 +248,9 @@ const LOOK_AGAIN: Duration = Duration::from_millis(250);
 /// locks, and a waiter woken at once may find the lock still held for a
 /// moment. A few short tries; the caller's next look, or LOOK_AGAIN, is
 /// the last resort.
-fn just_closed(file: &OwnedFd) -> Result<(), Errno> {
+fn just_closed(file: &OwnedFd, operation: libc::c_int) -> Result<(), Errno> {
     for _ in 0..4 {
-        match flock(file, libc::LOCK_EX | libc::LOCK_NB) {
+        match flock(file, operation | libc::LOCK_NB) {
             Err(Errno::EWOULDBLOCK) => std::thread::sleep(Duration::from_millis(1)),
             taken_or_failed => return taken_or_failed,
         }
@@ -215,7 +265,7 @@ impl Backend for FlockLock {
 
     fn try_acquire(&self) -> Result<Attempt, Error> {
         let file = self.take_file()?;
-        match flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
+        match flock(&file, self.operation() | libc::LOCK_NB) {
             Ok(()) => Ok(Attempt::Acquired(Some(file))),
             Err(Errno::EWOULDBLOCK) => {
                 self.file.set(Some(file));
@@ -225,40 +275,53 @@ impl Backend for FlockLock {
         }
     }
 
-    /// Looks the file up in /proc/locks. Taking even a shared lock to look
-    /// would, for that instant, turn a real launch away.
+    /// The first of `holders`.
     fn probe(&self) -> Result<Probe, Error> {
-        let status = match lstat(&self.path) {
-            // No file, no lock on it; me-only would create it.
-            Err(Errno::ENOENT) => return Ok(Probe::Free),
-            Err(errno) => return Err(Error::lock_errno(&self.name, "look up", errno)),
-            Ok(status) => status,
+        Ok(match self.holders()?.into_iter().next() {
+            Some(Holding { holder, .. }) => Probe::Held(holder),
+            None => Probe::Free,
+        })
+    }
+
+    /// Looks the file up in /proc/locks. Taking even a shared lock to look
+    /// would, for that instant, turn a real launch away. A shared lock is
+    /// kept out by an exclusive holder only; an exclusive one by any.
+    fn holders(&self) -> Result<Vec<Holding>, Error> {
+        let Some((lockers, opened)) = self.lockers()? else {
+            return Ok(Vec::new());
         };
-        if let Some(kind) = not_regular(&status) {
-            return Err(Error::NotALockFile {
-                lock: self.name.clone(),
-                kind,
+        let mut holders: Vec<Holding> = Vec::new();
+        for locker in lockers.holders {
+            if self.shared && !locker.exclusive {
+                continue;
+            }
+            // 0: the locker is in a pid namespace this one cannot see into.
+            let recorded = (locker.pid != 0).then_some(locker.pid);
+            let pid = current_holder(recorded, opened, None, &lockers.waiting);
+            // A recorded holder gone (--detach's me-only) is looked for
+            // among those that hold the file locked: another shared holder
+            // may be found that way, named already.
+            if pid.is_some() && holders.iter().any(|named| named.holder.pid == pid) {
+                continue;
+            }
+            holders.push(Holding {
+                holder: Holder {
+                    pid,
+                    uid: pid.and_then(procfs::process_uid),
+                    host: None,
+                },
+                shared: !locker.exclusive,
             });
         }
-        // Device numbers are 12 + 20 bits wide.
-        let device = procfs::superblock_device(&self.path)
-            .unwrap_or((major(status.st_dev) as u32, minor(status.st_dev) as u32));
-        let lockers = procfs::flock_lockers(device, status.st_ino);
-        let Some(recorded) = lockers.holder else {
-            return Ok(Probe::Free);
-        };
-        let opened = Opened::LockedFile {
-            device: status.st_dev,
-            inode: status.st_ino,
-        };
-        // 0: the locker is in a pid namespace this one cannot see into.
-        let recorded = (recorded != 0).then_some(recorded);
-        let pid = current_holder(recorded, opened, None, &lockers.waiting);
-        Ok(Probe::Held(Holder {
-            pid,
-            uid: pid.and_then(procfs::process_uid),
-            host: None,
-        }))
+        Ok(holders)
+    }
+
+    fn environment(&self) -> Vec<(&'static str, String)> {
+        if self.shared {
+            vec![(ENV_SHARED, "1".to_owned())]
+        } else {
+            Vec::new()
+        }
     }
 
     /// Only an exclusive flock: a shared one (flock -s) is held by others
@@ -288,9 +351,9 @@ impl Backend for FlockLock {
         let file = self.take_file()?;
         log::debug!("{}: waiting for the holder to let go", self.name);
         let locked = match deadline {
-            None => flock(&file, libc::LOCK_EX),
+            None => flock(&file, self.operation()),
             Some(deadline) if self.watch_a_bounded_wait => self.wait_before(&file, deadline),
-            Some(deadline) => FlockLock::lock_before(&file, deadline),
+            Some(deadline) => FlockLock::lock_before(&file, self.operation(), deadline),
         };
         self.file.set(Some(file));
         match locked {

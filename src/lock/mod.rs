@@ -30,6 +30,14 @@ pub enum Probe {
     Held(Holder),
 }
 
+/// A holder of the lock, and whether it holds it shared with others
+/// (`--shared`, `flock -s`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holding {
+    pub holder: Holder,
+    pub shared: bool,
+}
+
 /// How a wait for the holder to let go ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Waited {
@@ -74,6 +82,18 @@ pub trait Backend: Send {
     /// the way of anyone taking it.
     fn probe(&self) -> Result<Probe, Error>;
 
+    /// Every holder that keeps this lock from being taken now, without
+    /// taking it: one, but for a file's shared holders (all of them).
+    fn holders(&self) -> Result<Vec<Holding>, Error> {
+        Ok(match self.probe()? {
+            Probe::Free => Vec::new(),
+            Probe::Held(holder) => vec![Holding {
+                holder,
+                shared: false,
+            }],
+        })
+    }
+
     /// Blocks until the holder may have let go, or until `deadline`.
     fn wait_for_release(&self, deadline: Option<Instant>) -> Result<Waited, Error>;
 
@@ -117,6 +137,11 @@ pub trait Backend: Send {
     /// nothing: they go with their descriptor.
     fn let_go(&self) {}
 
+    /// Bounds every call the lock makes to a service (etcd) by `deadline`,
+    /// for a wait that must end by then (None: each call's own bound).
+    /// Kernel locks make no such calls.
+    fn limit_calls_to(&self, _deadline: Option<Instant>) {}
+
     /// Makes sure, before COMMAND starts, that the lock just taken can be
     /// kept: where hand_over comes only once COMMAND runs (--detach), a
     /// failure there would come too late. Kernel locks need nothing.
@@ -139,8 +164,13 @@ pub enum Kind {
     AbstractSocket,
     Tcp,
     Flock,
+    /// A shared flock(2) (--shared, flock -s): held by many at once, kept
+    /// out by an exclusive holder only.
+    SharedFlock,
+    /// Boxed: the settings (endpoints, TLS, login) are many times the size
+    /// of the other kinds.
     #[cfg(feature = "etcd")]
-    Etcd(etcd::Settings),
+    Etcd(Box<etcd::Settings>),
 }
 
 impl Kind {
@@ -149,7 +179,7 @@ impl Kind {
     pub fn contending(self) -> Kind {
         match self {
             #[cfg(feature = "etcd")]
-            Kind::Etcd(settings) => Kind::Etcd(settings.contending()),
+            Kind::Etcd(settings) => Kind::Etcd(Box::new(settings.contending())),
             kernel => kernel,
         }
     }
@@ -172,8 +202,9 @@ pub fn from_cli(lock: &OsStr, kind: Kind) -> Result<Box<dyn Backend>, Error> {
         Kind::AbstractSocket => Box::new(abstract_socket::AbstractLock::parse(lock)?),
         Kind::Tcp => Box::new(tcp::TcpLock::parse(lock)?),
         Kind::Flock => Box::new(flock::FlockLock::parse(lock)?),
+        Kind::SharedFlock => Box::new(flock::FlockLock::parse(lock)?.shared()),
         #[cfg(feature = "etcd")]
-        Kind::Etcd(settings) => Box::new(etcd::EtcdLock::parse(lock, settings)?),
+        Kind::Etcd(settings) => Box::new(etcd::EtcdLock::parse(lock, *settings)?),
     })
 }
 

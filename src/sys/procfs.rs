@@ -310,6 +310,8 @@ fn shows_our_pids() -> bool {
 struct FlockEntry {
     pid: i32,
     waiting: bool,
+    /// WRITE (LOCK_EX), not READ (LOCK_SH, `flock -s`).
+    exclusive: bool,
     device: (u32, u32),
     inode: u64,
 }
@@ -319,8 +321,17 @@ struct FlockEntry {
 /// (and for all, where /proc was mounted for another pid namespace).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct FlockLockers {
-    pub holder: Option<i32>,
+    /// One exclusive holder, or any number of shared ones, in the order
+    /// the kernel lists them.
+    pub holders: Vec<FlockHolder>,
     pub waiting: Vec<i32>,
+}
+
+/// A holder of a flock(2) lock, and its mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlockHolder {
+    pub pid: i32,
+    pub exclusive: bool,
 }
 
 /// The flock(2) lockers of the file with this device (major, minor: the
@@ -347,7 +358,14 @@ pub fn flock_lockers(device: (u32, u32), inode: u64) -> FlockLockers {
     let ours = shows_our_pids();
     let pid = |entry: &FlockEntry| if ours { entry.pid } else { 0 };
     FlockLockers {
-        holder: on_inode.iter().find(|entry| !entry.waiting).map(pid),
+        holders: on_inode
+            .iter()
+            .filter(|entry| !entry.waiting)
+            .map(|entry| FlockHolder {
+                pid: pid(entry),
+                exclusive: entry.exclusive,
+            })
+            .collect(),
         waiting: on_inode
             .iter()
             .filter(|entry| entry.waiting)
@@ -431,6 +449,11 @@ fn parse_flock_line(line: &str) -> Option<FlockEntry> {
     if fields.first() != Some(&"FLOCK") {
         return None;
     }
+    let exclusive = match *fields.get(2)? {
+        "WRITE" => true,
+        "READ" => false,
+        _ => return None,
+    };
     let pid = fields.get(3)?.parse().ok()?;
     let mut file = fields.get(4)?.split(':');
     let major = u32::from_str_radix(file.next()?, 16).ok()?;
@@ -439,6 +462,7 @@ fn parse_flock_line(line: &str) -> Option<FlockEntry> {
     Some(FlockEntry {
         pid,
         waiting,
+        exclusive,
         device: (major, minor),
         inode,
     })
@@ -756,12 +780,13 @@ mod tests {
     }
 
     #[test]
-    fn flock_lines_give_pid_device_inode_and_whether_waiting() {
+    fn flock_lines_give_pid_mode_device_inode_and_whether_waiting() {
         assert_eq!(
             parse_flock_line("1: FLOCK  ADVISORY  WRITE 4242 fe:00:10010630 0 EOF"),
             Some(FlockEntry {
                 pid: 4242,
                 waiting: false,
+                exclusive: true,
                 device: (0xfe, 0),
                 inode: 10010630
             })
@@ -771,6 +796,7 @@ mod tests {
             Some(FlockEntry {
                 pid: 77,
                 waiting: false,
+                exclusive: false,
                 device: (0x103, 0x0a),
                 inode: 12
             })
@@ -780,6 +806,7 @@ mod tests {
             Some(FlockEntry {
                 pid: 4243,
                 waiting: true,
+                exclusive: true,
                 device: (0xfe, 0),
                 inode: 10010630
             })

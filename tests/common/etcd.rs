@@ -499,29 +499,11 @@ impl Cluster {
             .collect();
         until_serving(restarted);
     }
-
-    /// SIGSTOP of member `i`: it holds its connections open and says nothing.
-    pub fn pause(&self, i: usize) {
-        self.signal(i, Signal::SIGSTOP);
-    }
-
-    /// SIGCONT of member `i`, after `pause`.
-    pub fn resume(&self, i: usize) {
-        self.signal(i, Signal::SIGCONT);
-    }
-
-    fn signal(&self, i: usize, signal: Signal) {
-        let server = self.members[i].server.as_ref().expect("the member runs");
-        kill(Pid::from_raw(server.id() as i32), signal).unwrap();
-    }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
         for i in 0..self.members.len() {
-            if self.members[i].server.is_some() {
-                self.resume(i);
-            }
             self.kill_member(i);
         }
     }

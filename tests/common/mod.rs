@@ -1,6 +1,5 @@
 //! Helpers shared by the end-to-end tests: they drive the built binary the
 //! way a user's shell would.
-#![allow(dead_code)] // each test crate uses its own subset
 
 pub mod etcd;
 
@@ -20,6 +19,20 @@ pub const ME_ONLY: &str = env!("CARGO_BIN_EXE_me-only");
 pub fn pipe() -> (std::fs::File, std::fs::File) {
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
     (read.into(), write.into())
+}
+
+/// Held by the tests that load both cores for a while (hundreds of
+/// launches at once, a thousand waiter threads, locks taken and dropped in
+/// a loop) and by those that a neighbour's load would fail (a time bound of
+/// a tenth of a second, a table that the churn shifts): one of them at a
+/// time. The suite is one test binary, so any test may run beside any
+/// other; beside one of the first, a 1 s --timeout on 1024 slots came
+/// after 1.1 s.
+pub fn one_heavy_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    HEAVY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A command that runs the built me-only.
@@ -50,6 +63,25 @@ pub fn me_only_as_user(uid: u32) -> (tempfile::TempDir, Command) {
     let mut command = Command::new(binary);
     command.uid(uid).gid(uid).current_dir("/");
     (dir, command)
+}
+
+/// Gives the child the default disposition of `signals`. sh cannot trap a
+/// signal that was ignored when it started (POSIX), and a test run from the
+/// background of a non-interactive shell (`cargo test &` in a script)
+/// starts with INT and QUIT ignored (under nohup, HUP too), which me-only
+/// passes on, as it should.
+pub fn default_disposition_of(command: &mut Command, signals: &'static [nix::libc::c_int]) {
+    use std::os::unix::process::CommandExt;
+
+    // SAFETY: signal() is async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            for &signal in signals {
+                nix::libc::signal(signal, nix::libc::SIG_DFL);
+            }
+            Ok(())
+        });
+    }
 }
 
 /// Makes the child inherit `fd` as descriptor number `target`, open across

@@ -148,13 +148,8 @@ impl Lock {
     /// `me-only --etcd --wait`. When the lock stays held: [`Error::Busy`],
     /// naming the holder's host and pid.
     pub fn acquire(&self, wait: Wait) -> Result<Guard, Error> {
-        let patience = match wait {
-            Wait::No => Patience::None,
-            Wait::For(limit) => Patience::For(limit),
-            Wait::Forever => Patience::Forever,
-        };
         let backend = self.backend()?;
-        acquire(&backend, patience, true).public()?;
+        acquire(&backend, Patience::from(wait), true).public()?;
         self.guard(&backend)
     }
 

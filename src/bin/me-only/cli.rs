@@ -51,6 +51,8 @@ ENVIRONMENT:
                           pipe's write end that holds the lease here)
   ME_ONLY_SLOT            set for COMMAND with --slots: which slot it holds, 1
                           to N
+  ME_ONLY_SHARED          set for COMMAND with --shared: 1 (the lock is shared;
+                          me_only::inherited() does not adopt it)
   ME_ONLY_LOCKED_AT       set for COMMAND: when the lock was taken, in seconds
                           since boot (--replace-older's measure)
   ME_ONLY_FENCE           set for COMMAND with --etcd: the lock key's create
@@ -74,6 +76,9 @@ EXAMPLES:
   me-only --tcp 127.0.0.1:7000 ./server
   # with flock(1) users:
   me-only --flock /var/lock/backup.lock /usr/local/bin/backup
+  # many readers at once, as flock -s; a writer waits for them all:
+  me-only --shared --flock /run/lock/db.lock ./report
+  me-only --wait --flock /run/lock/db.lock ./migrate
   pid=$(me-only --detach /tmp/worker ./worker) && echo \"worker is $pid\"
   # a run hung an hour is stopped:
   me-only --replace-older 3600 /run/sync /usr/local/bin/sync
@@ -250,6 +255,9 @@ pub struct Cli {
 
 impl Cli {
     pub fn backend(&self) -> Result<Kind, Error> {
+        if self.occasional.shared {
+            self.check_shared()?;
+        }
         #[cfg(feature = "etcd")]
         if let Some(
             options @ EtcdOptions {
@@ -260,13 +268,36 @@ impl Cli {
         {
             return options
                 .settings(endpoints, &self.lock, self.occasional.kill_after())
-                .map(Kind::Etcd);
+                .map(|settings| Kind::Etcd(Box::new(settings)));
         }
         Ok(match (self.tcp, self.flock) {
             (true, _) => Kind::Tcp,
+            (_, true) if self.occasional.shared => Kind::SharedFlock,
             (_, true) => Kind::Flock,
             _ => Kind::AbstractSocket,
         })
+    }
+
+    /// --shared only where the kernel has a shared form of the lock: a
+    /// file's flock(2), as flock -s takes it.
+    fn check_shared(&self) -> Result<(), Error> {
+        if let Some(refusal) = self.occasional.refusal_of_shared() {
+            return Err(Error::Usage(refusal.into()));
+        }
+        let no_shared_form = |lock: &str| {
+            Err(Error::Usage(format!(
+                "--shared needs --flock: {lock} has no shared form (--slots N lets N hold it)"
+            )))
+        };
+        #[cfg(feature = "etcd")]
+        if self.etcd.as_deref().is_some_and(|etcd| etcd.etcd.is_some()) {
+            return no_shared_form("an etcd lock key");
+        }
+        match (self.tcp, self.flock) {
+            (true, _) => no_shared_form("a TCP port"),
+            (_, true) => Ok(()),
+            _ => no_shared_form("an abstract socket name"),
+        }
     }
 
     pub fn patience(&self) -> Patience {
@@ -460,7 +491,7 @@ pub fn full_command() -> clap::Command {
 /// version (which must show everything). Any word counts, even one of COMMAND's: the full
 /// definition parses every command line the lean one does, the same way.
 fn full_command_needed(args: &[OsString]) -> bool {
-    const FULL_ONLY: [&str; 22] = [
+    const FULL_ONLY: [&str; 23] = [
         "--replace",
         "--respawn",
         "--until-success",
@@ -471,6 +502,7 @@ fn full_command_needed(args: &[OsString]) -> bool {
         "--auto",
         "--max-time",
         "--slots",
+        "--shared",
         "--etcd",
         "--ttl",
         "--kill-after",
@@ -681,6 +713,7 @@ mod tests {
             &["me-only", "--replace", "l", "x"],
             &["me-only", "--replace-older=60", "l", "x"],
             &["me-only", "--slots", "2", "l", "x"],
+            &["me-only", "--shared", "--flock", "l", "x"],
             &["me-only", "--max-time=5", "l", "x"],
             &["me-only", "--respawn", "l", "x"],
             &["me-only", "--respawn-delay=1", "--respawn", "l", "x"],

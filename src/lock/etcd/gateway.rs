@@ -35,6 +35,10 @@ const PAGE_KEYS: usize = 500;
 /// its first page was read at before the last one was.
 const PAGED_READ_ATTEMPTS: usize = 3;
 
+/// The least time a call made under a wait's limit is given (see
+/// `Gateway::limited`).
+const LIMITED_CALL: Duration = Duration::from_secs(1);
+
 /// The deadline of an ordinary call made now.
 pub fn soon() -> Instant {
     Instant::now() + CALL_TIMEOUT
@@ -98,6 +102,9 @@ pub struct Gateway {
     token: RefCell<Option<String>>,
     /// Connections the endpoints left open, for the next call.
     kept: Kept,
+    /// A bound on every call's deadline: a bounded wait's (see
+    /// `limit_calls_to`).
+    limit: Cell<Option<Instant>>,
 }
 
 /// A connection per endpoint, kept open between calls (HTTP keep-alive):
@@ -151,6 +158,7 @@ impl Gateway {
             login: None,
             token: RefCell::new(None),
             kept: Kept::default(),
+            limit: Cell::new(None),
         })
     }
 
@@ -177,13 +185,34 @@ impl Gateway {
         let endpoints = self.endpoints.iter().map(Endpoint::resolved).collect();
         Gateway {
             endpoints,
+            // A keeper's renewals have deadlines of their own, never a
+            // wait's that is over.
+            limit: Cell::new(None),
             ..self.clone()
         }
+    }
+
+    /// Every call made from now on ends by `deadline` at the latest (None:
+    /// by its own deadline alone): a bounded wait must not last longer
+    /// for an etcd that does not answer.
+    pub fn limit_calls_to(&self, deadline: Option<Instant>) {
+        self.limit.set(deadline);
+    }
+
+    /// `deadline`, or the limit set, whichever comes first; but a call gets
+    /// LIMITED_CALL at least, so that the last try of a wait (or the only
+    /// one of `--timeout 0`), made as its deadline comes, can still be
+    /// answered.
+    fn limited(&self, deadline: Instant) -> Instant {
+        self.limit.get().map_or(deadline, |limit| {
+            deadline.min(limit.max(Instant::now() + LIMITED_CALL))
+        })
     }
 
     /// POSTs `body` to `path`, trying endpoint after endpoint until one
     /// answers as a working member, all before `deadline`.
     pub fn call(&self, path: &str, body: &Value, deadline: Instant) -> Result<Value, CallError> {
+        let deadline = self.limited(deadline);
         self.logged_in(deadline, |access| {
             self.on_any_endpoint(deadline, |index, endpoint, share| {
                 self.post(index, endpoint, access, path, body, share)
@@ -571,6 +600,7 @@ impl Gateway {
         revision: i64,
         until: Instant,
     ) -> Result<Watched, CallError> {
+        let until = self.limited(until);
         if until <= Instant::now() {
             return Ok(Watched::Quiet);
         }

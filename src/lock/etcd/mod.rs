@@ -313,6 +313,10 @@ impl Backend for EtcdLock {
         Some(self.mark_holder(older_than))
     }
 
+    fn limit_calls_to(&self, deadline: Option<Instant>) {
+        self.gateway().limit_calls_to(deadline);
+    }
+
     fn let_go(&self) {
         if let Some(taken) = self.taken.borrow_mut().take() {
             self.give_back(taken.lease);

@@ -1,6 +1,6 @@
 //! The options a launch seldom uses: --replace, --replace-older,
 //! --signal and --kill-after (how a process is stopped), --max-time,
-//! --respawn and its kin, --auto, --slots, --list. Like the
+//! --respawn and its kin, --auto, --slots, --list, --shared. Like the
 //! etcd options, they are defined only where the command line names one
 //! (`full_command_needed`): each option clap knows of costs every launch.
 
@@ -209,6 +209,18 @@ pub struct OccasionalOptions {
         help_heading = heading::LOCK
     )]
     pub slots: Option<u32>,
+
+    /// With --flock: take a shared lock, as flock -s does
+    ///
+    /// Any number of shared holders at once (me-only --shared, flock -s),
+    /// none while an exclusive holder (me-only --flock, flock) holds it,
+    /// and no exclusive holder while one of them does. COMMAND gets
+    /// ME_ONLY_SHARED=1. With --test: exit 0 if a shared lock could be taken
+    /// now (--test without --shared names every shared holder, one pid a
+    /// line). Not with --replace, --slots or --list
+    // A variant of --flock: -h, one screen, leaves it to --help.
+    #[arg(long, help_heading = heading::LOCK, hide_short_help = true)]
+    pub shared: bool,
 }
 
 /// The most slots: each is a lock of its own, tried in turn and, with
@@ -366,6 +378,30 @@ impl OccasionalOptions {
             delay: self.respawn_delay.unwrap_or(DEFAULT_RESPAWN_DELAY),
             tries: self.tries,
         })
+    }
+
+    /// Why --shared cannot go with the other options given, if it cannot.
+    pub fn refusal_of_shared(&self) -> Option<&'static str> {
+        if self.slots.is_some() {
+            Some(
+                "--shared cannot be used with --slots: a shared lock has no limit to count, \
+                 and --slots is an exclusive lock's 'at most N'",
+            )
+        } else if self.replace {
+            Some(
+                "--shared cannot be used with --replace: a shared holder has no one instance \
+                 to replace",
+            )
+        } else if self.replace_older.is_some() {
+            Some(
+                "--shared cannot be used with --replace-older: a shared holder has no one \
+                 instance to replace",
+            )
+        } else if self.list.is_some() {
+            Some("--shared cannot be used with --list: --list shows every holder's mode")
+        } else {
+            None
+        }
     }
 
     /// What to replace, if the command line asks for it.

@@ -9,20 +9,22 @@ use crate::lock::slots::Slot;
 use crate::lock::{Backend, Holder, Probe};
 use crate::sys::procfs;
 
-/// Exit 0 when free; when held, the conflict code, with the holder's pid
-/// alone on stdout's first line (so `pid=$(me-only -t LOCK)` works; for
-/// etcd, `HOST PID`) and, when verbose, its uid and command line on stderr.
+/// Exit 0 when free (with --shared: when a shared lock could be taken
+/// now, no exclusive holder holding it); when held, the conflict code,
+/// with the holder's pid alone on stdout's first line (so `pid=$(me-only
+/// -t LOCK)` works; for etcd, `HOST PID`; for a file's shared holders, each
+/// pid on a line of its own, as --slots names each slot's) and, when
+/// verbose, its uid and command line on stderr.
 pub fn report(lock: &dyn Backend, conflict_exit_code: u8) -> Result<u8, Error> {
-    match lock.probe()? {
-        Probe::Free => {
-            info!("{}: free", lock.name());
-            Ok(0)
-        }
-        Probe::Held(holder) => {
-            tell(lock, &holder);
-            Ok(conflict_exit_code)
-        }
+    let holders = lock.holders()?;
+    if holders.is_empty() {
+        info!("{}: free", lock.name());
+        return Ok(0);
     }
+    for holding in &holders {
+        tell(lock, &holding.holder);
+    }
+    Ok(conflict_exit_code)
 }
 
 /// --test with --slots: exit 0 when any slot is free; when all are held,

@@ -18,7 +18,7 @@ use crate::lock::Backend;
 use crate::run::sigpipe;
 use crate::sys::procfs;
 
-pub use me_only::env::{ENV_FD, ENV_FENCE, ENV_LOCK, ENV_LOCKED_AT, ENV_SLOT};
+pub use me_only::env::{ENV_FD, ENV_FENCE, ENV_LOCK, ENV_LOCKED_AT, ENV_SHARED, ENV_SLOT};
 
 /// A lock just taken, to be handed to COMMAND.
 pub struct Held<'a> {
@@ -137,6 +137,7 @@ unsafe fn replace_outer_variables(
         }
         std::env::set_var(ENV_LOCKED_AT, seconds_since_boot());
         std::env::remove_var(ENV_FENCE);
+        std::env::remove_var(ENV_SHARED);
         for (variable, value) in backend_variables {
             std::env::set_var(variable, value);
         }
@@ -253,6 +254,7 @@ pub fn child(command: &[OsString], held: &Held, mask: SigSet) -> Command {
         .args(&command[1..])
         .env(ENV_LOCK, held.given)
         .env_remove(ENV_FENCE)
+        .env_remove(ENV_SHARED)
         .env(ENV_LOCKED_AT, seconds_since_boot())
         .envs(held.lock.environment());
     match held.slot {

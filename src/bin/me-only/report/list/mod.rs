@@ -14,6 +14,9 @@
 //! me-only lock inside (its ME_ONLY_LOCK names the inner one), and holders
 //! in other pid or network namespaces.
 //!
+//! A file's shared lock (--shared, flock -s) has many holders: one entry
+//! for each that names it.
+//!
 //! With --etcd, the locks in etcd instead: the oldest key of each name,
 //! whose value tells the holder's host and pid (and when it took the lock).
 
@@ -26,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::lock::{self, Backend, Kind, Probe};
+use crate::lock::{self, Backend, Holding, Kind};
 use crate::run::launch::{ENV_FD, ENV_LOCK};
 use crate::sys::procfs;
 
@@ -35,6 +38,8 @@ use crate::sys::procfs;
 pub struct Entry {
     pub lock: String,
     pub backend: &'static str,
+    /// Held shared (--shared, flock -s), with others.
+    pub shared: bool,
     pub pid: Option<i32>,
     pub uid: Option<u32>,
     pub host: String,
@@ -63,10 +68,11 @@ pub fn report(prefix: &OsStr, kinds: &[Kind], json: bool) -> Result<u8, Error> {
 }
 
 /// The locks held, found from the processes that name them, one entry per
-/// lock, sorted by name.
+/// holder (one per lock, but for a file's shared holders), sorted by name.
 fn held_locks(kinds: &[Kind], prefix: &[u8]) -> Vec<Entry> {
     let host = this_host();
-    let mut found: BTreeMap<(String, &'static str), Entry> = BTreeMap::new();
+    let mut holders_of: BTreeMap<(String, &'static str), Vec<Holding>> = BTreeMap::new();
+    let mut found: BTreeMap<(String, &'static str, Option<i32>), Entry> = BTreeMap::new();
     for pid in procfs::pids() {
         let Some(named) = procfs::environment_variable(pid, ENV_LOCK) else {
             continue;
@@ -75,17 +81,21 @@ fn held_locks(kinds: &[Kind], prefix: &[u8]) -> Vec<Entry> {
             if !lock.name().as_bytes().starts_with(prefix) {
                 continue;
             }
-            let key = (lock.name().to_owned(), backend);
-            if found.contains_key(&key) {
-                continue;
-            }
-            let Ok(Probe::Held(holder)) = lock.probe() else {
+            // Each lock is looked at once, however many processes name it.
+            let holders = holders_of
+                .entry((lock.name().to_owned(), backend))
+                .or_insert_with(|| lock.holders().unwrap_or_default());
+            let held_by_it = |holding: &&Holding| {
+                holding
+                    .holder
+                    .pid
+                    .is_some_and(|holder| holder == pid || procfs::parent_pid(pid) == Some(holder))
+            };
+            let Some(Holding { holder, shared }) = holders.iter().find(held_by_it) else {
                 continue;
             };
-            let held_by_it = holder
-                .pid
-                .is_some_and(|holder| holder == pid || procfs::parent_pid(pid) == Some(holder));
-            if !held_by_it {
+            let key = (lock.name().to_owned(), backend, holder.pid);
+            if found.contains_key(&key) {
                 continue;
             }
             let holder_pid = holder.pid.unwrap_or(pid);
@@ -94,6 +104,7 @@ fn held_locks(kinds: &[Kind], prefix: &[u8]) -> Vec<Entry> {
                 Entry {
                     lock: lock.name().to_owned(),
                     backend,
+                    shared: *shared,
                     pid: holder.pid,
                     uid: holder.uid.or_else(|| procfs::process_uid(holder_pid)),
                     host: host.clone(),
@@ -121,6 +132,7 @@ fn held_in_etcd(settings: &lock::etcd::Settings, prefix: &[u8]) -> Result<Vec<En
             Entry {
                 lock: listed.lock,
                 backend: "etcd",
+                shared: false,
                 pid: listed.holder.pid,
                 uid: pid_here.and_then(procfs::process_uid),
                 host: listed.holder.host.unwrap_or_default(),
@@ -151,7 +163,7 @@ fn locks_named(pid: i32, named: OsString, kinds: &[Kind]) -> Vec<(&'static str, 
                 .and_then(|uid| lock::tcp_lock_of_user(&named, uid).ok())
                 .into_iter()
                 .collect(),
-            Kind::Flock => lock_file_paths(pid, Path::new(&named))
+            Kind::Flock | Kind::SharedFlock => lock_file_paths(pid, Path::new(&named))
                 .iter()
                 .filter_map(|path| lock::from_cli(path.as_os_str(), Kind::Flock).ok())
                 .collect(),
@@ -211,7 +223,7 @@ fn kind_name(kind: &Kind) -> &'static str {
     match kind {
         Kind::AbstractSocket => "abstract",
         Kind::Tcp => "tcp",
-        Kind::Flock => "flock",
+        Kind::Flock | Kind::SharedFlock => "flock",
         #[cfg(feature = "etcd")]
         Kind::Etcd(_) => "etcd",
     }

@@ -17,7 +17,7 @@ pub fn table(entries: &[Entry]) -> String {
         .map(|entry| {
             [
                 printable(&entry.lock),
-                entry.backend.to_owned(),
+                backend(entry),
                 known(entry.pid),
                 known(entry.uid),
                 printable(&entry.host),
@@ -47,6 +47,21 @@ pub fn table(entries: &[Entry]) -> String {
     text
 }
 
+/// The backend, and a shared lock's mode with it: `flock-shared`, one word,
+/// as every cell but COMMAND's is, for awk and `read`.
+fn backend(entry: &Entry) -> String {
+    if entry.shared {
+        format!("{}-shared", entry.backend)
+    } else {
+        entry.backend.to_owned()
+    }
+}
+
+/// A lock's mode, for JSON.
+fn mode(entry: &Entry) -> &'static str {
+    if entry.shared { "shared" } else { "exclusive" }
+}
+
 fn known<T: ToString>(value: Option<T>) -> String {
     value.map_or_else(|| "-".to_owned(), |value| value.to_string())
 }
@@ -70,10 +85,11 @@ pub fn json(entries: &[Entry]) -> String {
         .map(|entry| {
             let command: Vec<String> = entry.command.iter().map(|word| string(word)).collect();
             format!(
-                "{{\"lock\":{},\"backend\":{},\"pid\":{},\"uid\":{},\"host\":{},\
+                "{{\"lock\":{},\"backend\":{},\"mode\":{},\"pid\":{},\"uid\":{},\"host\":{},\
                  \"age_seconds\":{},\"command\":[{}]}}",
                 string(&entry.lock),
                 string(entry.backend),
+                string(mode(entry)),
                 number(entry.pid),
                 number(entry.uid),
                 string(&entry.host),
@@ -118,6 +134,7 @@ mod tests {
         Entry {
             lock: lock.to_owned(),
             backend: "abstract",
+            shared: false,
             pid: Some(42),
             uid: None,
             host: "web-1".to_owned(),
@@ -152,7 +169,8 @@ mod tests {
     fn json_escapes_what_json_must() {
         assert_eq!(
             json(&[entry("a\"b\\c\u{1}")]),
-            "[{\"lock\":\"a\\\"b\\\\c\\u0001\",\"backend\":\"abstract\",\"pid\":42,\
+            "[{\"lock\":\"a\\\"b\\\\c\\u0001\",\"backend\":\"abstract\",\"mode\":\"exclusive\",\
+             \"pid\":42,\
              \"uid\":null,\"host\":\"web-1\",\"age_seconds\":3725,\
              \"command\":[\"sh\",\"-c\",\"echo \\\"hi\\\"\"]}]\n"
         );
