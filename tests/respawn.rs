@@ -481,3 +481,51 @@ fn slots_each_loop_keeps_its_slot() {
     assert_eq!(third.status.code(), Some(4), "{third:?}");
     assert!(third.stdout.is_empty(), "{third:?}");
 }
+
+/// The keeper and its sentry both killed at once (the one fault the etcd
+/// lock cannot fence: nothing is left on the host to stop COMMAND) while a
+/// run goes on: that run ends as it would, but no other starts, for no
+/// lease is kept behind it (the pipe to the keeper is hung up).
+#[test]
+fn no_run_starts_once_the_etcd_keeper_is_gone() {
+    let Some(etcd) = common::etcd::Etcd::start() else {
+        return;
+    };
+    let lock = common::etcd::lock_name("respawn-keeperless");
+    let (holder, mut stdout) = common::etcd::started(&mut common::etcd::on(
+        &etcd,
+        &[
+            "--respawn",
+            "--respawn-delay",
+            "0.2",
+            &lock,
+            "sh",
+            "-c",
+            "echo ready; sleep 0.5",
+        ],
+    ));
+    let keeper = common::etcd::keeper_of(&lock).expect("a keeper");
+    let sentry = common::etcd::sentry_of(&lock).expect("a sentry");
+    // Both at once: SIGKILL, so neither can fence for the other.
+    kill(sentry, Signal::SIGKILL).unwrap();
+    kill(keeper, Signal::SIGKILL).unwrap();
+    // A loop that went on would never end: killed, it fails the test.
+    let pid = holder.id() as i32;
+    if !common::gone_within(pid, std::time::Duration::from_secs(10)) {
+        kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+        panic!("the loop went on without a keeper");
+    }
+    let output = holder.wait_with_output().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert!(
+        !rest.contains("ready"),
+        "ran again without a keeper: {rest:?}"
+    );
+    assert_eq!(output.status.code(), Some(3), "{output:?}");
+    assert!(
+        one_error_line(&output.stderr)
+            .contains("cannot keep the lock between runs (its keeper is gone)"),
+        "{output:?}"
+    );
+}

@@ -45,6 +45,8 @@ pub fn run(
         if started.elapsed() > respawn.delay.max {
             delay = respawn.delay.min;
         }
+        // No run on a lock no longer kept (an etcd keeper gone).
+        supervisor.ensure_lock_kept()?;
         say_restart(&lock, &command[0], &ended, delay);
         if let Some(signal) = supervisor.back_off(delay)? {
             drop(supervisor);

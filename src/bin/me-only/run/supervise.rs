@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use log::debug;
 use nix::errno::Errno;
 use nix::libc;
-use nix::poll::{PollFd, PollFlags, poll};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{
     SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, sigaction, sigprocmask,
 };
@@ -202,15 +202,17 @@ impl<'a> Supervisor<'a> {
         // None: a back-off past what the clock counts to never ends.
         let deadline = deadline::after(delay);
         loop {
-            if deadline::has_come(deadline) {
-                return Ok(None);
-            }
+            // Out of time, what came meanwhile is still read (a TERM sent
+            // as the back-off ends must not be answered with a run); then
+            // the next run may start, if the lock is still kept.
+            let out_of_time = deadline::has_come(deadline);
             let readable = match deadline {
+                _ if out_of_time => has_signal_now(&self.signals),
                 Some(deadline) => readable_before(&self.signals, deadline),
                 None => Ok(true),
             };
             if !readable.map_err(system_error)? {
-                return Ok(None);
+                return self.ensure_lock_kept().map(|()| None);
             }
             let signal = match self.signals.read_signal() {
                 Ok(Some(info)) => Signal::try_from(info.ssi_signo as i32).ok(),
@@ -227,6 +229,29 @@ impl<'a> Supervisor<'a> {
                 // Nothing runs to pass it on to.
                 _ => {}
             }
+        }
+    }
+
+    /// Whether the lock is still held through its descriptor: an etcd
+    /// lock's is a pipe to the keeper, which is gone once the lease is
+    /// (a hang-up, POLLERR on the write end); a kernel lock's is held as
+    /// long as it is open.
+    /// An error where it is not, which ends the loop.
+    pub fn ensure_lock_kept(&self) -> Result<(), Error> {
+        let Some(fd) = &self.held.fd else {
+            return Ok(());
+        };
+        let mut kept = [PollFd::new(fd.as_fd(), PollFlags::empty())];
+        let hung_up = matches!(poll(&mut kept, PollTimeout::ZERO), Ok(1) if kept[0]
+            .revents()
+            .is_some_and(|events| events.intersects(PollFlags::POLLERR | PollFlags::POLLHUP)));
+        match hung_up {
+            false => Ok(()),
+            true => Err(Error::Lock {
+                lock: self.held.name().to_owned(),
+                action: "keep the lock between runs (its keeper is gone)",
+                errno: Errno::EPIPE,
+            }),
         }
     }
 
@@ -391,6 +416,16 @@ fn reap(
     Ok(procfs::children(me)
         .iter()
         .any(|child| !adopted.contains(child)))
+}
+
+/// Whether `signals` has a signal to read now.
+fn has_signal_now(signals: &SignalFd) -> Result<bool, Errno> {
+    let mut readable = [PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+    match poll(&mut readable, PollTimeout::ZERO) {
+        Ok(ready) => Ok(ready > 0),
+        Err(Errno::EINTR) => Ok(true),
+        Err(errno) => Err(errno),
+    }
 }
 
 /// Whether `signals` has a signal to read before `deadline`.
