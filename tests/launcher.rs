@@ -334,3 +334,44 @@ fn version_and_help_print_on_stdout_and_exit_0() {
         );
     }
 }
+
+/// README's idiom for a script that locks itself: run by hand, from cron,
+/// or as COMMAND of another lock, it runs again under me-only, and once at
+/// a time.
+#[test]
+fn a_script_that_locks_itself_runs_once_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = common::unique_lock("script-locks-itself");
+    let script = dir.path().join("job");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\
+             [ \"${{ME_ONLY_LOCK:-}}\" = {lock} ] || exec me-only {lock} \"$0\" \"$@\"\n\
+             echo ready; echo \"locked $ME_ONLY_LOCK $*\"; exec cat\n"
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    let binaries = std::path::Path::new(common::ME_ONLY).parent().unwrap();
+    let path = format!("{}:/usr/bin:/bin", binaries.display());
+    let mut first = std::process::Command::new(&script);
+    first.args(["a", "b"]).env("PATH", &path);
+    let first = Holding::spawn(first);
+    // Started from another lock's COMMAND too, it is refused: it locks
+    // itself, not trusting any ME_ONLY_LOCK.
+    for outer in [None, Some(common::unique_lock("outer"))] {
+        let mut second = match &outer {
+            Some(outer) => {
+                let mut command = me_only();
+                command.arg(outer).arg(&script);
+                command
+            }
+            None => std::process::Command::new(&script),
+        };
+        let refused = second.env("PATH", &path).output().unwrap();
+        assert_eq!(refused.status.code(), Some(4), "{outer:?}: {refused:?}");
+        assert!(text(&refused.stderr).contains(&format!("pid {}", first.pid)));
+    }
+    assert!(first.release().success());
+}
