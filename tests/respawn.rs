@@ -207,10 +207,11 @@ fn a_signal_is_forwarded_to_the_running_command_and_ends_the_loop() {
             "trap 'echo got {signal}; exit 5' {name}; echo ready; while :; do sleep 0.01; done",
             name = &signal.as_str()[3..]
         );
-        let mut child = respawning(&["--respawn", "--respawn-delay", "0.01"], &lock, &script)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut command = respawning(&["--respawn", "--respawn-delay", "0.01"], &lock, &script);
+        // Whatever the suite was started with ignored (nohup, `cargo test &`
+        // in a script), me-only and its sh get the signals here.
+        common::default_disposition_of(&mut command, &[nix::libc::SIGHUP, nix::libc::SIGINT]);
+        let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut child = KillOnDrop(child);
         let mut line = String::new();
@@ -528,4 +529,128 @@ fn no_run_starts_once_the_etcd_keeper_is_gone() {
             .contains("cannot keep the lock between runs (its keeper is gone)"),
         "{output:?}"
     );
+}
+
+/// --detach with --respawn: the loop runs in the background, in a session
+/// of its own; me-only prints its pid once the first run has started and
+/// exits 0 at once; the loop holds the lock, runs again, and ends with
+/// TERM like any loop.
+#[test]
+fn a_detached_loop_runs_in_the_background_and_holds_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = common::unique_lock("respawn-detached");
+    // Its stderr is the loop's, for as long as the loop runs: not a pipe
+    // that output() would read to its end.
+    let output = respawning(
+        &["--detach", "--respawn", "--respawn-delay", "0.05"],
+        &lock,
+        &witnessed(dir.path(), "exit 1"),
+    )
+    .stderr(Stdio::null())
+    .output()
+    .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let pid: i32 = text(&output.stdout).trim().parse().unwrap();
+    let loop_ = common::Detached(pid);
+    // A session of its own, holding the lock: a launch is refused by it.
+    assert_eq!(
+        nix::unistd::getsid(Some(Pid::from_raw(pid))),
+        Ok(Pid::from_raw(pid))
+    );
+    assert!(
+        common::within(std::time::Duration::from_secs(10), || run_starts(
+            dir.path()
+        )
+        .len()
+            >= 3),
+        "{:?}",
+        run_starts(dir.path())
+    );
+    let refused = common::refused(me_only().arg(&lock).arg("true"), 4);
+    assert!(refused.contains(&format!("pid {pid}")), "{refused}");
+    kill(Pid::from_raw(pid), Signal::SIGTERM).unwrap();
+    assert!(common::gone_within(pid, std::time::Duration::from_secs(5)));
+    drop(loop_);
+    assert!(me_only().arg(&lock).arg("true").status().unwrap().success());
+}
+
+/// A detached loop whose COMMAND cannot run says so, as --detach does:
+/// exit 1, one line, nothing left running.
+#[test]
+fn a_detached_loop_whose_command_cannot_run_says_so() {
+    let lock = common::unique_lock("respawn-detached-missing");
+    let output = me_only()
+        .args(["--detach", "--respawn", &lock, "/nonexistent/command"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(output.stdout.is_empty(), "{output:?}");
+    assert!(
+        one_error_line(&output.stderr).contains("/nonexistent/command"),
+        "{output:?}"
+    );
+    assert!(me_only().arg(&lock).arg("true").status().unwrap().success());
+    let slots = me_only()
+        .args(["--detach", "--respawn", "--slots", "2", &lock, "true"])
+        .output()
+        .unwrap();
+    assert_eq!(slots.status.code(), Some(2), "{slots:?}");
+}
+
+/// A loop started with `signal` ignored (nohup's HUP; INT in a script's
+/// `job &`) is not ended by it, during a run or a back-off, as a shell's
+/// `while` loop is not: me-only kept it blocked for its signalfd, so the
+/// kernel queued it all the same, and the loop ended (in a back-off,
+/// me-only died of it) (review of issue 25).
+fn an_ignored_signal_does_not_end_the_loop(signal: Signal) {
+    let lock = common::unique_lock("respawn-ignored");
+    let mut command = respawning(
+        &["--respawn", "--respawn-delay", "0.5", "--tries", "3"],
+        &lock,
+        "echo run; sleep 0.3; exit 1",
+    );
+    let number = signal as i32;
+    // SAFETY: signal() is async-signal-safe.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+            nix::libc::signal(number, nix::libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut child = KillOnDrop(child);
+    let pid = Pid::from_raw(child.0.id() as i32);
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "run\n");
+    // During the first run, then during the back-off after it.
+    kill(pid, signal).unwrap();
+    line.clear();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.contains("running it again"), "{signal}: {line:?}");
+    kill(pid, signal).unwrap();
+    let status = child.0.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert_eq!(
+        (status.code(), rest.as_str()),
+        (Some(1), "run\nrun\n"),
+        "{signal}, ignored by the caller, ended the loop: {status:?}"
+    );
+}
+
+#[test]
+fn a_loop_under_nohup_is_not_ended_by_hup() {
+    an_ignored_signal_does_not_end_the_loop(Signal::SIGHUP);
+}
+
+#[test]
+fn a_loop_started_with_int_ignored_is_not_ended_by_int() {
+    an_ignored_signal_does_not_end_the_loop(Signal::SIGINT);
 }

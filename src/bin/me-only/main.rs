@@ -86,6 +86,13 @@ fn run(cli: Cli) -> Result<u8, Error> {
     }
     let kind = cli.backend()?;
     if let Some(count) = cli.occasional.slots {
+        if cli.detach && cli.occasional.respawn().is_some() {
+            // The loop goes on in a process forked from this one, which
+            // must then be single-threaded: the slots' watchers may live on.
+            return Err(Error::Usage(
+                "--detach with --respawn (or --until-*) cannot be used with --slots".into(),
+            ));
+        }
         let mut slots = lock::slots::all(&cli.lock, &kind, count)?;
         if cli.test {
             return report::test_mode::report_slots(&slots, cli.conflict_exit_code);
@@ -122,7 +129,10 @@ fn run(cli: Cli) -> Result<u8, Error> {
 fn start(cli: &Cli, held: run::launch::Held) -> Result<u8, Error> {
     let max_time = cli.occasional.max_time();
     if let Some(respawn) = cli.occasional.respawn() {
-        return run::respawn::run(held, &cli.command, max_time, respawn);
+        if cli.detach {
+            return run::detach::respawning(held, &cli.command, max_time, respawn);
+        }
+        return run::respawn::run(held, &cli.command, max_time, respawn, None);
     }
     // --max-time needs me-only to outlive COMMAND's start, to stop it.
     if cli.fork || max_time.is_some() {

@@ -103,7 +103,7 @@ pub struct OccasionalOptions {
     #[arg(
         long,
         group = "respawning",
-        conflicts_with_all = ["test", "list", "detach"],
+        conflicts_with_all = ["test", "list"],
         help_heading = heading::RUNNING
     )]
     pub respawn: bool,
@@ -114,7 +114,7 @@ pub struct OccasionalOptions {
     #[arg(
         long,
         group = "respawning",
-        conflicts_with_all = ["test", "list", "detach"],
+        conflicts_with_all = ["test", "list"],
         hide_short_help = true,
         help_heading = heading::RUNNING
     )]
@@ -126,7 +126,7 @@ pub struct OccasionalOptions {
     #[arg(
         long,
         group = "respawning",
-        conflicts_with_all = ["test", "list", "detach"],
+        conflicts_with_all = ["test", "list"],
         hide_short_help = true,
         help_heading = heading::RUNNING
     )]

@@ -5,7 +5,7 @@
 //! no job of the caller's shell.
 
 use std::ffi::OsString;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, IntoRawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
@@ -17,8 +17,13 @@ use nix::libc;
 use nix::sys::signal::{SigmaskHow, sigprocmask};
 use nix::sys::stat::Mode;
 
+use nix::sys::wait::WaitStatus;
+use nix::unistd::ForkResult;
+
+use crate::cli::{MaxTime, Respawn};
 use crate::error::{Error, errno_of};
 use crate::run::launch::{self, Held, exec_error};
+use crate::run::respawn;
 
 /// Starts COMMAND holding the lock, in a session of its own, and prints its
 /// pid. stdout goes to /dev/null as well as stdin: were it the caller's,
@@ -63,6 +68,69 @@ pub fn run(held: Held, command: &[OsString]) -> Result<u8, Error> {
     // make its start look like a failure.
     let _ = std::io::stdout().write_all(format!("{}\n", child.id()).as_bytes());
     Ok(0)
+}
+
+/// `--detach` with `--respawn`, `--until-success` or `--until-failure`:
+/// the loop runs in the background, in a process of its own (forked) in a
+/// session of its own, holding the lock; me-only prints that process's pid
+/// once the loop's first run has started, and exits 0. A loop that ends
+/// before (COMMAND cannot be run) says why on stderr, and me-only exits
+/// as it did.
+pub fn respawning(
+    held: Held,
+    command: &[OsString],
+    max_time: Option<MaxTime>,
+    respawn: Respawn,
+) -> Result<u8, Error> {
+    let lock_name = held.name().to_owned();
+    let system_error = |action, errno| Error::lock_errno(&lock_name, action, errno);
+    occupy_closed_stdin_and_stdout().map_err(|errno| system_error("open /dev/null", errno))?;
+    let (started, started_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
+        .map_err(|errno| system_error("create a pipe", errno))?;
+    // SAFETY: me-only is single-threaded here (--slots, whose watchers may
+    // live on, is refused with it); the child goes on as me-only.
+    match unsafe { nix::unistd::fork() }.map_err(|errno| system_error("fork", errno))? {
+        ForkResult::Child => {
+            drop(started);
+            in_the_background().map_err(|errno| system_error("leave the terminal", errno))?;
+            respawn::run(held, command, max_time, respawn, Some(started_write))
+        }
+        ForkResult::Parent { child } => {
+            // The lock is the loop's now: this process's copy goes.
+            drop(held);
+            drop(started_write);
+            let mut byte = [0];
+            if std::fs::File::from(started)
+                .read(&mut byte)
+                .is_ok_and(|read| read == 1)
+            {
+                debug!("{lock_name}: lock held by the loop, pid {child}");
+                let _ = std::io::stdout().write_all(format!("{child}\n").as_bytes());
+                return Ok(0);
+            }
+            // The loop ended before its first run; it said why.
+            Ok(match nix::sys::wait::waitpid(child, None) {
+                Ok(WaitStatus::Exited(_, code)) => code as u8,
+                Ok(WaitStatus::Signaled(_, signal, _)) => 128 + signal as u8,
+                _ => libc::EXIT_FAILURE as u8,
+            })
+        }
+    }
+}
+
+/// A session of its own (no terminal's hang-up or ^C), stdin and stdout on
+/// /dev/null (`pid=$(me-only -d ...)` must not wait for the loop); stderr
+/// stays, for the loop's lines.
+fn in_the_background() -> Result<(), Errno> {
+    nix::unistd::setsid()?;
+    let null = open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())?;
+    for standard in 0..=1 {
+        // SAFETY: dup2 onto a standard descriptor, from one of ours.
+        if unsafe { libc::dup2(null.as_raw_fd(), standard) } < 0 {
+            return Err(Errno::last());
+        }
+    }
+    Ok(())
 }
 
 /// Puts /dev/null on descriptor 0 or 1 where me-only was started with it

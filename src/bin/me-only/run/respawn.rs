@@ -14,6 +14,7 @@
 
 use std::ffi::OsString;
 use std::io::Write;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
@@ -24,15 +25,19 @@ use crate::error::{Error, printable};
 use crate::run::launch::Held;
 use crate::run::supervise::{Ended, Supervisor, die_of};
 
-/// Runs COMMAND until the loop's end; the last run's exit code.
+/// Runs COMMAND until the loop's end; the last run's exit code. A byte
+/// is written to `started`, if given, once the first run has started
+/// (--detach's parent waits for it).
 pub fn run(
     held: Held,
     command: &[OsString],
     max_time: Option<MaxTime>,
     respawn: Respawn,
+    started: Option<OwnedFd>,
 ) -> Result<u8, Error> {
     let lock = held.name().to_owned();
     let mut supervisor = Supervisor::start(held, command, max_time)?;
+    supervisor.tell_when_started(started);
     let mut delay = respawn.delay.min;
     let mut runs: u32 = 0;
     loop {

@@ -6,6 +6,7 @@
 //! once its time is up.
 
 use std::ffi::{OsStr, OsString};
+use std::os::fd::OwnedFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
@@ -71,6 +72,8 @@ pub struct Supervisor<'a> {
     locked_at: Option<Instant>,
     /// Children me-only had before COMMAND first started: not COMMAND's.
     adopted: Vec<i32>,
+    /// Written to (a byte) once the next run has started, then closed.
+    started: Option<OwnedFd>,
 }
 
 /// How a run ended.
@@ -107,8 +110,16 @@ impl<'a> Supervisor<'a> {
         let system_error = |action, errno| Error::lock_errno(lock_name, action, errno);
         // Signals are taken from a signalfd, in order and without handlers, so
         // no waitpid is ever interrupted and no SIGCHLD is lost.
+        // But not those me-only was started with ignored (nohup's HUP, the
+        // INT and QUIT of a script's `job &`): left ignored, they neither
+        // reach COMMAND (which inherits them ignored) nor end a --respawn
+        // loop, as they would not end a shell's `while` loop. Blocked, the
+        // kernel would queue them for the signalfd all the same.
         let mut watched = SigSet::empty();
-        FORWARDED.iter().for_each(|&signal| watched.add(signal));
+        FORWARDED
+            .iter()
+            .filter(|&&signal| !is_ignored(signal))
+            .for_each(|&signal| watched.add(signal));
         watched.add(Signal::SIGCHLD);
         let mut original_mask = SigSet::empty();
         sigprocmask(
@@ -160,7 +171,13 @@ impl<'a> Supervisor<'a> {
             max_time,
             locked_at,
             adopted,
+            started: None,
         })
+    }
+
+    /// Writes a byte to `started` once the next run has started.
+    pub fn tell_when_started(&mut self, started: Option<OwnedFd>) {
+        self.started = started;
     }
 
     /// Runs COMMAND to its end, and the end of all it left running.
@@ -182,6 +199,9 @@ impl<'a> Supervisor<'a> {
             .child
             .spawn()
             .map_err(|err| exec_error(lock_name, self.program, errno_of(&err)))?;
+        if let Some(started) = self.started.take() {
+            let _ = nix::unistd::write(&started, &[1]);
+        }
         // A tree to stop holds a pidfd for each of its processes; COMMAND,
         // started, keeps the limit it was given (and so does the next run).
         let _raised = DescriptorLimit::raise();
@@ -266,6 +286,16 @@ impl<'a> Supervisor<'a> {
         }
         ended.exit_code()
     }
+}
+
+/// Whether `signal` is ignored (SIG_IGN) in this process.
+fn is_ignored(signal: Signal) -> bool {
+    // SAFETY: sigaction is a plain C structure: all zeroes is a value.
+    let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: a null new action only reads the current one into `current`,
+    // a structure of ours of the type sigaction fills.
+    let asked = unsafe { libc::sigaction(signal as libc::c_int, std::ptr::null(), &mut current) };
+    asked == 0 && current.sa_sigaction == libc::SIG_IGN
 }
 
 /// Dies of the signal that killed the child, as exec mode would have, so
