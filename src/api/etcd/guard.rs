@@ -55,6 +55,7 @@ pub struct Guard {
 /// at that moment unless a renewal came first, so it is ready in time even
 /// when the lease's thread is late (the process stopped or starved of CPU);
 /// once it has been seen ready, the lease is lost for good: drop the guard.
+/// Poll it, never read from it (a read would make it not ready again).
 /// A clone watches the same lock.
 #[derive(Clone)]
 pub struct Lost(Arc<LostInner>);
