@@ -4,9 +4,10 @@
 
 use crate::common;
 use std::io::{BufRead, BufReader};
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use common::{KillOnDrop, me_only, one_error_line, read_until_a_line_with, text};
 use nix::sys::signal::{Signal, kill};
@@ -512,7 +513,7 @@ fn no_run_starts_once_the_etcd_keeper_is_gone() {
     kill(keeper, Signal::SIGKILL).unwrap();
     // A loop that went on would never end: killed, it fails the test.
     let pid = holder.id() as i32;
-    if !common::gone_within(pid, std::time::Duration::from_secs(10)) {
+    if !common::gone_within(pid, Duration::from_secs(10)) {
         kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
         panic!("the loop went on without a keeper");
     }
@@ -558,10 +559,7 @@ fn a_detached_loop_runs_in_the_background_and_holds_the_lock() {
         Ok(Pid::from_raw(pid))
     );
     assert!(
-        common::within(std::time::Duration::from_secs(10), || run_starts(
-            dir.path()
-        )
-        .len()
+        common::within(Duration::from_secs(10), || run_starts(dir.path()).len()
             >= 3),
         "{:?}",
         run_starts(dir.path())
@@ -569,7 +567,7 @@ fn a_detached_loop_runs_in_the_background_and_holds_the_lock() {
     let refused = common::refused(me_only().arg(&lock).arg("true"), 4);
     assert!(refused.contains(&format!("pid {pid}")), "{refused}");
     kill(Pid::from_raw(pid), Signal::SIGTERM).unwrap();
-    assert!(common::gone_within(pid, std::time::Duration::from_secs(5)));
+    assert!(common::gone_within(pid, Duration::from_secs(5)));
     drop(loop_);
     assert!(me_only().arg(&lock).arg("true").status().unwrap().success());
 }
@@ -653,4 +651,139 @@ fn a_loop_under_nohup_is_not_ended_by_hup() {
 #[test]
 fn a_loop_started_with_int_ignored_is_not_ended_by_int() {
     an_ignored_signal_does_not_end_the_loop(Signal::SIGINT);
+}
+
+/// `nohup me-only --fork LOCK daemon`, then `kill -HUP <me-only>` to make
+/// the daemon reload: --fork forwards the usual signals (SPEC 2), and a
+/// COMMAND that installs its own handler (perl, Go's signal.Notify, nginx)
+/// gets HUP although it started with it ignored (review of issue 25: a
+/// first fix for ignored signals ending a loop dropped them altogether).
+#[test]
+fn fork_under_nohup_still_forwards_hup_to_a_command_that_handles_it() {
+    if !common::programs_or_skip(&["perl"]) {
+        return;
+    }
+    let lock = common::unique_lock("respawn-nohup-fork");
+    let mut command = me_only();
+    command.args([
+        "--fork",
+        &lock,
+        "perl",
+        "-e",
+        "$| = 1; $SIG{HUP} = sub { exit 7 }; print qq(ready\\n); sleep 1 for 1..5; exit 1",
+    ]);
+    // SAFETY: signal() is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            nix::libc::signal(nix::libc::SIGHUP, nix::libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let (mut child, line) = common::first_line(&mut command);
+    assert_eq!(line.trim(), "ready");
+    kill(Pid::from_raw(child.0.id() as i32), Signal::SIGHUP).unwrap();
+    let started = Instant::now();
+    let status = child.0.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(7),
+        "HUP to me-only --fork never reached COMMAND's handler ({:?} later: {status:?})",
+        started.elapsed()
+    );
+}
+
+/// A detached loop that fails before its first run with a lock error
+/// exits 3 (SPEC 3), also when me-only was started with SIGCHLD ignored
+/// (SPEC 7 names it as a fault): the parent's waitpid failed (ECHILD, the
+/// kernel had reaped the loop) and it exited 1 (review of issue 25). The lock error is made
+/// with the descriptor limit: the parent's pipe fits, the keeper's
+/// pidfd does not.
+#[test]
+fn a_detached_loop_failing_before_its_first_run_exits_3_with_sigchld_ignored() {
+    let Some(etcd) = common::etcd::Etcd::start() else {
+        return;
+    };
+    let mut seen = Vec::new();
+    for limit in 6..=24u64 {
+        let lock = common::etcd::lock_name(&format!("respawn-sigchld-{limit}"));
+        let mut command = common::etcd::on(
+            &etcd,
+            &[
+                "--detach",
+                "--respawn",
+                "--tries",
+                "1",
+                &lock,
+                "sleep",
+                "0.2",
+            ],
+        );
+        // SAFETY: signal() and setrlimit() are async-signal-safe.
+        unsafe {
+            command.pre_exec(move || {
+                nix::libc::signal(nix::libc::SIGCHLD, nix::libc::SIG_IGN);
+                let rlimit = nix::libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: limit,
+                };
+                nix::libc::setrlimit(nix::libc::RLIMIT_NOFILE, &rlimit);
+                Ok(())
+            });
+        }
+        let output = command.stderr(Stdio::piped()).output().unwrap();
+        // (Where the loop ran, output() waited for its one run's end.)
+        let line = text(&output.stderr);
+        if line.contains("cannot start the lease keeper") {
+            seen.push((limit, output.status.code(), line));
+        }
+    }
+    assert!(!seen.is_empty(), "no limit made the keeper fail");
+    assert!(
+        seen.iter().all(|(_, code, _)| *code == Some(3)),
+        "a lock error, not exit 3: {seen:?}"
+    );
+}
+
+/// With --etcd, a detached loop's key named the process that took the
+/// lock: me-only's parent, which exits once the loop runs. --test then
+/// named a dead pid (not the one --detach printed), and every launch that
+/// found the lock held waited a second for a holder it thought had exited
+/// (plain --detach with --etcd too; review of issue 25).
+#[test]
+fn an_etcd_detached_loop_is_named_as_the_holder_and_refuses_at_once() {
+    let Some(etcd) = common::etcd::Etcd::start() else {
+        return;
+    };
+    let lock = common::etcd::lock_name("respawn-etcd-holder");
+    let output = common::etcd::on(
+        &etcd,
+        &[
+            "--detach",
+            "--respawn",
+            "--respawn-delay",
+            "0.1",
+            &lock,
+            "sleep",
+            "0.3",
+        ],
+    )
+    .stderr(Stdio::null())
+    .output()
+    .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let pid: i32 = text(&output.stdout).trim().parse().unwrap();
+    let _loop = common::Detached(pid);
+    let test = common::etcd::on(&etcd, &["--test", &lock])
+        .output()
+        .unwrap();
+    let named = text(&test.stdout);
+    let started = Instant::now();
+    let refused = common::etcd::on(&etcd, &[&lock, "true"]).output().unwrap();
+    let took = started.elapsed();
+    assert_eq!(refused.status.code(), Some(4), "{refused:?}");
+    assert!(
+        named.split_whitespace().any(|word| word == pid.to_string()),
+        "--test names {named:?}, the loop is pid {pid}"
+    );
+    assert!(took < Duration::from_millis(500), "refused after {took:?}");
 }

@@ -419,15 +419,41 @@ impl Gateway {
     /// still the key it was (same create revision): how --replace asks the
     /// holder's keeper to stop it. Whether it was.
     pub fn mark_holder(&self, holder: &KeyValue, value: &[u8]) -> Result<bool, CallError> {
-        let body = json!({
-            "compare": [{
-                "key": BASE64.encode(&holder.key),
-                "target": "CREATE",
-                "create_revision": holder.create_revision.to_string(),
+        self.put_if_still(holder, value, false)
+    }
+
+    /// Rewrites the holder's key with `value` as mark_holder does, but only
+    /// if it also still holds the value it was read with: a --replace mark
+    /// put meanwhile is kept. Whether it was.
+    pub fn rewrite_unchanged(&self, holder: &KeyValue, value: &[u8]) -> Result<bool, CallError> {
+        self.put_if_still(holder, value, true)
+    }
+
+    fn put_if_still(
+        &self,
+        holder: &KeyValue,
+        value: &[u8],
+        same_value: bool,
+    ) -> Result<bool, CallError> {
+        let key = BASE64.encode(&holder.key);
+        let mut compare = vec![json!({
+            "key": key,
+            "target": "CREATE",
+            "create_revision": holder.create_revision.to_string(),
+            "result": "EQUAL",
+        })];
+        if same_value {
+            compare.push(json!({
+                "key": key,
+                "target": "VALUE",
+                "value": BASE64.encode(&holder.value),
                 "result": "EQUAL",
-            }],
+            }));
+        }
+        let body = json!({
+            "compare": compare,
             "success": [{ "request_put": {
-                "key": BASE64.encode(&holder.key),
+                "key": key,
                 "value": BASE64.encode(value),
                 "lease": holder.lease.to_string(),
             }}],

@@ -354,7 +354,7 @@ impl Backend for EtcdLock {
             lock: self.name.clone(),
             settings,
             lease: taken.lease,
-            key: taken.key,
+            key: taken.key.clone(),
             renewed,
             holder,
         };
@@ -365,11 +365,44 @@ impl Backend for EtcdLock {
             .map_err(|err| {
                 self.give_back(taken.lease);
                 Error::lock_errno(&self.name, "start the lease keeper", err)
-            })
+            })?;
+        self.name_as_holder(&taken, holder);
+        Ok(())
     }
 }
 
 impl EtcdLock {
+    /// The key names `holder` from now on, where another process took the
+    /// lock for it (--detach's COMMAND, a detached --respawn loop): one
+    /// that exits at once, whose pid --test and conflicts would name (and
+    /// wait a second for, as for a holder gone). Only if the key is still
+    /// as written: a --replace mark put meanwhile stays. A message's
+    /// concern only: a failure is logged, not an error.
+    fn name_as_holder(&self, taken: &Taken, holder: i32) {
+        let Ok(Some(kv)) = self.gateway().get(&taken.key, gateway::soon()) else {
+            return;
+        };
+        if kv.lease != taken.lease
+            || is_marked(&kv.value)
+            || parse_holder_value(&kv.value).pid == Some(holder)
+        {
+            return;
+        }
+        let text = String::from_utf8_lossy(&kv.value).into_owned();
+        let mut words: Vec<&str> = text.split_whitespace().collect();
+        let holder = holder.to_string();
+        if words.len() < 2 {
+            return;
+        }
+        words[1] = &holder;
+        if let Err(err) = self
+            .gateway()
+            .rewrite_unchanged(&kv, words.join(" ").as_bytes())
+        {
+            log::debug!("{}: naming pid {holder} in the key: {err}", self.name);
+        }
+    }
+
     /// The lock just taken, for a holder that keeps its lease itself (the
     /// library's, from a thread) rather than through the keeper process:
     /// renewed now if taking it took long (see make_keepable), and no

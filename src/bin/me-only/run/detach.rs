@@ -14,7 +14,9 @@ use log::debug;
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, open};
 use nix::libc;
-use nix::sys::signal::{SigmaskHow, sigprocmask};
+use nix::sys::signal::{
+    SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, sigaction, sigprocmask,
+};
 use nix::sys::stat::Mode;
 
 use nix::sys::wait::WaitStatus;
@@ -87,11 +89,21 @@ pub fn respawning(
     occupy_closed_stdin_and_stdout().map_err(|errno| system_error("open /dev/null", errno))?;
     let (started, started_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
         .map_err(|errno| system_error("create a pipe", errno))?;
+    // With SIGCHLD ignored (as a caller may have left it) the kernel would
+    // reap the loop, and this process could not tell how it ended: the
+    // default here, the caller's back in the loop, for COMMAND.
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    // SAFETY: installs the default disposition, no handler.
+    let inherited = unsafe { sigaction(Signal::SIGCHLD, &default) }
+        .map_err(|errno| system_error("reset SIGCHLD", errno))?;
     // SAFETY: me-only is single-threaded here (--slots, whose watchers may
     // live on, is refused with it); the child goes on as me-only.
     match unsafe { nix::unistd::fork() }.map_err(|errno| system_error("fork", errno))? {
         ForkResult::Child => {
             drop(started);
+            // SAFETY: puts back what sigaction returned above.
+            unsafe { sigaction(Signal::SIGCHLD, &inherited) }
+                .map_err(|errno| system_error("restore SIGCHLD", errno))?;
             in_the_background().map_err(|errno| system_error("leave the terminal", errno))?;
             respawn::run(held, command, max_time, respawn, Some(started_write))
         }

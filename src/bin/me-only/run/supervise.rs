@@ -74,6 +74,9 @@ pub struct Supervisor<'a> {
     adopted: Vec<i32>,
     /// Written to (a byte) once the next run has started, then closed.
     started: Option<OwnedFd>,
+    /// The signals that end a --respawn loop: ENDING, but for those
+    /// me-only was started with ignored.
+    ending: Vec<Signal>,
 }
 
 /// How a run ended.
@@ -110,16 +113,16 @@ impl<'a> Supervisor<'a> {
         let system_error = |action, errno| Error::lock_errno(lock_name, action, errno);
         // Signals are taken from a signalfd, in order and without handlers, so
         // no waitpid is ever interrupted and no SIGCHLD is lost.
-        // But not those me-only was started with ignored (nohup's HUP, the
-        // INT and QUIT of a script's `job &`): left ignored, they neither
-        // reach COMMAND (which inherits them ignored) nor end a --respawn
-        // loop, as they would not end a shell's `while` loop. Blocked, the
-        // kernel would queue them for the signalfd all the same.
         let mut watched = SigSet::empty();
-        FORWARDED
-            .iter()
-            .filter(|&&signal| !is_ignored(signal))
-            .for_each(|&signal| watched.add(signal));
+        FORWARDED.iter().for_each(|&signal| watched.add(signal));
+        // Those me-only was started with ignored (nohup's HUP, the INT and
+        // QUIT of a script's `job &`) are still passed on (a COMMAND may
+        // handle them: a daemon reloading on HUP), but do not end a
+        // --respawn loop, as they would not end a shell's `while` loop.
+        let ending: Vec<Signal> = ENDING
+            .into_iter()
+            .filter(|&signal| !is_ignored(signal))
+            .collect();
         watched.add(Signal::SIGCHLD);
         let mut original_mask = SigSet::empty();
         sigprocmask(
@@ -172,6 +175,7 @@ impl<'a> Supervisor<'a> {
             locked_at,
             adopted,
             started: None,
+            ending,
         })
     }
 
@@ -210,8 +214,14 @@ impl<'a> Supervisor<'a> {
             self.held.whereabouts(),
             child.id()
         );
-        supervise(&mut child, &self.signals, cap, &mut self.adopted)
-            .map_err(|errno| Error::lock_errno(lock_name, "supervise the command", errno))
+        supervise(
+            &mut child,
+            &self.signals,
+            cap,
+            &mut self.adopted,
+            &self.ending,
+        )
+        .map_err(|errno| Error::lock_errno(lock_name, "supervise the command", errno))
     }
 
     /// Waits `delay` between runs, or until TERM, INT or HUP comes, which
@@ -245,7 +255,7 @@ impl<'a> Supervisor<'a> {
                     let mut none = None;
                     reap(Pid::from_raw(0), &mut none, &mut self.adopted).map_err(system_error)?;
                 }
-                Some(signal) if ENDING.contains(&signal) => return Ok(Some(signal)),
+                Some(signal) if self.ending.contains(&signal) => return Ok(Some(signal)),
                 // Nothing runs to pass it on to.
                 _ => {}
             }
@@ -352,6 +362,7 @@ fn supervise(
     signals: &SignalFd,
     mut cap: Option<Cap>,
     adopted: &mut Vec<i32>,
+    ending: &[Signal],
 ) -> Result<Ended, Errno> {
     let pid = Pid::from_raw(child.id() as i32);
     // A terminal's hang-up goes to its session leader alone (the rest of
@@ -394,7 +405,7 @@ fn supervise(
                 _ => continue,
             }
         }
-        if ENDING.contains(&signal) {
+        if ending.contains(&signal) {
             // Even one the child had from the terminal: a ^C must not be
             // answered with another run.
             stop = Some(signal);
