@@ -393,6 +393,7 @@ impl Hosts {
             return None;
         }
         let (block, claim) = claim_block();
+        remove_leftovers_of_block(block);
         let tag = std::process::id() % 10_000;
         let mut hosts = Hosts {
             names: Vec::new(),
@@ -480,6 +481,43 @@ fn claim_block() -> (usize, nix::fcntl::Flock<std::fs::File>) {
         }
     }
     panic!("all address blocks for test hosts are in use");
+}
+
+/// Namespaces and links of `block` that a test killed before its Drop
+/// left behind (a claimed block is no live test's): with their addresses
+/// still up, this test's packets would go to them.
+fn remove_leftovers_of_block(block: usize) {
+    let of_block = |name: &str, side: char| {
+        name.strip_prefix("meo")
+            .and_then(|rest| rest.split_once('b'))
+            .is_some_and(|(tag, rest)| {
+                tag.chars().all(|c| c.is_ascii_digit())
+                    && rest
+                        .strip_prefix(&block.to_string())
+                        .and_then(|rest| rest.strip_prefix(side))
+                        .is_some_and(|n| n.chars().all(|c| c.is_ascii_digit()))
+            })
+    };
+    let listed = |args: &[&str]| {
+        let output = Command::new("ip").args(args).output().unwrap();
+        text(&output.stdout)
+            .lines()
+            .filter_map(|line| line.split_whitespace().next())
+            .map(|name| name.split('@').next().unwrap_or(name).to_owned())
+            .collect::<Vec<_>>()
+    };
+    for name in listed(&["netns", "list"])
+        .iter()
+        .filter(|name| of_block(name, 'h'))
+    {
+        let _ = Command::new("ip").args(["netns", "del", name]).output();
+    }
+    for name in listed(&["-br", "link"])
+        .iter()
+        .filter(|name| of_block(name, 'o'))
+    {
+        let _ = Command::new("ip").args(["link", "del", name]).output();
+    }
 }
 
 impl Drop for Hosts {
