@@ -20,15 +20,14 @@ use nix::errno::Errno;
 use nix::libc;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
-use nix::sys::signal::{
-    SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, sigaction, sigprocmask,
-};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::{ForkResult, fork};
 
 use crate::sys::pidfd::pidfd_open;
 use crate::sys::process_title;
+use crate::sys::signals;
 
 use super::Settings;
 use super::gateway;
@@ -54,12 +53,9 @@ pub fn start(watch: Watch, writers: OwnedFd) -> Result<(), Errno> {
     // With SIGCHLD ignored (as a caller may have left it) the kernel reaps
     // children itself, and the wait for the first one fails: the default,
     // for as long as the start takes; COMMAND gets the caller's back.
-    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-    // SAFETY: installs the default disposition, no handler.
-    let inherited = unsafe { sigaction(Signal::SIGCHLD, &default) }?;
+    let inherited = signals::set_default(Signal::SIGCHLD)?;
     let started = start_with_sigchld_at_default(watch, writers);
-    // SAFETY: puts back what sigaction just returned.
-    unsafe { sigaction(Signal::SIGCHLD, &inherited) }?;
+    signals::restore(Signal::SIGCHLD, &inherited)?;
     started
 }
 

@@ -14,9 +14,7 @@ use log::debug;
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, open};
 use nix::libc;
-use nix::sys::signal::{
-    SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, sigaction, sigprocmask,
-};
+use nix::sys::signal::{SigmaskHow, Signal, sigprocmask};
 use nix::sys::stat::Mode;
 
 use nix::sys::wait::WaitStatus;
@@ -26,6 +24,7 @@ use crate::cli::{MaxTime, Respawn};
 use crate::error::{Error, errno_of};
 use crate::run::launch::{self, Held, exec_error};
 use crate::run::respawn;
+use crate::sys::signals;
 
 /// Starts COMMAND holding the lock, in a session of its own, and prints its
 /// pid. stdout goes to /dev/null as well as stdin: were it the caller's,
@@ -92,17 +91,14 @@ pub fn respawning(
     // With SIGCHLD ignored (as a caller may have left it) the kernel would
     // reap the loop, and this process could not tell how it ended: the
     // default here, the caller's back in the loop, for COMMAND.
-    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-    // SAFETY: installs the default disposition, no handler.
-    let inherited = unsafe { sigaction(Signal::SIGCHLD, &default) }
+    let inherited = signals::set_default(Signal::SIGCHLD)
         .map_err(|errno| system_error("reset SIGCHLD", errno))?;
     // SAFETY: me-only is single-threaded here (--slots, whose watchers may
     // live on, is refused with it); the child goes on as me-only.
     match unsafe { nix::unistd::fork() }.map_err(|errno| system_error("fork", errno))? {
         ForkResult::Child => {
             drop(started);
-            // SAFETY: puts back what sigaction returned above.
-            unsafe { sigaction(Signal::SIGCHLD, &inherited) }
+            signals::restore(Signal::SIGCHLD, &inherited)
                 .map_err(|errno| system_error("restore SIGCHLD", errno))?;
             in_the_background().map_err(|errno| system_error("leave the terminal", errno))?;
             respawn::run(held, command, max_time, respawn, Some(started_write))

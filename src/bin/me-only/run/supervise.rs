@@ -15,9 +15,7 @@ use log::debug;
 use nix::errno::Errno;
 use nix::libc;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::{
-    SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, sigaction, sigprocmask,
-};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::Pid;
 use std::os::fd::AsFd;
@@ -29,6 +27,7 @@ use crate::run::launch::{self, Held, exec_error};
 use crate::sys::deadline;
 use crate::sys::poll_time;
 use crate::sys::procfs;
+use crate::sys::signals;
 use crate::sys::tree::{DescriptorLimit, Tree};
 
 /// The signals a supervisor passes on, as util-linux flock and tini do.
@@ -121,7 +120,7 @@ impl<'a> Supervisor<'a> {
         // --respawn loop, as they would not end a shell's `while` loop.
         let ending: Vec<Signal> = ENDING
             .into_iter()
-            .filter(|&signal| !is_ignored(signal))
+            .filter(|&signal| !signals::is_ignored(signal))
             .collect();
         watched.add(Signal::SIGCHLD);
         let mut original_mask = SigSet::empty();
@@ -132,9 +131,7 @@ impl<'a> Supervisor<'a> {
         )
         .map_err(|errno| system_error("block signals", errno))?;
         // An ignored SIGCHLD would reap the child before we could see its status.
-        let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-        // SAFETY: installs the default disposition, no handler.
-        let original_sigchld = unsafe { sigaction(Signal::SIGCHLD, &default) }
+        let original_sigchld = signals::set_default(Signal::SIGCHLD)
             .map_err(|errno| system_error("reset SIGCHLD", errno))?;
         let signals = SignalFd::with_flags(&watched, SfdFlags::SFD_CLOEXEC)
             .map_err(|errno| system_error("create a signalfd", errno))?;
@@ -162,7 +159,7 @@ impl<'a> Supervisor<'a> {
         // SAFETY: sigaction, prctl and getppid are async-signal-safe.
         unsafe {
             child.pre_exec(move || {
-                sigaction(Signal::SIGCHLD, &original_sigchld)?;
+                signals::restore(Signal::SIGCHLD, &original_sigchld)?;
                 die_with(supervisor)
             });
         }
@@ -232,12 +229,11 @@ impl<'a> Supervisor<'a> {
         // None: a back-off past what the clock counts to never ends.
         let deadline = deadline::after(delay);
         loop {
-            // Out of time, what came meanwhile is still read (a TERM sent
-            // as the back-off ends must not be answered with a run); then
-            // the next run may start, if the lock is still kept.
-            let out_of_time = deadline::has_come(deadline);
+            // Out of time, the look does not wait but still reads what came
+            // meanwhile (a TERM sent as the back-off ends must not be
+            // answered with a run); then the next run may start, if the
+            // lock is still kept.
             let readable = match deadline {
-                _ if out_of_time => has_signal_now(&self.signals),
                 Some(deadline) => readable_before(&self.signals, deadline),
                 None => Ok(true),
             };
@@ -262,11 +258,10 @@ impl<'a> Supervisor<'a> {
         }
     }
 
-    /// Whether the lock is still held through its descriptor: an etcd
-    /// lock's is a pipe to the keeper, which is gone once the lease is
-    /// (a hang-up, POLLERR on the write end); a kernel lock's is held as
-    /// long as it is open.
-    /// An error where it is not, which ends the loop.
+    /// An error, which ends the loop, where the lock is no longer held
+    /// through its descriptor: an etcd lock's is a pipe to the keeper,
+    /// which is gone once the lease is (a hang-up, POLLERR on the write
+    /// end); a kernel lock's is held as long as it is open.
     pub fn ensure_lock_kept(&self) -> Result<(), Error> {
         let Some(fd) = &self.held.fd else {
             return Ok(());
@@ -298,16 +293,6 @@ impl<'a> Supervisor<'a> {
     }
 }
 
-/// Whether `signal` is ignored (SIG_IGN) in this process.
-fn is_ignored(signal: Signal) -> bool {
-    // SAFETY: sigaction is a plain C structure: all zeroes is a value.
-    let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
-    // SAFETY: a null new action only reads the current one into `current`,
-    // a structure of ours of the type sigaction fills.
-    let asked = unsafe { libc::sigaction(signal as libc::c_int, std::ptr::null(), &mut current) };
-    asked == 0 && current.sa_sigaction == libc::SIG_IGN
-}
-
 /// Dies of the signal that killed the child, as exec mode would have, so
 /// that the caller sees it: a shell stops a loop when its job died of ^C,
 /// not when it exited 130. A core-dumping signal dumps no core of
@@ -318,9 +303,7 @@ pub fn die_of(signal: i32) {
     let Ok(signal) = Signal::try_from(signal) else {
         return;
     };
-    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-    // SAFETY: installs the default disposition, no handler.
-    let _ = unsafe { sigaction(signal, &default) };
+    let _ = signals::set_default(signal);
     let _ = nix::sys::signal::raise(signal);
     let mut only = SigSet::empty();
     only.add(signal);
@@ -457,16 +440,6 @@ fn reap(
     Ok(procfs::children(me)
         .iter()
         .any(|child| !adopted.contains(child)))
-}
-
-/// Whether `signals` has a signal to read now.
-fn has_signal_now(signals: &SignalFd) -> Result<bool, Errno> {
-    let mut readable = [PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
-    match poll(&mut readable, PollTimeout::ZERO) {
-        Ok(ready) => Ok(ready > 0),
-        Err(Errno::EINTR) => Ok(true),
-        Err(errno) => Err(errno),
-    }
 }
 
 /// Whether `signals` has a signal to read before `deadline`.
