@@ -73,6 +73,8 @@ pub struct Taken {
     /// When the lease was last granted or renewed: etcd counts its TTL
     /// from a moment after this.
     pub renewed: Instant,
+    /// The pid the key's value names: the process that wrote it.
+    pub named: i32,
 }
 
 pub struct EtcdLock {
@@ -261,6 +263,7 @@ impl Backend for EtcdLock {
                     key,
                     fence,
                     renewed: asked,
+                    named: std::process::id() as i32,
                 });
                 self.acquired(lease)
             }
@@ -379,6 +382,10 @@ impl EtcdLock {
     /// as written: a --replace mark put meanwhile stays. A message's
     /// concern only: a failure is logged, not an error.
     fn name_as_holder(&self, taken: &Taken, holder: i32) {
+        // Named already (exec, --fork): no call, on every launch's path.
+        if taken.named == holder {
+            return;
+        }
         let Ok(Some(kv)) = self.gateway().get(&taken.key, gateway::soon()) else {
             return;
         };

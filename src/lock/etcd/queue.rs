@@ -99,6 +99,7 @@ impl EtcdLock {
                 key,
                 fence,
                 renewed: asked,
+                named: std::process::id() as i32,
             }),
             Err(err) => {
                 self.give_back(lease);
